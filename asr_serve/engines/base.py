@@ -1,0 +1,88 @@
+"""The engine protocol: the only thing the ASR deployment knows about a model.
+
+An engine turns a batch of 16 kHz mono float32 arrays into one result per array. The
+deployment owns batching, metrics and Ray concerns; the engine owns the model.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+SAMPLE_RATE = 16_000
+
+
+class TranscribeOptions(BaseModel):
+    """Per-item options. Items of one batch may carry different options."""
+
+    model_config = ConfigDict(frozen=True)
+
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+    word_timestamps: bool = False
+    segment_timestamps: bool = False
+
+
+class Word(BaseModel):
+    start: float
+    end: float
+    word: str
+
+
+class Segment(BaseModel):
+    id: int
+    start: float
+    end: float
+    text: str
+    words: list[Word] | None = None
+
+
+class EngineResult(BaseModel):
+    """One item's transcript. ``duration`` is the input's length in seconds."""
+
+    text: str
+    language: str | None = None
+    duration: float
+    segments: list[Segment] = Field(default_factory=list)
+
+
+class Engine(abc.ABC):
+    """Base class of every engine; subclasses implement ``load`` and ``transcribe``."""
+
+    #: Languages the model accepts (lower-case codes); ``None`` means it does not say.
+    languages: frozenset[str] | None = None
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load weights; raise :class:`asr_serve.errors.ModelLoadError` with a fix-it message."""
+
+    @abc.abstractmethod
+    def transcribe(
+        self, audios: Sequence[np.ndarray], options: Sequence[TranscribeOptions]
+    ) -> list[EngineResult]:
+        """Transcribe a batch in one call where the model allows it; one result per input."""
+
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Reject options the model cannot honour (raise ``InvalidRequestError``)."""
+        from asr_serve.errors import InvalidRequestError
+
+        if (
+            options.language is not None
+            and self.languages is not None
+            and options.language.lower() not in self.languages
+        ):
+            raise InvalidRequestError(
+                f"language {options.language!r} is not supported by this model; "
+                f"supported: {', '.join(sorted(self.languages))}",
+                param="language",
+            )
+
+    def warmup(self, batch_size: int = 2, seconds: float = 1.0) -> None:
+        """Run real inference once so the first request pays for no lazy initialisation."""
+        rng = np.random.default_rng(0)
+        audio = (0.05 * rng.standard_normal(int(SAMPLE_RATE * seconds))).astype(np.float32)
+        self.transcribe([audio] * batch_size, [TranscribeOptions()] * batch_size)
