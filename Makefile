@@ -1,0 +1,31 @@
+# Two commands for a fresh machine (Debian/Ubuntu with Python 3.11+):
+#   make serve   install, then serve the embedded Whisper tiny.en on CPU at http://127.0.0.1:8000
+#   make test    install, then run the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test system-deps install lint
+
+system-deps:
+	@if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng ffmpeg; fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+
+serve: install
+	@echo "Starting asr-serve; once it logs 'Deployed app', try:"
+	@echo "  curl -s http://127.0.0.1:8000/v1/audio/transcriptions -F file=@your-recording.mp3"
+	$(BIN)/serve run serve_config.cpu.yaml
+
+lint: install
+	$(BIN)/ruff check asr_serve tests benchmarks
+	$(BIN)/ruff format --check asr_serve tests benchmarks
+
+test: system-deps install lint
+	$(BIN)/python -m pytest -ra

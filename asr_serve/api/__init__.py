@@ -1,0 +1,1 @@
+"""The HTTP API: protocol models, multipart upload parsing and response rendering."""

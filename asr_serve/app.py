@@ -1,0 +1,43 @@
+"""The application builder: one config in, the bound Serve graph out.
+
+``serve_config.yaml`` names ``asr_serve.app:build_app`` as its ``import_path`` and passes
+``args``; ``serve run serve_config.yaml`` calls it once per deploy. Per-deployment Ray
+settings come from the YAML's ``deployments`` section, which Serve applies on top.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from asr_serve.config import AppConfig
+from asr_serve.deployments.asr import ASR
+from asr_serve.deployments.decoder import AudioDecoder
+from asr_serve.deployments.ingress import Ingress
+
+
+def build_graph(
+    config: AppConfig, deployment_options: dict[str, dict[str, Any]] | None = None
+) -> Application:
+    """Ingress → AudioDecoder → one ASR deployment per model.
+
+    ``deployment_options`` (deployment name → ``.options()`` kwargs) is for callers that
+    build the graph in Python rather than from YAML, such as tests and benchmarks.
+    """
+    extra = deployment_options or {}
+    decoder = AudioDecoder.options(**extra.get("AudioDecoder", {})).bind(config.limits.model_dump())
+    models = {
+        m.name: ASR.options(
+            name=m.deployment_name,
+            user_config=m.batching.model_dump(),
+            **extra.get(m.deployment_name, {}),
+        ).bind(m.model_dump())
+        for m in config.models
+    }
+    return Ingress.options(**extra.get("Ingress", {})).bind(decoder, models, config.model_dump())
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Serve's entry point for ``import_path: asr_serve.app:build_app``."""
+    return build_graph(AppConfig.model_validate(args))

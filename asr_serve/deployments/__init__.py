@@ -1,0 +1,1 @@
+"""Ray Serve deployments: thin shells that own Ray concerns; the work lives elsewhere."""

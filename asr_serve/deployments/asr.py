@@ -1,0 +1,104 @@
+"""ASR: one deployment per model; loads it once per replica and batches across requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+
+import numpy as np
+from ray import serve
+
+from asr_serve.batching import BatchItem, batch_cost, item_cost, run_batch
+from asr_serve.config import BatchingConfig, ModelConfig
+from asr_serve.engines import EngineResult, TranscribeOptions, create_engine
+from asr_serve.engines.base import SAMPLE_RATE
+
+logger = logging.getLogger("ray.serve")
+
+_DEFAULT_BATCHING = BatchingConfig()
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    # Must exceed max_batch_size or batches never fill (ray#43288).
+    max_ongoing_requests=64,
+    max_queued_requests=256,
+    # A model that cannot load fails the deployment quickly with its message.
+    max_constructor_retry_count=3,
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+    graceful_shutdown_timeout_s=60,
+)
+class ASR:
+    def __init__(self, model: dict) -> None:
+        from asr_serve.metrics import ASRMetrics
+
+        self.model = ModelConfig.model_validate(model)
+        self.metrics = ASRMetrics(self.model.name)
+        self.batching = self.model.batching
+        #: Recent batch sizes, for tests and the ``stats`` call.
+        self.recent_batches: deque[int] = deque(maxlen=1024)
+
+        started = time.perf_counter()
+        self.engine = create_engine(self.model)
+        self.engine.load()
+        self.engine.warmup()
+        self.metrics.model_loaded.set(1)
+        logger.info(
+            "model %s (%s) loaded and warmed up in %.1f s",
+            self.model.name,
+            self.model.engine,
+            time.perf_counter() - started,
+        )
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Apply a new ``user_config`` (batch size, wait, audio bound) without a restart."""
+        self.batching = BatchingConfig.model_validate(user_config)
+        self._batched.set_max_batch_size(self.batching.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
+        logger.info("batching for %s set to %s", self.model.name, self.batching)
+
+    async def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> EngineResult:
+        """One request's audio; it shares an engine call with whatever else is waiting."""
+        self.engine.check_options(options)
+        cost = item_cost(len(audio) / SAMPLE_RATE, self.batching)
+        return await self._batched(BatchItem(audio=audio, options=options, cost=cost))
+
+    @serve.batch(
+        max_batch_size=_DEFAULT_BATCHING.max_batch_size,
+        batch_wait_timeout_s=_DEFAULT_BATCHING.batch_wait_timeout_s,
+        batch_size_fn=batch_cost,
+    )
+    async def _batched(self, items: list[BatchItem]) -> list[EngineResult]:
+        started = time.perf_counter()
+        for item in items:
+            self.metrics.queue_wait.observe(started - item.enqueued_at)
+        self.recent_batches.append(len(items))
+        self.metrics.batch_size.observe(len(items))
+        audio_s = sum(item.seconds for item in items)
+        self.metrics.batch_audio_seconds.observe(audio_s)
+        try:
+            # In a thread, so the replica keeps accepting requests for the next batch.
+            results = await asyncio.to_thread(run_batch, self.engine, items)
+        except Exception:
+            self.metrics.errors.inc()
+            raise
+        self.metrics.inference.observe(time.perf_counter() - started)
+        self.metrics.audio_seconds.inc(audio_s)
+        return results
+
+    def ready(self) -> bool:
+        """Reachable only once the constructor (load + warm-up) has finished."""
+        return True
+
+    def stats(self) -> dict:
+        """Batching as this replica saw it; used by tests and the benchmark harness."""
+        return {
+            "model": self.model.name,
+            "pid": os.getpid(),
+            "batching": self.batching.model_dump(),
+            "recent_batch_sizes": list(self.recent_batches),
+        }

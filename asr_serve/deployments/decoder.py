@@ -1,0 +1,42 @@
+"""AudioDecoder: the CPU tier that turns uploaded bytes into 16 kHz mono float32."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ray import serve
+
+from asr_serve.audio.decode import DecodedAudio, decode_audio
+from asr_serve.config import LimitsConfig
+from asr_serve.errors import ASRServeError
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    max_ongoing_requests=4,
+    max_queued_requests=64,
+)
+class AudioDecoder:
+    def __init__(self, limits: dict) -> None:
+        from asr_serve.metrics import DecoderMetrics
+
+        self.limits = LimitsConfig.model_validate(limits)
+        self.metrics = DecoderMetrics()
+
+    async def decode(self, data: bytes) -> DecodedAudio:
+        """Decode off the event loop (PyAV releases the GIL) and enforce the duration limit."""
+        started = time.perf_counter()
+        try:
+            audio = await asyncio.to_thread(
+                decode_audio,
+                data,
+                max_duration_s=self.limits.max_audio_s,
+                min_duration_s=self.limits.min_audio_s,
+            )
+        except ASRServeError as exc:
+            self.metrics.rejected.inc(tags={"code": exc.code})
+            raise
+        self.metrics.decode_time.observe(time.perf_counter() - started)
+        self.metrics.decoded_seconds.inc(audio.duration_s)
+        return audio

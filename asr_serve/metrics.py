@@ -1,0 +1,87 @@
+"""Custom Serve metrics, exported on Ray's Prometheus endpoint beside Serve's own.
+
+Names are prefixed ``asr_`` (Ray adds ``ray_``). Created inside replicas only: the
+``ray.serve.metrics`` objects need a running Ray worker.
+"""
+
+from __future__ import annotations
+
+from ray.serve import metrics
+
+_LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+_BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+
+class ASRMetrics:
+    """Per-model metrics of the ASR deployment."""
+
+    def __init__(self, model: str) -> None:
+        tags = {"model": model}
+        self.batch_size = metrics.Histogram(
+            "asr_batch_size",
+            description="Items per engine call, as formed by @serve.batch.",
+            boundaries=_BATCH_BUCKETS,
+            tag_keys=("model",),
+        )
+        self.batch_audio_seconds = metrics.Histogram(
+            "asr_batch_audio_seconds",
+            description="Total audio seconds in one engine call.",
+            boundaries=[1, 5, 10, 30, 60, 120, 300, 600],
+            tag_keys=("model",),
+        )
+        self.queue_wait = metrics.Histogram(
+            "asr_queue_wait_seconds",
+            description="Time an item waited in the replica before its batch started.",
+            boundaries=_LATENCY_BUCKETS_S,
+            tag_keys=("model",),
+        )
+        self.inference = metrics.Histogram(
+            "asr_inference_seconds",
+            description="Wall time of one batched engine call.",
+            boundaries=_LATENCY_BUCKETS_S,
+            tag_keys=("model",),
+        )
+        self.audio_seconds = metrics.Counter(
+            "asr_audio_seconds_total",
+            description="Seconds of audio transcribed.",
+            tag_keys=("model",),
+        )
+        self.errors = metrics.Counter(
+            "asr_engine_errors_total",
+            description="Engine calls that raised.",
+            tag_keys=("model",),
+        )
+        self.model_loaded = metrics.Gauge(
+            "asr_model_loaded",
+            description="1 once the replica's model is loaded and warmed up.",
+            tag_keys=("model",),
+        )
+        for metric in (
+            self.batch_size,
+            self.batch_audio_seconds,
+            self.queue_wait,
+            self.inference,
+            self.audio_seconds,
+            self.errors,
+            self.model_loaded,
+        ):
+            metric.set_default_tags(tags)
+
+
+class DecoderMetrics:
+    """Metrics of the AudioDecoder deployment."""
+
+    def __init__(self) -> None:
+        self.decode_time = metrics.Histogram(
+            "asr_decode_seconds",
+            description="Wall time to decode one upload to 16 kHz mono.",
+            boundaries=_LATENCY_BUCKETS_S,
+        )
+        self.decoded_seconds = metrics.Counter(
+            "asr_decoded_audio_seconds_total", description="Seconds of audio decoded."
+        )
+        self.rejected = metrics.Counter(
+            "asr_decode_rejected_total",
+            description="Uploads rejected by the decoder, by error code.",
+            tag_keys=("code",),
+        )

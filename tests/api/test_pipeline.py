@@ -1,0 +1,135 @@
+"""Request validation, model routing, options and the deadline, without Ray."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from asr_serve.api.formats import render
+from asr_serve.api.upload import Upload
+from asr_serve.audio.decode import DecodedAudio
+from asr_serve.config import AppConfig
+from asr_serve.engines.base import EngineResult, Segment, TranscribeOptions, Word
+from asr_serve.errors import DeadlineExceededError, InvalidParameterError, ModelNotFoundError
+from asr_serve.pipeline import TranscriptionPipeline, parse_request, transcribe_options
+
+CONFIG = AppConfig.model_validate(
+    {
+        "models": [
+            {"name": "a", "engine": "funasr", "model": "x"},
+            {"name": "b", "engine": "faster-whisper", "model": "embedded"},
+        ],
+        "limits": {"request_timeout_s": 0.2, "max_prompt_chars": 10},
+    }
+)
+
+
+def _upload(**fields) -> Upload:
+    return Upload(data=b"audio", filename="a.wav", content_type="audio/wav", fields=fields)
+
+
+async def _decode(data: bytes) -> DecodedAudio:
+    samples = np.zeros(16000, np.float32)
+    return DecodedAudio(samples, 1.0, 16000, 1, "pcm_s16le", "wav")
+
+
+def test_default_and_named_models() -> None:
+    assert parse_request({}, CONFIG).model == "a"
+    assert parse_request({"model": "b"}, CONFIG).model == "b"
+    assert parse_request({"model": ""}, CONFIG).model == "a"
+    with pytest.raises(ModelNotFoundError) as err:
+        parse_request({"model": "nope"}, CONFIG)
+    assert err.value.status_code == 404 and err.value.param == "model"
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"response_format": "xml"}, "response_format"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"temperature": "3"}, "temperature"),
+        ({"language": "english!"}, "language"),
+        ({"timestamp_granularities": ["char"]}, "timestamp_granularities.0"),
+        ({"prompt": "x" * 11}, "prompt"),
+    ],
+)
+def test_invalid_parameters_are_422_naming_the_field(fields: dict, param: str) -> None:
+    with pytest.raises(InvalidParameterError) as err:
+        parse_request(fields, CONFIG)
+    assert err.value.status_code == 422 and err.value.param == param
+
+
+def test_options_ask_only_for_the_timestamps_shown() -> None:
+    plain = transcribe_options(parse_request({"language": "EN", "prompt": "hi"}, CONFIG))
+    assert plain == TranscribeOptions(language="en", prompt="hi")
+    verbose = transcribe_options(
+        parse_request(
+            {"response_format": "verbose_json", "timestamp_granularities": ["word"]}, CONFIG
+        )
+    )
+    assert verbose.segment_timestamps and verbose.word_timestamps
+
+
+def test_pipeline_routes_to_the_named_model() -> None:
+    calls: list[tuple[str, int, TranscribeOptions]] = []
+
+    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions):
+        calls.append((model, len(audio), options))
+        return EngineResult(text="hi", duration=1.0)
+
+    pipeline = TranscriptionPipeline(CONFIG, decode=_decode, transcribe=transcribe)
+    done = asyncio.run(pipeline.run(_upload(model="b", language="en")))
+    assert done.model == "b" and done.result.text == "hi"
+    assert calls == [("b", 16000, TranscribeOptions(language="en"))]
+
+
+def test_pipeline_deadline_is_504_and_cancels_the_call() -> None:
+    cancelled = asyncio.Event()
+
+    async def slow(model: str, audio: np.ndarray, options: TranscribeOptions):
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def main() -> None:
+        pipeline = TranscriptionPipeline(CONFIG, decode=_decode, transcribe=slow)
+        with pytest.raises(DeadlineExceededError) as err:
+            await pipeline.run(_upload())
+        assert err.value.status_code == 504
+        assert cancelled.is_set()
+
+    asyncio.run(main())
+
+
+def test_render_formats() -> None:
+    result = EngineResult(
+        text="hello world",
+        language="en",
+        duration=1.5,
+        segments=[
+            Segment(
+                id=0,
+                start=0.0,
+                end=1.5,
+                text="hello world",
+                words=[
+                    Word(start=0, end=0.5, word="hello"),
+                    Word(start=0.6, end=1.5, word="world"),
+                ],
+            )
+        ],
+    )
+    assert render(result, "text", model="a").body == b"hello world"
+    import json
+
+    plain = json.loads(render(result, "json", model="a").body)
+    assert plain == {"text": "hello world", "usage": {"type": "duration", "seconds": 1.5}}
+    verbose = json.loads(render(result, "verbose_json", model="a", words=True).body)
+    assert verbose["segments"] == [{"id": 0, "start": 0.0, "end": 1.5, "text": "hello world"}]
+    assert [w["word"] for w in verbose["words"]] == ["hello", "world"]
+    assert verbose["language"] == "en" and verbose["duration"] == 1.5
+    assert "words" not in json.loads(render(result, "verbose_json", model="a").body)

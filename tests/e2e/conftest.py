@@ -1,0 +1,46 @@
+"""A real local Ray cluster and Serve instance, shared by the end-to-end tests.
+
+One Ray session serves every e2e module (starting Ray costs seconds); each module deploys
+its own application on its own route prefix and tears it down.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from asr_serve.testing.tiny_model import ensure_tiny_model
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    return ensure_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def serve_url() -> Iterator[str]:
+    """Start Ray (logical CPUs beyond the 2 cores: they are scheduling units) and Serve."""
+    port = _free_port()
+    ray.init(num_cpus=16, include_dashboard=False, configure_logging=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def http(serve_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=serve_url, timeout=60) as client:
+        yield client

@@ -1,0 +1,50 @@
+"""Deploying the real graph from tests: app args for the tiny checkpoint, small replicas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from asr_serve.app import build_graph
+from asr_serve.config import AppConfig
+
+TINY_MODEL = "tiny-nano"
+
+
+def tiny_args(model_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """App args serving the generated Fun-ASR-Nano checkpoint on CPU."""
+    model = {
+        "name": TINY_MODEL,
+        "engine": "funasr",
+        "model": str(model_dir),
+        "device": "cpu",
+        "cpu_threads": 1,
+        "max_new_tokens": 8,
+        "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.1},
+    }
+    model.update(overrides.pop("model", {}))
+    return {"models": [model], **overrides}
+
+
+SMALL_REPLICAS = {
+    "Ingress": {"ray_actor_options": {"num_cpus": 0.1}},
+    "AudioDecoder": {"ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}},
+}
+
+
+def deploy(
+    name: str,
+    args: dict[str, Any],
+    options: dict[str, dict[str, Any]] | None = None,
+    *,
+    blocking: bool = True,
+) -> str:
+    """Deploy the real graph as application ``name`` under ``/name``; return its prefix."""
+    config = AppConfig.model_validate(args)
+    merged = {**SMALL_REPLICAS, **(options or {})}
+    for m in config.models:
+        merged.setdefault(m.deployment_name, {}).setdefault("ray_actor_options", {"num_cpus": 0.5})
+    serve.run(build_graph(config, merged), name=name, route_prefix=f"/{name}", _blocking=blocking)
+    return f"/{name}"

@@ -1,0 +1,124 @@
+"""Serve-level behaviour: live reconfigure, readiness gating, overload, deadline, bad model."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import httpx
+import pytest
+from ray import serve
+
+from asr_serve.testing.speech import encode, noise
+from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
+
+pytestmark = pytest.mark.e2e
+
+ASR = f"ASR-{TINY_MODEL}"
+WAV = encode(noise(1.0, 7), 16000, "wav")
+
+
+def _post(http: httpx.Client, prefix: str, **fields) -> httpx.Response:
+    return http.post(
+        f"{prefix}/v1/audio/transcriptions", files={"file": ("a.wav", WAV)}, data=fields
+    )
+
+
+def _burst(http: httpx.Client, prefix: str, n: int) -> list[httpx.Response]:
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: _post(http, prefix), range(n)))
+
+
+def test_reconfigure_changes_batch_size_live(http, tiny_model_dir) -> None:
+    """A new user_config reaches the running replica: same process, new batch bound."""
+    app = "reconf"
+
+    def deploy_with(batching: dict) -> str:
+        options = {ASR: {"version": "fixed", "ray_actor_options": {"num_cpus": 0.5}}}
+        args = tiny_args(tiny_model_dir, model={"batching": batching})
+        return deploy(app, args, options)
+
+    prefix = deploy_with({"max_batch_size": 8, "batch_wait_timeout_s": 0.5})
+    handle = serve.get_deployment_handle(ASR, app_name=app)
+    try:
+        pid = handle.stats.remote().result()["pid"]
+        assert all(r.status_code == 200 for r in _burst(http, prefix, 8))
+        assert max(handle.stats.remote().result()["recent_batch_sizes"]) > 2
+
+        deploy_with({"max_batch_size": 2, "batch_wait_timeout_s": 0.5})
+        stats = handle.stats.remote().result()
+        assert stats["pid"] == pid, "reconfigure restarted the replica"
+        assert stats["batching"]["max_batch_size"] == 2
+        seen = len(stats["recent_batch_sizes"])
+        assert all(r.status_code == 200 for r in _burst(http, prefix, 8))
+        sizes = handle.stats.remote().result()["recent_batch_sizes"][seen:]
+        assert sizes and max(sizes) <= 2
+    finally:
+        serve.delete(app)
+
+
+def test_full_queue_is_503_with_retry_after(http, tiny_model_dir) -> None:
+    app = "overload"
+    options = {
+        ASR: {
+            "max_ongoing_requests": 1,
+            "max_queued_requests": 1,
+            "ray_actor_options": {"num_cpus": 0.5},
+        }
+    }
+    args = tiny_args(
+        tiny_model_dir, model={"batching": {"max_batch_size": 1, "batch_wait_timeout_s": 0}}
+    )
+    prefix = deploy(app, args, options)
+    try:
+        responses = _burst(http, prefix, 16)
+        codes = sorted(r.status_code for r in responses)
+        assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
+        rejected = next(r for r in responses if r.status_code == 503)
+        assert int(rejected.headers["retry-after"]) >= 1
+        assert rejected.json()["error"]["code"] == "overloaded"
+        assert _post(http, prefix).status_code == 200  # healthy right after
+    finally:
+        serve.delete(app)
+
+
+def test_deadline_is_504(http, tiny_model_dir) -> None:
+    app = "deadline"
+    prefix = deploy(app, tiny_args(tiny_model_dir, limits={"request_timeout_s": 0.001}))
+    try:
+        resp = _post(http, prefix)
+        assert resp.status_code == 504
+        assert resp.json()["error"]["code"] == "deadline_exceeded"
+    finally:
+        serve.delete(app)
+
+
+def test_ready_only_after_warm_up(http, tiny_model_dir) -> None:
+    app = "warming"
+    prefix = deploy(app, tiny_args(tiny_model_dir), blocking=False)
+    try:
+        answers: list[int] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            resp = http.get(f"{prefix}/ready")
+            if resp.headers.get("content-type", "").startswith("application/json"):
+                answers.append(resp.status_code)
+                if resp.status_code == 200:
+                    break
+            time.sleep(0.2)
+        assert answers and answers[-1] == 200
+        assert answers[0] == 503, "the ingress answered ready before the model warmed up"
+        assert _post(http, prefix).status_code == 200
+    finally:
+        serve.delete(app)
+
+
+def test_missing_weights_fail_with_a_clear_message(tmp_path) -> None:
+    app = "noweights"
+    args = tiny_args(tmp_path / "absent")
+    with pytest.raises(RuntimeError) as err:
+        deploy(app, args)
+    message = str(err.value)
+    assert "Fun-ASR" in message or "download" in message.lower()
+    assert str(tmp_path / "absent") in message
+    serve.delete(app)

@@ -1,0 +1,117 @@
+"""Real speech through the served graph: the embedded Whisper tiny.en beside a funasr model."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import httpx
+import numpy as np
+import pytest
+from ray import serve
+
+from asr_serve.audio.decode import decode_audio
+from asr_serve.config import ModelConfig
+from asr_serve.engines import TranscribeOptions, create_engine
+from asr_serve.testing.speech import FORMATS, encode, synthesize
+from asr_serve.testing.text import SENTENCES, normalize, wer
+from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
+
+pytestmark = pytest.mark.e2e
+
+APP = "speech"
+WHISPER = "whisper-tiny.en"
+WHISPER_MODEL = {
+    "name": WHISPER,
+    "engine": "faster-whisper",
+    "model": "embedded",
+    "device": "cpu",
+    "cpu_threads": 2,
+    "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.05},
+}
+FOX = "the quick brown fox jumps over the lazy dog"
+
+
+@pytest.fixture(scope="module")
+def prefix(serve_url: str, tiny_model_dir) -> str:
+    args = tiny_args(tiny_model_dir)
+    args["models"].insert(0, WHISPER_MODEL)
+    yield deploy(APP, args, {f"ASR-{WHISPER}": {"ray_actor_options": {"num_cpus": 1}}})
+    serve.delete(APP)
+
+
+@pytest.fixture(scope="module")
+def fox() -> np.ndarray:
+    return synthesize(FOX)
+
+
+def _transcribe(http: httpx.Client, prefix: str, data: bytes, **fields) -> httpx.Response:
+    return http.post(
+        f"{prefix}/v1/audio/transcriptions", files={"file": ("speech", data)}, data=fields
+    )
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_every_format_transcribes_the_same_words(http, prefix, fox, fmt, rate) -> None:
+    resp = _transcribe(http, prefix, encode(fox, rate, fmt))
+    assert resp.status_code == 200, resp.text
+    assert normalize(resp.json()["text"]) == normalize(FOX)
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (22050, 2), (48000, 2)])
+def test_wav_rates_and_stereo(http, prefix, fox, rate, channels) -> None:
+    resp = _transcribe(http, prefix, encode(fox, rate, "wav", channels=channels))
+    assert normalize(resp.json()["text"]) == normalize(FOX)
+
+
+def test_hello_world_and_default_model(http, prefix) -> None:
+    resp = _transcribe(http, prefix, encode(synthesize("hello world"), 16000, "mp3"))
+    assert normalize(resp.json()["text"]) == ["hello", "world"]
+
+
+def test_served_wer_equals_in_process_and_batched_equals_alone(http, prefix) -> None:
+    wavs = [encode(synthesize(s), 16000, "wav") for s in SENTENCES]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda w: _transcribe(http, prefix, w).json()["text"], wavs))
+    alone = [_transcribe(http, prefix, w).json()["text"] for w in wavs]
+    assert together == alone
+
+    engine = create_engine(ModelConfig.model_validate(WHISPER_MODEL))
+    engine.load()
+    samples = [decode_audio(w, max_duration_s=60).samples for w in wavs]
+    local = [r.text for r in engine.transcribe(samples, [TranscribeOptions()] * len(samples))]
+    assert wer(list(SENTENCES), alone) == wer(list(SENTENCES), local)
+    assert wer(list(SENTENCES), alone) < 0.5  # real recognition, not noise
+
+
+def test_model_field_picks_the_model(http, prefix, fox) -> None:
+    names = [m["id"] for m in http.get(f"{prefix}/v1/models").json()["data"]]
+    assert names == [WHISPER, TINY_MODEL]
+    wav = encode(fox, 16000, "wav")
+    whisper = _transcribe(http, prefix, wav, model=WHISPER).json()
+    tiny = _transcribe(http, prefix, wav, model=TINY_MODEL, response_format="verbose_json")
+    assert normalize(whisper["text"]) == normalize(FOX)
+    assert tiny.json()["model"] == TINY_MODEL and normalize(tiny.json()["text"]) != normalize(FOX)
+
+
+def test_language_and_prompt(http, prefix, fox) -> None:
+    wav = encode(fox, 16000, "wav")
+    resp = _transcribe(http, prefix, wav, language="de")
+    assert resp.status_code == 400
+    assert resp.json()["error"]["param"] == "language"
+    ok = _transcribe(http, prefix, wav, language="en", prompt="A sentence about a fox.")
+    assert ok.status_code == 200 and "fox" in normalize(ok.json()["text"])
+
+
+def test_verbose_json_segments_and_words(http, prefix, fox) -> None:
+    resp = _transcribe(
+        http,
+        prefix,
+        encode(fox, 16000, "wav"),
+        response_format="verbose_json",
+        **{"timestamp_granularities[]": ["word", "segment"]},
+    )
+    body = resp.json()
+    assert body["segments"] and body["words"]
+    starts = [w["start"] for w in body["words"]]
+    assert starts == sorted(starts) and body["words"][-1]["end"] <= body["duration"] + 0.1

@@ -1,0 +1,69 @@
+"""The shipped Serve configs parse into Serve's own schema and into the project's models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from asr_serve.config import AppConfig, asr_deployment_name
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ["serve_config.yaml", "serve_config.cpu.yaml"]
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_validates_against_serve_and_project_schemas(name: str) -> None:
+    raw = _load(name)
+    schema = ServeDeploySchema.model_validate(raw)
+    (app,) = schema.applications
+    assert app.import_path == "asr_serve.app:build_app"
+    config = AppConfig.model_validate(app.args)
+
+    deployments = {d.name: d for d in app.deployments}
+    assert {"Ingress", "AudioDecoder"} <= set(deployments)
+    for model in config.models:
+        asr = deployments[asr_deployment_name(model.name)]
+        batching = model.batching.model_copy(update=asr.user_config or {})
+        # Batches can only fill when a replica may hold a whole batch (ray#43288).
+        assert asr.max_ongoing_requests >= batching.max_batch_size
+        assert asr.max_queued_requests > 0
+    assert deployments["AudioDecoder"].ray_actor_options.num_gpus == 0
+
+
+def test_production_config_targets_fun_asr_nano_on_fractional_gpus() -> None:
+    raw = _load("serve_config.yaml")
+    app = ServeDeploySchema.model_validate(raw).applications[0]
+    config = AppConfig.model_validate(app.args)
+    nano = config.model("fun-asr-nano")
+    assert nano.engine == "funasr"
+    assert nano.model == "FunAudioLLM/Fun-ASR-MLT-Nano-2512"
+    asr = next(d for d in app.deployments if d.name == "ASR-fun-asr-nano")
+    assert asr.ray_actor_options.num_gpus == 0.5
+    scaling = asr.autoscaling_config
+    assert scaling["min_replicas"] >= 1 and scaling["max_replicas"] > scaling["min_replicas"]
+    # Target in-flight requests of about one batch per replica.
+    assert scaling["target_ongoing_requests"] == asr.user_config["max_batch_size"]
+    assert asr.backpressure_config.retry_after_s
+
+
+def test_cpu_config_fits_two_logical_cpus() -> None:
+    """`serve run` on a 2-core machine gives Ray 2 CPUs; every replica must fit at once."""
+    app = ServeDeploySchema.model_validate(_load("serve_config.cpu.yaml")).applications[0]
+    total = sum(d.ray_actor_options.num_cpus or 1 for d in app.deployments)
+    assert total <= 2
+
+
+def test_app_config_rejects_duplicate_and_unknown_default_models() -> None:
+    model = {"name": "a", "engine": "funasr", "model": "x"}
+    with pytest.raises(ValueError, match="unique"):
+        AppConfig.model_validate({"models": [model, model]})
+    with pytest.raises(ValueError, match="default_model"):
+        AppConfig.model_validate({"models": [model], "default_model": "b"})
+    assert AppConfig.model_validate({"models": [model]}).default_model == "a"
