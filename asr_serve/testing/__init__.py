@@ -1,0 +1,1 @@
+"""Test helpers that need no model hub or network: a tiny model, synthetic audio."""

@@ -1,0 +1,138 @@
+"""Test audio made in memory: espeak-ng speech, tones, noise, and encoders for every upload format.
+
+Tests need real speech in real containers without shipping binary fixtures, so everything here
+is generated on the fly with the ``espeak-ng`` CLI and PyAV; nothing touches the filesystem.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from asr_serve.audio import TARGET_SAMPLE_RATE, decode_audio
+
+
+@dataclass(frozen=True)
+class _Format:
+    container: str
+    codec: str
+    options: tuple[tuple[str, str], ...] = ()
+    fixed_channels: int | None = None
+
+
+_FORMATS: dict[str, _Format] = {
+    "wav": _Format("wav", "pcm_s16le"),
+    "wav24": _Format("wav", "pcm_s24le"),
+    "wavf32": _Format("wav", "pcm_f32le"),
+    "flac": _Format("flac", "flac"),
+    "mp3": _Format("mp3", "libmp3lame"),
+    "ogg-opus": _Format("ogg", "libopus"),
+    # FFmpeg's native Vorbis encoder is experimental and stereo-only; libvorbis is not built in.
+    "ogg-vorbis": _Format("ogg", "vorbis", (("strict", "experimental"),), fixed_channels=2),
+    "webm-opus": _Format("webm", "libopus"),
+    "m4a": _Format("mp4", "aac"),
+    "aiff": _Format("aiff", "pcm_s16be"),
+}
+
+FORMATS: tuple[str, ...] = tuple(_FORMATS)
+"""Keys accepted by :func:`encode`: the upload formats the decoder must handle."""
+
+
+def tone(freq: float, seconds: float, sample_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """A 0.5-amplitude sine: the simplest signal whose frequency survives (or not) a resampler."""
+    t = np.arange(round(seconds * sample_rate), dtype=np.float64) / sample_rate
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def noise(seconds: float, seed: int, sample_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """Reproducible white noise in [-0.5, 0.5]: broadband content that no codec compresses away."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-0.5, 0.5, round(seconds * sample_rate)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _espeak_wav(text: str, voice: str, speed: int) -> bytes:
+    """The WAV bytes espeak-ng prints; cached because tests synthesize the same phrases often."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise RuntimeError("espeak-ng is not installed; run `apt-get install espeak-ng`")
+    # Text goes through stdin so a phrase starting with "-" is never read as an option.
+    proc = subprocess.run(
+        [exe, "--stdout", "--stdin", "-v", voice, "-s", str(speed)],
+        input=text.encode(),
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    if proc.returncode != 0 or not proc.stdout:
+        raise RuntimeError(
+            f"espeak-ng failed (exit {proc.returncode}): {proc.stderr.decode(errors='replace')}"
+        )
+    return proc.stdout
+
+
+def synthesize(text: str, *, voice: str = "en-us", speed: int = 150) -> np.ndarray:
+    """Speak ``text`` with espeak-ng and return it as 16 kHz mono float32, like a decoded upload."""
+    wav = _espeak_wav(text, voice, speed)
+    return decode_audio(wav, max_duration_s=3600.0).samples
+
+
+def encode(
+    audio: np.ndarray,
+    sample_rate: int,
+    fmt: str,
+    *,
+    channels: int = 1,
+    source_rate: int = TARGET_SAMPLE_RATE,
+) -> bytes:
+    """Encode mono float32 ``audio`` (at ``source_rate``) as ``fmt`` bytes at ``sample_rate``.
+
+    The signal is resampled with libswresample, then copied to every channel, so a decoder that
+    downmixes correctly gets the original back. ``ogg-vorbis`` is always written as stereo.
+    """
+    try:
+        spec = _FORMATS[fmt]
+    except KeyError:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}") from None
+    codec = av.codec.Codec(spec.codec, "w")
+    if codec.audio_rates and sample_rate not in codec.audio_rates:
+        raise ValueError(f"{fmt} cannot encode at {sample_rate} Hz; use one of {codec.audio_rates}")
+    channels = spec.fixed_channels or channels
+
+    mono = _resample(np.ascontiguousarray(audio, dtype=np.float32), source_rate, sample_rate)
+    # Interleaved: PyAV miscounts the planes of planar frames with 8 or more channels.
+    frame = av.AudioFrame.from_ndarray(
+        np.repeat(mono, channels)[np.newaxis, :],
+        format="flt",
+        layout=av.AudioLayout(f"{channels}c"),
+    )
+    frame.sample_rate = sample_rate
+    frame.pts = 0
+
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=spec.container) as out:
+        stream = out.add_stream(spec.codec, rate=sample_rate, options=dict(spec.options))
+        stream.layout = av.AudioLayout(f"{channels}c")
+        # The codec context converts sample format and frame size to what the encoder wants.
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def _resample(audio: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
+    """Mono float32 rate conversion with libswresample, flushed so the tail is kept."""
+    if src_rate == dst_rate:
+        return audio
+    frame = av.AudioFrame.from_ndarray(audio[np.newaxis, :], format="flt", layout="mono")
+    frame.sample_rate = src_rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=dst_rate)
+    frames = resampler.resample(frame) + resampler.resample(None)
+    return np.concatenate([f.to_ndarray()[0] for f in frames])
