@@ -65,7 +65,8 @@ class ASRMetrics:
             self.errors,
             self.model_loaded,
         ):
-            metric.set_default_tags(tags)
+            # A fresh dict each time: Serve adds its own tags to the one passed in.
+            metric.set_default_tags(dict(tags))
 
 
 class DecoderMetrics:

@@ -4,7 +4,8 @@ It holds no model and decodes nothing; every error, wherever in the graph it was
 leaves here as one status code and the OpenAI error body.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI must see real types on the routes
+# of the class-based ingress, or `request: Request` becomes a required query field.
 
 import asyncio
 import logging

@@ -33,7 +33,7 @@ def tiny_model_dir() -> Path:
 def serve_url() -> Iterator[str]:
     """Start Ray (logical CPUs beyond the 2 cores: they are scheduling units) and Serve."""
     port = _free_port()
-    ray.init(num_cpus=16, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=16, include_dashboard=False, configure_logging=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()

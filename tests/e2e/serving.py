@@ -46,5 +46,6 @@ def deploy(
     merged = {**SMALL_REPLICAS, **(options or {})}
     for m in config.models:
         merged.setdefault(m.deployment_name, {}).setdefault("ray_actor_options", {"num_cpus": 0.5})
-    serve.run(build_graph(config, merged), name=name, route_prefix=f"/{name}", _blocking=blocking)
+    target = serve.RunTarget(target=build_graph(config, merged), name=name, route_prefix=f"/{name}")
+    serve.run_many([target], wait_for_applications_running=blocking)
     return f"/{name}"

@@ -8,6 +8,8 @@ import time
 import httpx
 import pytest
 from ray import serve
+from ray.serve.context import _get_global_client
+from ray.serve.schema import ServeDeploySchema
 
 from asr_serve.testing.speech import encode, noise
 from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
@@ -30,15 +32,38 @@ def _burst(http: httpx.Client, prefix: str, n: int) -> list[httpx.Response]:
 
 
 def test_reconfigure_changes_batch_size_live(http, tiny_model_dir) -> None:
-    """A new user_config reaches the running replica: same process, new batch bound."""
+    """`serve deploy` of a config whose ASR user_config changed: same process, new batches.
+
+    Deployed through the controller's config API, as `serve deploy` / `serve run
+    config.yaml` do, so Serve sees that only the user_config changed.
+    """
     app = "reconf"
+    client = _get_global_client()
 
-    def deploy_with(batching: dict) -> str:
-        options = {ASR: {"version": "fixed", "ray_actor_options": {"num_cpus": 0.5}}}
-        args = tiny_args(tiny_model_dir, model={"batching": batching})
-        return deploy(app, args, options)
+    def deploy_with(batching: dict) -> None:
+        config = {
+            "applications": [
+                {
+                    "name": app,
+                    "route_prefix": f"/{app}",
+                    "import_path": "asr_serve.app:build_app",
+                    "args": tiny_args(tiny_model_dir),
+                    "deployments": [
+                        {"name": "Ingress", "ray_actor_options": {"num_cpus": 0.1}},
+                        {"name": "AudioDecoder", "ray_actor_options": {"num_cpus": 0.1}},
+                        {
+                            "name": ASR,
+                            "ray_actor_options": {"num_cpus": 0.5},
+                            "user_config": batching,
+                        },
+                    ],
+                }
+            ]
+        }
+        client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
 
-    prefix = deploy_with({"max_batch_size": 8, "batch_wait_timeout_s": 0.5})
+    deploy_with({"max_batch_size": 8, "batch_wait_timeout_s": 0.5})
+    prefix = f"/{app}"
     handle = serve.get_deployment_handle(ASR, app_name=app)
     try:
         pid = handle.stats.remote().result()["pid"]
@@ -46,9 +71,12 @@ def test_reconfigure_changes_batch_size_live(http, tiny_model_dir) -> None:
         assert max(handle.stats.remote().result()["recent_batch_sizes"]) > 2
 
         deploy_with({"max_batch_size": 2, "batch_wait_timeout_s": 0.5})
+        deadline = time.monotonic() + 60
+        while handle.stats.remote().result()["batching"]["max_batch_size"] != 2:
+            assert time.monotonic() < deadline, "user_config never reached the replica"
+            time.sleep(0.5)
         stats = handle.stats.remote().result()
         assert stats["pid"] == pid, "reconfigure restarted the replica"
-        assert stats["batching"]["max_batch_size"] == 2
         seen = len(stats["recent_batch_sizes"])
         assert all(r.status_code == 200 for r in _burst(http, prefix, 8))
         sizes = handle.stats.remote().result()["recent_batch_sizes"][seen:]
@@ -114,11 +142,16 @@ def test_ready_only_after_warm_up(http, tiny_model_dir) -> None:
 
 
 def test_missing_weights_fail_with_a_clear_message(tmp_path) -> None:
+    """The deployment fails fast, and `serve status` says what to download and where."""
     app = "noweights"
-    args = tiny_args(tmp_path / "absent")
-    with pytest.raises(RuntimeError) as err:
-        deploy(app, args)
-    message = str(err.value)
-    assert "Fun-ASR" in message or "download" in message.lower()
-    assert str(tmp_path / "absent") in message
-    serve.delete(app)
+    absent = tmp_path / "absent"
+    try:
+        with pytest.raises(RuntimeError, match="noweights"):
+            deploy(app, tiny_args(absent))
+        status = serve.status().applications[app]
+        message = status.deployments[ASR].message
+        assert status.deployments[ASR].status == "DEPLOY_FAILED"
+        assert "download" in message and str(absent) in message, message
+        assert "Traceback" not in message.splitlines()[0]
+    finally:
+        serve.delete(app)
