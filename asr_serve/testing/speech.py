@@ -57,14 +57,14 @@ def noise(seconds: float, seed: int, sample_rate: int = TARGET_SAMPLE_RATE) -> n
 
 
 @functools.lru_cache(maxsize=64)
-def _espeak_wav(text: str, voice: str, speed: int) -> bytes:
+def _espeak_wav(text: str, voice: str, speed: int, word_gap: int) -> bytes:
     """The WAV bytes espeak-ng prints; cached because tests synthesize the same phrases often."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise RuntimeError("espeak-ng is not installed; run `apt-get install espeak-ng`")
     # Text goes through stdin so a phrase starting with "-" is never read as an option.
     proc = subprocess.run(
-        [exe, "--stdout", "--stdin", "-v", voice, "-s", str(speed)],
+        [exe, "--stdout", "--stdin", "-v", voice, "-s", str(speed), "-g", str(word_gap)],
         input=text.encode(),
         capture_output=True,
         check=False,
@@ -77,9 +77,16 @@ def _espeak_wav(text: str, voice: str, speed: int) -> bytes:
     return proc.stdout
 
 
-def synthesize(text: str, *, voice: str = "en-us", speed: int = 150) -> np.ndarray:
-    """Speak ``text`` with espeak-ng and return it as 16 kHz mono float32, like a decoded upload."""
-    wav = _espeak_wav(text, voice, speed)
+def synthesize(
+    text: str, *, voice: str = "en-gb-x-rp", speed: int = 150, word_gap: int = 10
+) -> np.ndarray:
+    """Speak ``text`` with espeak-ng and return it as 16 kHz mono float32, like a decoded upload.
+
+    The defaults are clear speech: ``word_gap`` (espeak's ``-g``, in 10 ms units) pauses between
+    words. Without it espeak swallows word-final consonants that tiny.en then misses ("jumps"
+    heard as "jump"); with it en-us turns "hello" into "the long", the RP voice does not.
+    """
+    wav = _espeak_wav(text, voice, speed, word_gap)
     return decode_audio(wav, max_duration_s=3600.0).samples
 
 
