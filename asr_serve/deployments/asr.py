@@ -9,6 +9,7 @@ import time
 from collections import deque
 
 import numpy as np
+import ray
 from ray import serve
 
 from asr_serve.batching import BatchItem, batch_cost, item_cost, run_batch
@@ -90,6 +91,12 @@ class ASR:
         self.metrics.audio_seconds.inc(audio_s)
         return results
 
+    def check_health(self) -> None:
+        """Serve's periodic probe: a loaded engine is healthy; keep its gauge reported."""
+        # A gauge set once can age out of the metrics agent; re-setting it keeps
+        # ``asr_model_loaded`` visible for as long as the replica lives.
+        self.metrics.model_loaded.set(1)
+
     def ready(self) -> bool:
         """Reachable only once the constructor (load + warm-up) has finished."""
         return True
@@ -99,6 +106,10 @@ class ASR:
         return {
             "model": self.model.name,
             "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            # What Ray assigned this replica; with fractional GPUs, shared with others.
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "batching": self.batching.model_dump(),
             "recent_batch_sizes": list(self.recent_batches),
         }
