@@ -78,16 +78,25 @@ def _espeak_wav(text: str, voice: str, speed: int, word_gap: int) -> bytes:
 
 
 def synthesize(
-    text: str, *, voice: str = "en-gb-x-rp", speed: int = 150, word_gap: int = 10
+    text: str,
+    *,
+    voice: str = "en-gb-x-rp",
+    speed: int = 150,
+    word_gap: int = 10,
+    lead_s: float = 0.3,
 ) -> np.ndarray:
     """Speak ``text`` with espeak-ng and return it as 16 kHz mono float32, like a decoded upload.
 
     The defaults are clear speech: ``word_gap`` (espeak's ``-g``, in 10 ms units) pauses between
     words. Without it espeak swallows word-final consonants that tiny.en then misses ("jumps"
     heard as "jump"); with it en-us turns "hello" into "the long", the RP voice does not.
+    ``lead_s`` of silence before and after, as a recording has: lossy encoders smear an onset
+    at sample 0 (MP3 at 16 kHz lost the first word).
     """
     wav = _espeak_wav(text, voice, speed, word_gap)
-    return decode_audio(wav, max_duration_s=3600.0).samples
+    speech = decode_audio(wav, max_duration_s=3600.0).samples
+    pad = np.zeros(round(lead_s * TARGET_SAMPLE_RATE), dtype=np.float32)
+    return np.concatenate([pad, speech, pad])
 
 
 def encode(

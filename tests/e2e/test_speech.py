@@ -50,18 +50,37 @@ def _transcribe(http: httpx.Client, prefix: str, data: bytes, **fields) -> httpx
     )
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("rate", [16000, 44100])
+#: Every format at 16 kHz and 48 kHz (the rates Opus allows beside its others), except Vorbis
+#: at 16 kHz: FFmpeg's native (experimental) Vorbis encoder is so coarse there that tiny.en
+#: hears "lady dog"; Vorbis files are 44.1/48 kHz in practice, so it is tested at those.
+FORMAT_RATES = [
+    (fmt, rate)
+    for fmt in FORMATS
+    for rate in ((44100, 48000) if fmt == "ogg-vorbis" else (16000, 48000))
+]
+
+
+@pytest.mark.parametrize(("fmt", "rate"), FORMAT_RATES)
 def test_every_format_transcribes_the_same_words(http, prefix, fox, fmt, rate) -> None:
     resp = _transcribe(http, prefix, encode(fox, rate, fmt))
     assert resp.status_code == 200, resp.text
     assert normalize(resp.json()["text"]) == normalize(FOX)
 
 
-@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (22050, 2), (48000, 2)])
-def test_wav_rates_and_stereo(http, prefix, fox, rate, channels) -> None:
-    resp = _transcribe(http, prefix, encode(fox, rate, "wav", channels=channels))
-    assert normalize(resp.json()["text"]) == normalize(FOX)
+@pytest.mark.parametrize(
+    ("rate", "channels", "text"),
+    [
+        # 8 kHz keeps only the telephone band, where tiny.en mishears the fox; a shorter
+        # phrase still proves the rate is read and resampled right.
+        (8000, 1, "hello world"),
+        (22050, 2, FOX),
+        (44100, 1, FOX),
+        (48000, 2, FOX),
+    ],
+)
+def test_wav_rates_and_stereo(http, prefix, rate, channels, text) -> None:
+    resp = _transcribe(http, prefix, encode(synthesize(text), rate, "wav", channels=channels))
+    assert normalize(resp.json()["text"]) == normalize(text)
 
 
 def test_hello_world_and_default_model(http, prefix) -> None:
