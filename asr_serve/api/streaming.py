@@ -1,0 +1,72 @@
+"""``stream=true``: server-sent events as a file's pieces finish, in OpenAI's event shape.
+
+Events are ``data: <json>`` lines: one ``transcript.text.delta`` per piece with text, in
+time order, then one ``transcript.text.done`` with the whole text (the ``openai`` client's
+``audio.transcriptions.create(..., stream=True)`` parses both). The first piece is awaited
+before the response starts, so anything that fails before the first event (a bad language,
+an overloaded model) is an ordinary HTTP error. A failure after that is one ``error`` event
+with the usual error body, and the stream ends; the ``openai`` client raises it as an
+``APIError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from pydantic import BaseModel
+from starlette.responses import StreamingResponse
+
+from asr_serve.api.protocol import (
+    ErrorDetail,
+    TranscriptError,
+    TranscriptTextDelta,
+    TranscriptTextDone,
+)
+from asr_serve.errors import ASRServeError
+from asr_serve.pipeline import Piece
+from asr_serve.stitching import join_texts
+
+logger = logging.getLogger("ray.serve")
+
+#: Proxies must pass events on as they come, not buffer them.
+_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def stream_transcription(pieces: AsyncGenerator[Piece, None]) -> StreamingResponse:
+    """The SSE response for a file's pieces, which ``pieces`` yields in time order."""
+    first = await anext(pieces, None)
+    return StreamingResponse(
+        _events(first, pieces), media_type="text/event-stream", headers=_HEADERS
+    )
+
+
+async def _events(first: Piece | None, rest: AsyncGenerator[Piece, None]) -> AsyncIterator[str]:
+    text = ""
+    # Closing ``rest`` cancels the pieces still in flight (client gone, or an error).
+    async with contextlib.aclosing(rest):
+        try:
+            piece = first
+            while piece is not None:
+                joined = join_texts([text, piece.result.text])
+                if joined != text:
+                    yield _sse(TranscriptTextDelta(delta=joined[len(text) :]))
+                    text = joined
+                piece = await anext(rest, None)
+        except ASRServeError as exc:
+            yield _sse(_error_event(exc))
+            return
+        except Exception:
+            logger.exception("transcription stream failed")
+            yield _sse(_error_event(ASRServeError("transcription failed; retry later")))
+            return
+    yield _sse(TranscriptTextDone(text=text))
+
+
+def _error_event(exc: ASRServeError) -> TranscriptError:
+    return TranscriptError(error=ErrorDetail.model_validate(exc.to_dict()["error"]))
+
+
+def _sse(event: BaseModel) -> str:
+    return f"data: {event.model_dump_json()}\n\n"
