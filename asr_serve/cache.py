@@ -1,0 +1,172 @@
+"""Result cache: the same speech, model and options twice costs one model call.
+
+The ingress looks each request up after decoding and before the ASR call (each piece of
+a long file split at pauses, so the cache composes with segmentation and streaming), so a
+hit never reaches the ASR deployment. The key is a digest of the decoded 16 kHz samples
+(the same speech in two lossless containers hits), the model's identity and every option
+that changes the output. Values are the :class:`EngineResult` as JSON in Redis, with a TTL.
+
+Redis is an optimisation, never a dependency: every operation has a short timeout, and a
+failure is counted, treated as a miss and followed by a backoff during which Redis is not
+tried at all, so a dead Redis costs requests nothing and is not hammered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from asr_serve import __version__
+from asr_serve.engines.base import EngineResult, TranscribeOptions
+
+if TYPE_CHECKING:
+    from asr_serve.config import ModelConfig
+    from asr_serve.metrics import CacheMetrics
+
+logger = logging.getLogger("ray.serve")
+
+#: Model settings that do not change a transcript; everything else is part of the key,
+#: so a setting added later can only cause extra misses, never a wrong hit.
+_NOT_IN_KEY = {"source", "cpu_threads", "batching", "description"}
+
+
+class CacheConfig(BaseModel):
+    """``cache`` in the app args. The total size bound is Redis's own ``maxmemory``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: How long a result lives in Redis.
+    ttl_s: int = Field(24 * 3600, ge=1)
+    #: Results whose JSON is larger are not stored (one long file must not evict many).
+    max_entry_bytes: int = Field(1024 * 1024, ge=1)
+    key_prefix: str = "asr-serve:result:"
+    #: Budget for one Redis operation; past it the request goes on as a miss.
+    timeout_ms: float = Field(100.0, gt=0.0, le=5000.0)
+    #: After a failed operation, Redis is not tried again for this long.
+    backoff_s: float = Field(5.0, ge=0.0)
+
+
+def cache_key(
+    prefix: str, model: ModelConfig, samples: np.ndarray, options: TranscribeOptions
+) -> str:
+    """``<prefix><model>:<sha256>`` over the identity JSON and the float32 samples."""
+    identity = {
+        "version": __version__,
+        "model": model.model_dump(mode="json", exclude=_NOT_IN_KEY),
+        "options": options.model_dump(mode="json"),
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode())
+    digest.update(b"\0")
+    digest.update(np.ascontiguousarray(samples, dtype=np.float32).data)
+    return f"{prefix}{model.name}:{digest.hexdigest()}"
+
+
+def cache_headers(hit: bool | None) -> dict[str, str] | None:
+    """``X-Cache: hit|miss`` while the cache is on (hit: every piece was cached); else none."""
+    return None if hit is None else {"X-Cache": "hit" if hit else "miss"}
+
+
+class ResultCache:
+    """Engine results in Redis; every failure is a counted miss, never an error."""
+
+    def __init__(self, config: CacheConfig, metrics: CacheMetrics) -> None:
+        self.config = config
+        self._metrics = metrics
+        timeout_s = config.timeout_ms / 1000
+        # No client-side retries: the caller's fallback is the model, not another try.
+        self._redis = Redis.from_url(
+            config.redis_url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._timeout_s = timeout_s
+        self._skip_until = 0.0
+
+    async def through(
+        self,
+        model: ModelConfig,
+        samples: np.ndarray,
+        options: TranscribeOptions,
+        transcribe: Callable[[], Awaitable[EngineResult]],
+    ) -> tuple[EngineResult, bool]:
+        """The cached result and ``True``, or ``transcribe()``'s (stored) and ``False``."""
+        # Hashing minutes of audio takes milliseconds; hashlib releases the GIL for it.
+        key = await asyncio.to_thread(cache_key, self.config.key_prefix, model, samples, options)
+        cached = await self._get(key)
+        if cached is not None:
+            self._metrics.hits.inc(tags={"model": model.name})
+            return cached, True
+        self._metrics.misses.inc(tags={"model": model.name})
+        result = await transcribe()
+        await self._set(key, result)
+        return result, False
+
+    async def _get(self, key: str) -> EngineResult | None:
+        raw = await self._redis_op("get", lambda: self._redis.get(key))
+        if raw is None:
+            return None
+        try:
+            return EngineResult.model_validate_json(raw)
+        except ValidationError:
+            logger.warning("cache: unreadable entry %s ignored", key)
+            self._metrics.errors.inc(tags={"op": "get"})
+            return None
+
+    async def _set(self, key: str, result: EngineResult) -> None:
+        value = result.model_dump_json().encode()
+        if len(value) > self.config.max_entry_bytes:
+            return
+        await self._redis_op("set", lambda: self._redis.set(key, value, ex=self.config.ttl_s))
+
+    async def _redis_op(self, op: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one Redis command within the timeout; ``None`` if Redis failed or is backing off."""
+        if time.monotonic() < self._skip_until:
+            self._metrics.errors.inc(tags={"op": op})
+            return None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await call()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._metrics.errors.inc(tags={"op": op})
+            self._skip_until = time.monotonic() + self.config.backoff_s
+            logger.warning(
+                "cache: Redis %s failed (%s); serving without the cache for %g s",
+                op,
+                type(exc).__name__,
+                self.config.backoff_s,
+            )
+            return None
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+class NoCache:
+    """The cache switched off: every request goes to the model, nothing is counted."""
+
+    async def through(
+        self,
+        model: ModelConfig,
+        samples: np.ndarray,
+        options: TranscribeOptions,
+        transcribe: Callable[[], Awaitable[EngineResult]],
+    ) -> tuple[EngineResult, None]:
+        return await transcribe(), None
+
+
+NO_CACHE = NoCache()
