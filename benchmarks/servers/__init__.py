@@ -1,0 +1,1 @@
+"""The baseline servers' own code, each started by the harness as a uvicorn subprocess."""

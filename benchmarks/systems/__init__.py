@@ -1,0 +1,1 @@
+"""Systems under test: each started by the harness, same model config, same audio."""

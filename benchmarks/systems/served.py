@@ -1,0 +1,181 @@
+"""``asr-serve``: this project exactly as a user runs it, ``serve run <config.yaml>``.
+
+One ``serve run`` holds two applications built from the same :class:`AppConfig`: ``asr``
+at ``/`` (one replica of each deployment) and ``scaled`` at ``/scaled`` (two ASR and two
+decoder replicas, as many model copies as the seed-style server's two workers). Only the
+one being measured receives traffic. Batch sizes come from the ASR replicas' ``stats()``,
+called through a Serve handle from a Ray driver attached to that ``serve run``'s cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asr_serve.config import AppConfig, ModelConfig
+from benchmarks.systems.base import (
+    HTTPSystem,
+    ServerProcess,
+    cmdline,
+    descendants,
+    free_port,
+    http_ok,
+)
+
+START_TIMEOUT_S = 420.0
+_NO_AUTH = {"RAY_AUTH_MODE": "disabled"}
+APPS = {"asr-serve": ("asr", "/"), "asr-serve-scaled": ("scaled", "/scaled")}
+
+
+def _deployments(model: ModelConfig, replicas: int, num_gpus: float) -> list[dict[str, Any]]:
+    # Fractional CPUs are Ray scheduling units: both applications must fit 2 logical CPUs.
+    return [
+        {"name": "Ingress", "ray_actor_options": {"num_cpus": 0.05}},
+        {
+            "name": "AudioDecoder",
+            "num_replicas": replicas,
+            "ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0},
+        },
+        {
+            "name": model.deployment_name,
+            "num_replicas": replicas,
+            "ray_actor_options": {"num_cpus": 0.4, "num_gpus": num_gpus},
+        },
+    ]
+
+
+def serve_config(model: ModelConfig, port: int, num_gpus: float = 0.0) -> dict[str, Any]:
+    """The YAML ``serve run`` gets: both applications, args validated by :class:`AppConfig`."""
+    args = AppConfig(models=[model]).model_dump(mode="json", exclude_defaults=True)
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [
+            {
+                "name": app,
+                "route_prefix": prefix,
+                "import_path": "asr_serve.app:build_app",
+                "args": args,
+                "deployments": _deployments(model, 1 if app == "asr" else 2, num_gpus),
+            }
+            for app, prefix in APPS.values()
+        ],
+    }
+
+
+class ServeRun:
+    """One ``serve run`` subprocess with its own fresh local Ray, shared by both systems."""
+
+    def __init__(self, log_dir: Path, model: ModelConfig, num_gpus: float = 0.0) -> None:
+        self.model = model
+        self.port = free_port()
+        config_path = log_dir / f"serve-{model.name}.yaml"
+        config_path.write_text(yaml.safe_dump(serve_config(model, self.port, num_gpus)))
+        serve_cli = str(Path(sys.executable).with_name("serve"))
+        self.process = ServerProcess(
+            [serve_cli, "run", str(config_path)],
+            # A cluster of its own, never another one on this machine; without token auth
+            # (on by default once ~/.ray/auth_token exists) so the harness can attach.
+            {"RAY_ADDRESS": "local", "RAY_USAGE_STATS_ENABLED": "0", **_NO_AUTH},
+            log_dir / f"serve-{model.name}.log",
+        )
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.ready_s: float | None = None
+        self.failure: Exception | None = None
+        self._driver = False
+        self._lock = threading.Lock()
+
+    def start(self) -> float:
+        """Start once; the second application's start returns at once (or the same error)."""
+        with self._lock:
+            return self._start()
+
+    def _start(self) -> float:
+        if self.failure is not None:
+            raise self.failure
+        if self.ready_s is None:
+            self.process.start()
+            urls = [self.base_url + p.rstrip("/") + "/ready" for _, p in APPS.values()]
+            try:
+                self.ready_s = self.process.wait(
+                    lambda: all(http_ok(u) for u in urls), START_TIMEOUT_S
+                )
+            except Exception as exc:
+                self.failure = exc
+                self.stop()
+                raise
+        return self.ready_s
+
+    def _gcs_address(self) -> str:
+        assert self.process.proc is not None
+        for pid in descendants(self.process.proc.pid):
+            for arg in cmdline(pid):
+                if arg.startswith("--gcs-address="):
+                    return arg.split("=", 1)[1]
+        raise RuntimeError("no Ray process of this serve run names its GCS address")
+
+    def stats(self, app: str) -> list[dict]:
+        """``stats()`` of every ASR replica of ``app`` (replicas told apart by pid)."""
+        import ray
+        from ray import serve
+
+        if not self._driver:
+            os.environ.update(_NO_AUTH)
+            ray.init(address=self._gcs_address(), log_to_driver=False, configure_logging=False)
+            self._driver = True
+        handle = serve.get_deployment_handle(self.model.deployment_name, app_name=app)
+        replicas: dict[int, dict] = {}
+        for _ in range(8):  # the router picks replicas at random: ask until both answered
+            stats = handle.stats.remote().result(timeout_s=30)
+            replicas[stats["pid"]] = stats
+        return list(replicas.values())
+
+    def stop(self) -> None:
+        import ray
+
+        if self._driver:
+            ray.shutdown()
+            self._driver = False
+        # serve run cleans up (applications, then its local Ray) on Ctrl-C.
+        self.process.stop(sig=signal.SIGINT, timeout_s=60)
+
+
+class ServedSystem(HTTPSystem):
+    """One application of a :class:`ServeRun`."""
+
+    def __init__(self, name: str, run: ServeRun) -> None:
+        self.name = name
+        self.run = run
+        self.app, prefix = APPS[name]
+        self.base_url = run.base_url + prefix.rstrip("/")
+        self.fields = {"model": run.model.name}
+        self._seen: dict[int, int] = {}
+
+    def start(self) -> float:
+        started = time.perf_counter()
+        self.run.start()
+        return time.perf_counter() - started
+
+    def stop(self) -> None:
+        """The ``serve run`` is stopped once, by the harness, after both applications."""
+
+    def batch_sizes(self) -> list[int] | None:
+        """Batches formed since the last call, over every replica of this application."""
+        sizes: list[int] = []
+        try:
+            replicas = self.run.stats(self.app)
+        except Exception as exc:  # the numbers still count; say why batches are missing
+            print(f"[{self.name}] batch sizes unavailable: {exc!r}", file=sys.stderr)
+            return None
+        for replica in replicas:
+            recent = replica["recent_batch_sizes"]
+            sizes += recent[self._seen.get(replica["pid"], 0) :]
+            self._seen[replica["pid"]] = len(recent)
+        return sizes
