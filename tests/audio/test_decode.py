@@ -10,7 +10,6 @@ import contextlib
 import io
 import struct
 import time
-import wave
 import zipfile
 
 import av
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 from asr_serve.audio import TARGET_SAMPLE_RATE, DecodedAudio, decode_audio
 from asr_serve.audio import decode as decode_mod
 from asr_serve.errors import InvalidAudioError, PayloadTooLargeError
+from asr_serve.testing.hostile import patch, pcm_wav
 from asr_serve.testing.speech import FORMATS, encode, noise, synthesize, tone
 
 LOSSLESS = {"wav", "wav24", "wavf32", "flac", "aiff"}
@@ -57,24 +57,6 @@ def _best_correlation(x: np.ndarray, ref: np.ndarray) -> float:
     n = 1 << int(np.ceil(np.log2(x.size + ref.size)))
     xc = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(ref, n)), n)
     return float(xc.max() / (np.linalg.norm(x) * np.linalg.norm(ref)))
-
-
-def _pcm_wav(channels: np.ndarray, sample_rate: int) -> bytes:
-    """16-bit WAV from a (channels, samples) float array, each channel written as given."""
-    pcm = np.round(np.clip(channels.T, -1, 1) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(channels.shape[0])
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
-
-
-def _patched_wav(wav: bytes, offset: int, fmt: str, value: int) -> bytes:
-    out = bytearray(wav)
-    struct.pack_into(fmt, out, offset, value)
-    return bytes(out)
 
 
 # --- every format --------------------------------------------------------------------------
@@ -113,14 +95,14 @@ def test_lossless_same_rate_roundtrip_is_nearly_exact(speech: np.ndarray) -> Non
 
 def test_stereo_is_averaged_not_left_channel() -> None:
     left, right = tone(440, 0.5), tone(1000, 0.5)
-    samples = _decode(_pcm_wav(np.stack([left, right]), 16000)).samples
+    samples = _decode(pcm_wav(np.stack([left, right]), 16000)).samples
     np.testing.assert_allclose(samples, (left + right) / 2, atol=1e-4)
     assert np.abs(samples - left).max() > 0.1
 
 
 def test_multichannel_is_averaged() -> None:
     chans = np.stack([noise(0.25, seed) for seed in range(6)])
-    samples = _decode(_pcm_wav(chans, 16000)).samples
+    samples = _decode(pcm_wav(chans, 16000)).samples
     np.testing.assert_allclose(samples, chans.mean(axis=0), atol=1e-4)
 
 
@@ -207,9 +189,9 @@ def test_header_that_understates_duration_is_caught_while_decoding(
 
 
 def test_wav_header_claiming_huge_data_decodes_what_is_there(speech: np.ndarray) -> None:
-    wav = _pcm_wav(speech[np.newaxis], 16000)
+    wav = pcm_wav(speech[np.newaxis], 16000)
     assert wav[36:40] == b"data"
-    samples = _decode(_patched_wav(wav, 40, "<I", 0x7FFF0000), max_duration_s=5).samples
+    samples = _decode(patch(wav, 40, "<I", 0x7FFF0000), max_duration_s=5).samples
     np.testing.assert_allclose(samples, speech, atol=1e-4)
 
 
@@ -251,7 +233,7 @@ def _video_only_mp4() -> bytes:
 @pytest.fixture(scope="module")
 def speech_wav(speech: np.ndarray) -> bytes:
     """A canonical 44-byte-header WAV, so header fields sit at their textbook offsets."""
-    return _pcm_wav(speech[np.newaxis], 16000)
+    return pcm_wav(speech[np.newaxis], 16000)
 
 
 BAD_INPUTS = {
@@ -266,10 +248,10 @@ BAD_INPUTS = {
     "hls": (lambda wav: b"#EXTM3U\n#EXTINF:10,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n", "text"),
     "ffconcat": (lambda wav: b"ffconcat version 1.0\nfile /etc/passwd\n", "text"),
     "wav_header_only": (lambda wav: wav[:44], "no audio samples"),
-    "wav_sample_rate_0": (lambda wav: _patched_wav(wav, 24, "<I", 0), "decode"),
-    "wav_channels_0": (lambda wav: _patched_wav(wav, 22, "<H", 0), "channel"),
-    "wav_channels_100": (lambda wav: _patched_wav(wav, 22, "<H", 100), "channel"),
-    "wav_rate_2mhz": (lambda wav: _patched_wav(wav, 24, "<I", 2_000_000), "sample rate"),
+    "wav_sample_rate_0": (lambda wav: patch(wav, 24, "<I", 0), "decode"),
+    "wav_channels_0": (lambda wav: patch(wav, 22, "<H", 0), "channel"),
+    "wav_channels_100": (lambda wav: patch(wav, 22, "<H", 100), "channel"),
+    "wav_rate_2mhz": (lambda wav: patch(wav, 24, "<I", 2_000_000), "sample rate"),
     "video_only_mp4": (lambda wav: _video_only_mp4(), "no audio stream"),
 }
 
@@ -373,7 +355,7 @@ def test_odd_parameters_decode_to_the_right_length(
     chans = np.random.default_rng(seed).uniform(-0.5, 0.5, (channels, length)).astype(np.float32)
     expected = length * TARGET_SAMPLE_RATE / rate
     try:
-        audio = _decode(_pcm_wav(chans, rate), max_duration_s=5)
+        audio = _decode(pcm_wav(chans, rate), max_duration_s=5)
     except InvalidAudioError as exc:
         # Clips shorter than the resampler's filter may resample to nothing.
         assert length < 32 or expected < 32, exc
@@ -384,3 +366,22 @@ def test_odd_parameters_decode_to_the_right_length(
         assert abs(audio.samples.size - expected) <= 2
     else:
         assert 0 < audio.samples.size <= expected + 2
+
+
+def test_ffmpeg_out_of_memory_is_invalid_audio_but_ours_propagates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by the fuzzing above: a mutated M4A made FFmpeg refuse an allocation (ENOMEM).
+    def ffmpeg_enomem(data: bytes, max_duration_s: float) -> DecodedAudio:
+        raise av.error.MemoryError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(decode_mod, "_decode", ffmpeg_enomem)
+    with pytest.raises(InvalidAudioError):
+        decode_audio(b"x" * 100, max_duration_s=5)
+
+    def process_oom(data: bytes, max_duration_s: float) -> DecodedAudio:
+        raise MemoryError
+
+    monkeypatch.setattr(decode_mod, "_decode", process_oom)
+    with pytest.raises(MemoryError):
+        decode_audio(b"x" * 100, max_duration_s=5)

@@ -1,0 +1,96 @@
+"""API keys: where they come from, how a header is checked, and that a bad setup won't start."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+import pytest
+
+from asr_serve import auth
+from asr_serve.auth import APIKeyVerifier, AuthConfig, AuthConfigError, load_keys
+from asr_serve.config import AppConfig
+from asr_serve.errors import AuthenticationError
+
+
+def test_keys_from_env_and_file(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# team keys\nfile-key-1\n\nfile-key-2  # rotated 2025\n")
+    config = AuthConfig(api_keys_file=keys_file)
+    env = {"ASR_SERVE_API_KEYS": "env-key-1, env-key-2\nenv-key-3"}
+    assert load_keys(config, env) == [
+        "env-key-1",
+        "env-key-2",
+        "env-key-3",
+        "file-key-1",
+        "file-key-2",
+    ]
+
+
+def test_no_keys_means_auth_off() -> None:
+    verifier = APIKeyVerifier.from_config(AuthConfig(), environ={})
+    assert not verifier.enabled
+    verifier.check(None)  # everyone is let in
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Basic c2VjcmV0",
+        "secret-key",
+        "Bearer wrong",
+        "Bearer secret",
+    ],
+)
+def test_bad_or_missing_key_is_401(header: str | None) -> None:
+    verifier = APIKeyVerifier(["secret-key", "other-key"])
+    with pytest.raises(AuthenticationError) as exc_info:
+        verifier.check(header)
+    body = exc_info.value.to_dict()["error"]
+    assert exc_info.value.status_code == 401
+    assert body["type"] == "authentication_error" and body["code"] == "invalid_api_key"
+    assert "secret" not in body["message"]
+
+
+@pytest.mark.parametrize(
+    "header", ["Bearer secret-key", "bearer other-key", "  Bearer  other-key "]
+)
+def test_any_configured_key_passes(header: str) -> None:
+    APIKeyVerifier(["secret-key", "other-key"]).check(header)
+
+
+def test_comparison_is_constant_time_over_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key is compared with hmac.compare_digest, even after a match."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    APIKeyVerifier(["k1", "k2", "k3"]).check("Bearer k1")
+    assert len(compared) == 3
+    assert {len(a) for pair in compared for a in pair} == {32}  # digests: length never leaks
+
+
+def test_required_without_keys_refuses_to_start(tmp_path: Path) -> None:
+    with pytest.raises(AuthConfigError, match="no API key"):
+        load_keys(AuthConfig(required=True), {})
+    with pytest.raises(AuthConfigError, match="cannot read"):
+        load_keys(AuthConfig(api_keys_file=tmp_path / "absent"), {})
+
+
+def test_keys_cannot_be_put_in_the_config() -> None:
+    """The config says where keys are; a key written into it is a validation error."""
+    with pytest.raises(ValueError, match="api_keys"):
+        AppConfig.model_validate(
+            {
+                "models": [{"name": "m", "engine": "funasr", "model": "x"}],
+                "auth": {"api_keys": ["plain-text-key"]},
+            }
+        )
