@@ -8,9 +8,11 @@ BIN := $(VENV)/bin
 .PHONY: serve test system-deps install lint
 
 system-deps:
-	@if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null; then \
+	@if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null \
+	  || ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng ffmpeg; fi
+	  $$SUDO apt-get update -qq \
+	  && $$SUDO apt-get install -y -qq espeak-ng ffmpeg redis-server chromium; fi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +26,8 @@ serve: install
 	$(BIN)/serve run serve_config.cpu.yaml
 
 lint: install
-	$(BIN)/ruff check asr_serve tests benchmarks
-	$(BIN)/ruff format --check asr_serve tests benchmarks
+	$(BIN)/ruff check asr_serve tests benchmarks cluster
+	$(BIN)/ruff format --check asr_serve tests benchmarks cluster
 
 test: system-deps install lint
 	$(BIN)/python -m pytest -ra

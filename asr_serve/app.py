@@ -26,7 +26,9 @@ def build_graph(
     build the graph in Python rather than from YAML, such as tests and benchmarks.
     """
     extra = deployment_options or {}
-    decoder = AudioDecoder.options(**extra.get("AudioDecoder", {})).bind(config.limits.model_dump())
+    decoder = AudioDecoder.options(**extra.get("AudioDecoder", {})).bind(
+        config.limits.model_dump(), config.segmentation.model_dump()
+    )
     models = {
         m.name: ASR.options(
             name=m.deployment_name,

@@ -2,21 +2,25 @@
 
 Serve's ``@serve.batch`` collects the items; this module decides what an item costs
 towards ``max_batch_size`` (so a batch is bounded by total audio as well as by count)
-and runs one batch through the engine longest-first, so padding is spent on similar
-lengths, returning results in the callers' order.
+and runs one batch through the engine longest-first, returning results in the callers'
+order.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from asr_serve.config import BatchingConfig
 from asr_serve.engines.base import SAMPLE_RATE, Engine, EngineResult, TranscribeOptions
+from asr_serve.errors import InsufficientMemoryError
+from asr_serve.oom import run_splitting_on_oom
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,34 @@ class BatchItem:
     @property
     def seconds(self) -> float:
         return len(self.audio) / SAMPLE_RATE
+
+
+class EngineGate:
+    """Holds new items while the engine runs a batch; lets them into the next one together.
+
+    ``@serve.batch`` starts forming the next batch as soon as the previous one starts running:
+    it closes ``batch_wait_timeout_s`` after its first item, with only what arrived in that
+    window, and then waits for the engine anyway. Under load, batches stayed small while
+    requests queued behind them. Held here instead, items reach ``@serve.batch`` the moment
+    the engine is free, all at once, so a batch takes everything that queued meanwhile
+    (up to ``max_batch_size``); and an idle replica adds only ``batch_wait_timeout_s``.
+    """
+
+    def __init__(self) -> None:
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_until_idle(self) -> None:
+        await self._idle.wait()
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Mark the engine busy for the duration of one batch."""
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._idle.set()
 
 
 def item_cost(seconds: float, config: BatchingConfig) -> int:
@@ -48,13 +80,32 @@ def batch_cost(items: Sequence[BatchItem]) -> int:
     return sum(item.cost for item in items)
 
 
-def run_batch(engine: Engine, items: Sequence[BatchItem]) -> list[EngineResult]:
-    """Transcribe ``items`` in one engine call, longest first; results in input order."""
-    order = sorted(range(len(items)), key=lambda i: len(items[i].audio), reverse=True)
-    results = engine.transcribe([items[i].audio for i in order], [items[i].options for i in order])
+def _transcribe(engine: Engine, items: Sequence[BatchItem]) -> list[EngineResult]:
+    results = engine.transcribe([item.audio for item in items], [item.options for item in items])
     if len(results) != len(items):
         raise RuntimeError(f"engine returned {len(results)} results for {len(items)} inputs")
-    ordered: list[EngineResult | None] = [None] * len(items)
+    return results
+
+
+def run_batch(
+    engine: Engine,
+    items: Sequence[BatchItem],
+    *,
+    on_oom: Callable[[int], None] = lambda size: None,
+) -> list[EngineResult | InsufficientMemoryError]:
+    """Transcribe ``items`` in one engine call, longest first; results in input order.
+
+    One call, not calls per length bucket: measured on the tiny Fun-ASR-Nano (2-28 s clips,
+    CPU), sixteen items took 0.92 s in one call and 1.05 s in calls of similar lengths, four
+    items 1.49 s against 2.24 s: the decoder's per-step cost outweighs the encoder's padding.
+    Out of memory, the batch is split in halves and retried (:mod:`asr_serve.oom`); an item
+    that does not fit alone gets an :class:`InsufficientMemoryError` in its place.
+    """
+    order = sorted(range(len(items)), key=lambda i: len(items[i].audio), reverse=True)
+    results = run_splitting_on_oom(
+        lambda part: _transcribe(engine, part), [items[i] for i in order], on_oom=on_oom
+    )
+    ordered: list[EngineResult | InsufficientMemoryError | None] = [None] * len(items)
     for position, index in enumerate(order):
         ordered[index] = results[position]
     return ordered  # type: ignore[return-value]

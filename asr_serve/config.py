@@ -12,6 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from asr_serve.api.cors import CorsConfig
+from asr_serve.auth import AuthConfig
+from asr_serve.cache import CacheConfig
+
 EngineName = Literal["funasr", "faster-whisper"]
 
 
@@ -23,7 +27,10 @@ class BatchingConfig(_Strict):
     """The ASR deployment's ``user_config``: changed live by ``reconfigure``, no restart."""
 
     max_batch_size: int = Field(8, ge=1, le=512)
-    batch_wait_timeout_s: float = Field(0.05, ge=0.0, le=10.0)
+    #: How long an idle replica waits for more items before it starts a batch. Short: items
+    #: that arrive while the engine is busy are held and join the next batch together anyway
+    #: (:class:`asr_serve.batching.EngineGate`), so this is added latency, not batch size.
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
     #: Bound a batch by its total audio too, so a few long clips cannot exhaust memory.
     max_batch_audio_s: float = Field(300.0, gt=0.0)
 
@@ -72,6 +79,34 @@ class LimitsConfig(_Strict):
     max_prompt_chars: int = Field(4096, ge=0)
 
 
+class SegmentationConfig(_Strict):
+    """How long audio is cut at speech pauses (silero VAD in the decoder) before the model.
+
+    Audio no longer than ``max_segment_s`` is never split. Longer audio is cut into pieces of
+    at most ``max_segment_s`` at the longest pause in each window's second half; silence
+    between pieces is not transcribed. The defaults suit 30 s model windows (Whisper,
+    Fun-ASR-Nano).
+    """
+
+    #: Longest piece sent to the model; keep it under the model's window (30 s).
+    max_segment_s: float = Field(28.0, ge=2.0, le=600.0)
+    #: A pause must last this long to end a speech region (silero ``min_silence_duration_ms``).
+    min_silence_ms: int = Field(300, ge=0, le=10_000)
+    #: Kept around each speech region so word edges are not clipped (``speech_pad_ms``).
+    speech_pad_ms: int = Field(200, ge=0, le=2_000)
+    #: Speech probability above which a 32 ms frame is speech (silero ``threshold``).
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    #: Pieces of one request in flight to the model at once, so a long file takes turns
+    #: with other requests in the model's batches instead of queueing all its pieces first.
+    max_in_flight: int = Field(8, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _check_padding(self) -> SegmentationConfig:
+        if 2 * self.speech_pad_ms / 1000 >= self.max_segment_s:
+            raise ValueError("speech_pad_ms on both sides must fit in max_segment_s")
+        return self
+
+
 class AppConfig(_Strict):
     """The application's arguments: ``applications[].args`` in ``serve_config.yaml``."""
 
@@ -79,6 +114,13 @@ class AppConfig(_Strict):
     #: Model used when a request names none; defaults to the first one listed.
     default_model: str | None = None
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
+    #: Where the API keys are (env var, file); never the keys. No key found: auth is off.
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    #: Browser origins allowed to call the API; off by default.
+    cors: CorsConfig = Field(default_factory=CorsConfig)
+    #: Results in Redis, keyed by the decoded audio, model and options; off by default.
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @model_validator(mode="after")
     def _check_names(self) -> AppConfig:

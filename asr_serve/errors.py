@@ -107,6 +107,12 @@ class OverloadedError(ASRServeError):
         self.retry_after_s = retry_after_s
 
 
+class InsufficientMemoryError(OverloadedError):
+    """One item ran out of accelerator memory even alone (its batch was split down to it)."""
+
+    code = "insufficient_memory"
+
+
 class ModelNotReadyError(ASRServeError):
     status_code = 503
     error_type = "server_error"

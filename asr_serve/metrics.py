@@ -51,6 +51,11 @@ class ASRMetrics:
             description="Engine calls that raised.",
             tag_keys=("model",),
         )
+        self.out_of_memory = metrics.Counter(
+            "asr_out_of_memory_total",
+            description="Engine calls that ran out of memory (their batch was split and retried).",
+            tag_keys=("model",),
+        )
         self.model_loaded = metrics.Gauge(
             "asr_model_loaded",
             description="1 once the replica's model is loaded and warmed up.",
@@ -63,6 +68,7 @@ class ASRMetrics:
             self.inference,
             self.audio_seconds,
             self.errors,
+            self.out_of_memory,
             self.model_loaded,
         ):
             # A fresh dict each time: Serve adds its own tags to the one passed in.
@@ -85,4 +91,28 @@ class DecoderMetrics:
             "asr_decode_rejected_total",
             description="Uploads rejected by the decoder, by error code.",
             tag_keys=("code",),
+        )
+
+
+class CacheMetrics:
+    """The ingress's result cache (``asr_serve.cache``): hits + misses = lookups.
+
+    One lookup per request, or per piece of a long file split at pauses.
+    """
+
+    def __init__(self) -> None:
+        self.hits = metrics.Counter(
+            "asr_cache_hits_total",
+            description="Lookups answered from the result cache, without the model.",
+            tag_keys=("model",),
+        )
+        self.misses = metrics.Counter(
+            "asr_cache_misses_total",
+            description="Lookups not answered from the cache (Redis failures included).",
+            tag_keys=("model",),
+        )
+        self.errors = metrics.Counter(
+            "asr_cache_errors_total",
+            description="Redis operations that failed, timed out or were skipped in backoff.",
+            tag_keys=("op",),
         )

@@ -9,9 +9,10 @@ limits and the deadline, and returns the engine's result for rendering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,8 @@ from pydantic import ValidationError
 from asr_serve.api.protocol import TranscriptionRequest
 from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio
+from asr_serve.audio.vad import Span, transcription_spans
+from asr_serve.cache import NO_CACHE, NoCache, ResultCache
 from asr_serve.config import AppConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import (
@@ -27,6 +30,7 @@ from asr_serve.errors import (
     InvalidParameterError,
     ModelNotFoundError,
 )
+from asr_serve.stitching import stitch
 
 logger = logging.getLogger("ray.serve")
 
@@ -39,6 +43,8 @@ class Transcription:
     request: TranscriptionRequest
     model: str
     result: EngineResult
+    #: Whether the result came from the cache; ``None`` when the cache is off.
+    cache_hit: bool | None = None
 
 
 def parse_request(fields: dict[str, str | list[str]], config: AppConfig) -> TranscriptionRequest:
@@ -59,6 +65,11 @@ def parse_request(fields: dict[str, str | list[str]], config: AppConfig) -> Tran
             f"model {name!r} does not exist; available: {', '.join(m.name for m in config.models)}",
             param="model",
         )
+    if request.stream and request.response_format not in ("json", "text"):
+        raise InvalidParameterError(
+            "stream=true answers with text events; use response_format json or text",
+            param="stream",
+        )
     return request.model_copy(update={"model": name})
 
 
@@ -68,41 +79,117 @@ def transcribe_options(request: TranscriptionRequest) -> TranscribeOptions:
         language=request.language.lower() if request.language else None,
         prompt=request.prompt,
         temperature=request.temperature,
-        segment_timestamps=request.response_format == "verbose_json",
+        segment_timestamps=request.response_format in ("verbose_json", "srt", "vtt"),
         word_timestamps="word" in request.timestamp_granularities,
     )
 
 
+@dataclass(frozen=True)
+class Piece:
+    """One piece of a file (the whole file when it was not split) and its result."""
+
+    span: Span
+    result: EngineResult
+    cache_hit: bool | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated, decoded request and the event-loop time by which it must be done."""
+
+    request: TranscriptionRequest
+    audio: DecodedAudio
+    deadline: float
+
+
 class TranscriptionPipeline:
-    def __init__(self, config: AppConfig, *, decode: DecodeFn, transcribe: TranscribeFn) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        decode: DecodeFn,
+        transcribe: TranscribeFn,
+        cache: ResultCache | None = None,
+    ) -> None:
         self.config = config
         self._decode = decode
         self._transcribe = transcribe
+        self._cache: ResultCache | NoCache = cache or NO_CACHE
 
     async def run(self, upload: Upload) -> Transcription:
         """Validate, decode, transcribe; past the deadline raise 504 and cancel the rest."""
+        return await self.finish(await self.start(upload))
+
+    async def start(self, upload: Upload) -> Job:
+        """Validate and decode (the decoder also plans a long file's pieces)."""
         request = parse_request(upload.fields, self.config)
-        timeout = self.config.limits.request_timeout_s
+        deadline = asyncio.get_running_loop().time() + self.config.limits.request_timeout_s
+        async with self._deadline(deadline):
+            audio = await self._decode(upload.data)
+        return Job(request=request, audio=audio, deadline=deadline)
+
+    async def finish(self, job: Job) -> Transcription:
+        """Transcribe every piece and stitch them into one result for the file."""
+        assert job.request.model is not None
+        started = time.perf_counter()
+        pieces = [piece async for piece in self.pieces(job)]
+        logger.info(
+            "transcribed model=%s audio_s=%.2f codec=%s pieces=%d asr_ms=%.1f",
+            job.request.model,
+            job.audio.duration_s,
+            job.audio.codec,
+            len(pieces),
+            1000 * (time.perf_counter() - started),
+        )
+        result = stitch([(p.span, p.result) for p in pieces], job.audio.duration_s)
+        hits = [p.cache_hit for p in pieces if p.cache_hit is not None]
+        return Transcription(
+            request=job.request,
+            model=job.request.model,
+            result=result,
+            cache_hit=all(hits) if hits else None,
+        )
+
+    async def pieces(self, job: Job) -> AsyncGenerator[Piece, None]:
+        """Each piece's result, in time order, as soon as it and those before it are done.
+
+        Pieces go to the model as separate items, so its ``@serve.batch`` mixes them with
+        other requests' items; at most ``segmentation.max_in_flight`` at a time, so a long
+        file does not queue all its pieces ahead of a short request. Slices of the decoded
+        array are views: only each piece's own samples are serialised to the model.
+        """
+        assert job.request.model is not None
+        model, samples = job.request.model, job.audio.samples
+        model_config = self.config.model(model)
+        options = transcribe_options(job.request)
+        spans = transcription_spans(job.audio.segments, len(samples))
+        in_flight = asyncio.Semaphore(self.config.segmentation.max_in_flight)
+
+        async def one(span: Span) -> Piece:
+            piece = samples[span[0] : span[1]]
+            async with in_flight:
+                result, hit = await self._cache.through(
+                    model_config, piece, options, lambda: self._transcribe(model, piece, options)
+                )
+            return Piece(span=span, result=result, cache_hit=hit)
+
+        tasks = [asyncio.ensure_future(one(span)) for span in spans]
         try:
-            async with asyncio.timeout(timeout):
-                return await self._run(request, upload)
+            for task in tasks:
+                async with self._deadline(job.deadline):
+                    piece = await task
+                yield piece
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self, deadline: float) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout_at(deadline):
+                yield
         except TimeoutError:
+            timeout = self.config.limits.request_timeout_s
             raise DeadlineExceededError(
                 f"request did not finish within {timeout:g} s; try a shorter file or retry later"
             ) from None
-
-    async def _run(self, request: TranscriptionRequest, upload: Upload) -> Transcription:
-        assert request.model is not None
-        started = time.perf_counter()
-        audio = await self._decode(upload.data)
-        decoded = time.perf_counter()
-        result = await self._transcribe(request.model, audio.samples, transcribe_options(request))
-        logger.info(
-            "transcribed model=%s audio_s=%.2f codec=%s decode_ms=%.1f asr_ms=%.1f",
-            request.model,
-            audio.duration_s,
-            audio.codec,
-            1000 * (decoded - started),
-            1000 * (time.perf_counter() - decoded),
-        )
-        return Transcription(request=request, model=request.model, result=result)

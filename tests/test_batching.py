@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
-from asr_serve.batching import BatchItem, batch_cost, item_cost, run_batch
+from asr_serve.batching import (
+    BatchItem,
+    EngineGate,
+    batch_cost,
+    item_cost,
+    run_batch,
+)
 from asr_serve.config import BatchingConfig
 from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
 
@@ -53,3 +60,27 @@ def test_run_batch_rejects_a_short_result_list() -> None:
     items = [BatchItem(np.zeros(5, np.float32), TranscribeOptions()) for _ in range(2)]
     with pytest.raises(RuntimeError, match="1 results for 2"):
         run_batch(Broken(), items)
+
+
+def test_gate_holds_items_while_the_engine_is_busy() -> None:
+    async def scenario() -> None:
+        gate = EngineGate()
+        await asyncio.wait_for(gate.wait_until_idle(), 1)  # idle: passes at once
+        with gate.busy():
+            waiters = [asyncio.ensure_future(gate.wait_until_idle()) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            assert not any(w.done() for w in waiters)
+        # Freed: every held item goes on together.
+        await asyncio.wait_for(asyncio.gather(*waiters), 1)
+
+    asyncio.run(scenario())
+
+
+def test_gate_reopens_when_the_batch_fails() -> None:
+    async def scenario() -> None:
+        gate = EngineGate()
+        with pytest.raises(RuntimeError), gate.busy():
+            raise RuntimeError("engine failed")
+        await asyncio.wait_for(gate.wait_until_idle(), 1)
+
+    asyncio.run(scenario())

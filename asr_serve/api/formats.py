@@ -12,6 +12,7 @@ from asr_serve.api.protocol import (
     Usage,
     VerboseTranscriptionResponse,
 )
+from asr_serve.api.subtitles import to_srt, to_vtt
 from asr_serve.engines.base import EngineResult
 
 
@@ -48,6 +49,10 @@ def render(
 ) -> Response:
     if response_format == "text":
         return PlainTextResponse(result.text, headers=headers)
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(result.segments), headers=headers)
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(result.segments), headers=headers, media_type="text/vtt")
     if response_format == "verbose_json":
         body = to_verbose(result, model=model, words=words)
     else:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-ResponseFormat = Literal["json", "text", "verbose_json"]
+ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 TimestampGranularity = Literal["segment", "word"]
 
 
@@ -29,6 +29,9 @@ class TranscriptionRequest(BaseModel):
     response_format: ResponseFormat = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)
     timestamp_granularities: list[TimestampGranularity] = Field(default_factory=list)
+    #: Server-sent events as pieces finish (``transcript.text.delta`` ... ``.done``);
+    #: with ``response_format`` ``json`` or ``text`` only.
+    stream: bool = False
 
     @field_validator("model", "language", "prompt", mode="before")
     @classmethod
@@ -73,6 +76,27 @@ class VerboseTranscriptionResponse(BaseModel):
     words: list[TranscriptionWord] | None = None
     #: The model that served the request (not in OpenAI's shape; useful with several).
     model: str | None = None
+
+
+class TranscriptTextDelta(BaseModel):
+    """``stream=true``: text of the next finished piece, with its leading space."""
+
+    type: Literal["transcript.text.delta"] = "transcript.text.delta"
+    delta: str
+
+
+class TranscriptTextDone(BaseModel):
+    """``stream=true``: the last event, with the whole text."""
+
+    type: Literal["transcript.text.done"] = "transcript.text.done"
+    text: str
+
+
+class TranscriptError(BaseModel):
+    """``stream=true``: a failure after the stream began; no event follows it."""
+
+    type: Literal["error"] = "error"
+    error: ErrorDetail
 
 
 class ModelCard(BaseModel):

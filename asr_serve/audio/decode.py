@@ -43,6 +43,9 @@ class DecodedAudio:
     source_channels: int
     codec: str
     container: str
+    segments: tuple[tuple[int, int], ...] | None = None
+    """Pieces to transcribe as ``[start, end)`` sample offsets, set by the decoder's VAD for
+    audio longer than one model window; ``None``: the whole file is one piece."""
 
 
 def decode_audio(
@@ -59,9 +62,13 @@ def decode_audio(
         raise InvalidAudioError("The audio file is empty.", param="file")
     try:
         audio = _decode(data, max_duration_s)
-    except (ASRServeError, MemoryError):
+    except ASRServeError:
         raise
     except Exception as exc:  # PyAV raises many types on hostile input; all mean "not audio".
+        # This process out of memory is not the upload's fault; FFmpeg refusing the absurd
+        # allocation a corrupt header asks for (av.error.MemoryError, ENOMEM) is.
+        if isinstance(exc, MemoryError) and not isinstance(exc, av.error.FFmpegError):
+            raise
         kind = sniff_is_probably_not_audio(data)
         reason = f"it looks like {kind}, not audio" if kind else _describe(exc)
         raise InvalidAudioError(

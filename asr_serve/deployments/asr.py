@@ -12,10 +12,11 @@ import numpy as np
 import ray
 from ray import serve
 
-from asr_serve.batching import BatchItem, batch_cost, item_cost, run_batch
+from asr_serve.batching import BatchItem, EngineGate, batch_cost, item_cost, run_batch
 from asr_serve.config import BatchingConfig, ModelConfig
 from asr_serve.engines import EngineResult, TranscribeOptions, create_engine
 from asr_serve.engines.base import SAMPLE_RATE
+from asr_serve.errors import InsufficientMemoryError
 
 logger = logging.getLogger("ray.serve")
 
@@ -42,6 +43,7 @@ class ASR:
         self.batching = self.model.batching
         #: Recent batch sizes, for tests and the ``stats`` call.
         self.recent_batches: deque[int] = deque(maxlen=1024)
+        self.gate = EngineGate()
 
         started = time.perf_counter()
         self.engine = create_engine(self.model)
@@ -66,14 +68,21 @@ class ASR:
         """One request's audio; it shares an engine call with whatever else is waiting."""
         self.engine.check_options(options)
         cost = item_cost(len(audio) / SAMPLE_RATE, self.batching)
-        return await self._batched(BatchItem(audio=audio, options=options, cost=cost))
+        item = BatchItem(audio=audio, options=options, cost=cost)
+        await self.gate.wait_until_idle()
+        result = await self._batched(item)
+        if isinstance(result, InsufficientMemoryError):  # alone, still out of memory
+            raise result
+        return result
 
     @serve.batch(
         max_batch_size=_DEFAULT_BATCHING.max_batch_size,
         batch_wait_timeout_s=_DEFAULT_BATCHING.batch_wait_timeout_s,
         batch_size_fn=batch_cost,
     )
-    async def _batched(self, items: list[BatchItem]) -> list[EngineResult]:
+    async def _batched(
+        self, items: list[BatchItem]
+    ) -> list[EngineResult | InsufficientMemoryError]:
         started = time.perf_counter()
         for item in items:
             self.metrics.queue_wait.observe(started - item.enqueued_at)
@@ -83,7 +92,13 @@ class ASR:
         self.metrics.batch_audio_seconds.observe(audio_s)
         try:
             # In a thread, so the replica keeps accepting requests for the next batch.
-            results = await asyncio.to_thread(run_batch, self.engine, items)
+            with self.gate.busy():
+                results = await asyncio.to_thread(
+                    run_batch,
+                    self.engine,
+                    items,
+                    on_oom=lambda _: self.metrics.out_of_memory.inc(),
+                )
         except Exception:
             self.metrics.errors.inc()
             raise

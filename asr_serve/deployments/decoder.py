@@ -1,14 +1,20 @@
-"""AudioDecoder: the CPU tier that turns uploaded bytes into 16 kHz mono float32."""
+"""AudioDecoder: the CPU tier that turns uploaded bytes into 16 kHz mono float32.
+
+It also plans a long file's pieces with the VAD (``asr_serve.audio.vad``), so the ingress
+can send them to the model as separate items.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from ray import serve
 
 from asr_serve.audio.decode import DecodedAudio, decode_audio
-from asr_serve.config import LimitsConfig
+from asr_serve.audio.vad import SpeechSegmenter
+from asr_serve.config import LimitsConfig, SegmentationConfig
 from asr_serve.errors import ASRServeError
 
 
@@ -18,10 +24,11 @@ from asr_serve.errors import ASRServeError
     max_queued_requests=64,
 )
 class AudioDecoder:
-    def __init__(self, limits: dict) -> None:
+    def __init__(self, limits: dict, segmentation: dict | None = None) -> None:
         from asr_serve.metrics import DecoderMetrics
 
         self.limits = LimitsConfig.model_validate(limits)
+        self.segmenter = SpeechSegmenter(SegmentationConfig.model_validate(segmentation or {}))
         self.metrics = DecoderMetrics()
 
     async def decode(self, data: bytes) -> DecodedAudio:
@@ -39,4 +46,6 @@ class AudioDecoder:
             raise
         self.metrics.decode_time.observe(time.perf_counter() - started)
         self.metrics.decoded_seconds.inc(audio.duration_s)
-        return audio
+        # The VAD reads the samples in place; the pieces are offsets, not copies.
+        segments = await asyncio.to_thread(self.segmenter.segment, audio.samples)
+        return dataclasses.replace(audio, segments=segments)

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -198,34 +199,57 @@ def _reinit_llm(llm: torch.nn.Module) -> None:
             module.reset_parameters()
 
 
-def generate_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
-    """Write a tiny Fun-ASR-Nano checkpoint to ``out_dir``; the same seed gives the same bytes."""
-    from funasr.models.fun_asr_nano.model import FunASRNano
+def write_checkpoint(
+    out_dir: Path,
+    *,
+    seed: int,
+    config: Callable[[str], dict] | None = None,
+    llm_overrides: dict | None = None,
+) -> None:
+    """Write a random-weight FunASRNano in the released layout (config, weights, LLM dir).
 
+    ``config`` maps the LLM directory to the model config (default: the tiny one);
+    ``llm_overrides`` resize the Qwen3 config. The benchmarks' full-size model is this with
+    the released sizes.
+    """
+    from funasr.models.fun_asr_nano.model import FunASRNano
+    from transformers import Qwen3Config
+
+    make_config = config or _config
     out_dir = Path(out_dir)
     llm_dir = out_dir / LLM_DIR
     llm_dir.mkdir(parents=True, exist_ok=True)
     _save_llm_config(llm_dir, _save_tokenizer(llm_dir))
+    if llm_overrides:
+        llm_config = Qwen3Config.from_pretrained(str(llm_dir))
+        for key, value in llm_overrides.items():
+            setattr(llm_config, key, value)
+        llm_config.save_pretrained(str(llm_dir))
 
     # Build with an absolute LLM path; the files on disk keep the released relative one.
-    config = _config(str(llm_dir))
+    built = make_config(str(llm_dir))
     torch.manual_seed(seed)
     model = FunASRNano(
-        audio_encoder=config["audio_encoder"],
-        audio_encoder_conf=dict(config["audio_encoder_conf"]),
-        audio_adaptor=config["audio_adaptor"],
-        audio_adaptor_conf=dict(config["audio_adaptor_conf"]),
-        llm=config["llm"],
-        llm_conf=dict(config["llm_conf"]),
+        audio_encoder=built["audio_encoder"],
+        audio_encoder_conf=dict(built["audio_encoder_conf"]),
+        audio_adaptor=built["audio_adaptor"],
+        audio_adaptor_conf=dict(built["audio_adaptor_conf"]),
+        llm=built["llm"],
+        llm_conf=dict(built["llm_conf"]),
         input_size=80 * 7,  # n_mels * lfr_m: WavFrontend stacks 7 frames
     )
     _reinit_llm(model.llm)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     torch.save(state, out_dir / "model.pt")
-
-    on_disk = _config(LLM_DIR)
+    on_disk = make_config(LLM_DIR)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(on_disk, sort_keys=False))
     (out_dir / "configuration.json").write_text(json.dumps(_configuration_json(), indent=2))
+
+
+def generate_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
+    """Write a tiny Fun-ASR-Nano checkpoint to ``out_dir``; the same seed gives the same bytes."""
+    out_dir = Path(out_dir)
+    write_checkpoint(out_dir, seed=seed)
     (out_dir / _STAMP).write_text(json.dumps({"version": _VERSION, "seed": seed}))
     return out_dir
 

@@ -28,6 +28,22 @@ def tiny_args(model_dir: Path, **overrides: Any) -> dict[str, Any]:
     return {"models": [model], **overrides}
 
 
+WHISPER = "whisper-tiny.en"
+
+
+def whisper_model(**overrides: Any) -> dict[str, Any]:
+    """The embedded Whisper tiny.en on CPU, as the quickstart config serves it."""
+    return {
+        "name": WHISPER,
+        "engine": "faster-whisper",
+        "model": "embedded",
+        "device": "cpu",
+        "cpu_threads": 2,
+        "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.05},
+        **overrides,
+    }
+
+
 SMALL_REPLICAS = {
     "Ingress": {"ray_actor_options": {"num_cpus": 0.1}},
     "AudioDecoder": {"ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}},

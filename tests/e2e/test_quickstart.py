@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+from openai import OpenAI
 
 from asr_serve.testing.speech import encode, synthesize
 from asr_serve.testing.text import normalize
@@ -20,6 +22,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 URL = "http://127.0.0.1:8000"
+DASHBOARD = "http://127.0.0.1:8265"
 
 
 def test_serve_run_cpu_config(tmp_path: Path) -> None:
@@ -45,12 +48,44 @@ def test_serve_run_cpu_config(tmp_path: Path) -> None:
                 break
             time.sleep(1)
         assert ready, (tmp_path / "serve.log").read_text()[-4000:]
-        wav = encode(synthesize("hello world"), 16000, "wav")
-        resp = httpx.post(
-            f"{URL}/v1/audio/transcriptions", files={"file": ("hello.wav", wav)}, timeout=60
+
+        status = subprocess.run(
+            [str(serve_cli), "status", "-a", DASHBOARD],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        deployments = yaml.safe_load(status)["applications"]["asr"]["deployments"]
+        assert {name: d["status"] for name, d in deployments.items()} == {
+            "Ingress": "HEALTHY",
+            "AudioDecoder": "HEALTHY",
+            "ASR-whisper-tiny.en": "HEALTHY",
+        }
+
+        hello = synthesize("hello world")
+        for name, fmt in [("hello.wav", "wav"), ("hello.mp3", "mp3")]:
+            resp = httpx.post(
+                f"{URL}/v1/audio/transcriptions",
+                files={"file": (name, encode(hello, 16000, fmt))},
+                timeout=60,
+            )
+            assert resp.status_code == 200, resp.text
+            assert normalize(resp.json()["text"]) == ["hello", "world"]
+
+        corrupt = httpx.post(
+            f"{URL}/v1/audio/transcriptions",
+            files={"file": ("broken.wav", b"RIFF\x00\x00\x00\x00WAVEnot audio")},
+            timeout=60,
         )
-        assert resp.status_code == 200, resp.text
-        assert normalize(resp.json()["text"]) == ["hello", "world"]
+        assert corrupt.status_code == 400
+        assert corrupt.json()["error"]["code"] == "invalid_audio"
+
+        client = OpenAI(base_url=f"{URL}/v1", api_key="unused")
+        text = client.audio.transcriptions.create(
+            model="whisper-tiny.en", file=("hello.mp3", encode(hello, 16000, "mp3"))
+        ).text
+        assert normalize(text) == ["hello", "world"]
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

@@ -14,20 +14,12 @@ from asr_serve.config import ModelConfig
 from asr_serve.engines import TranscribeOptions, create_engine
 from asr_serve.testing.speech import FORMATS, encode, synthesize
 from asr_serve.testing.text import SENTENCES, normalize, wer
-from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
+from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
 
 pytestmark = pytest.mark.e2e
 
 APP = "speech"
-WHISPER = "whisper-tiny.en"
-WHISPER_MODEL = {
-    "name": WHISPER,
-    "engine": "faster-whisper",
-    "model": "embedded",
-    "device": "cpu",
-    "cpu_threads": 2,
-    "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.05},
-}
+WHISPER_MODEL = whisper_model()
 FOX = "the quick brown fox jumps over the lazy dog"
 
 
