@@ -13,9 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-import yaml
-
 from asr_serve.testing import tiny_model
 
 _ENCODER = {"output_size": 512, "linear_units": 2048, "num_blocks": 50, "tp_blocks": 20}
@@ -38,35 +35,10 @@ def _full_size_config(llm_path: str) -> dict:
 
 
 def generate(out_dir: Path, *, seed: int = 0) -> Path:
-    from funasr.models.fun_asr_nano.model import FunASRNano
-    from transformers import Qwen3Config
-
-    llm_dir = out_dir / tiny_model.LLM_DIR
-    llm_dir.mkdir(parents=True, exist_ok=True)
-    vocab = tiny_model._save_tokenizer(llm_dir)
-    tiny_model._save_llm_config(llm_dir, vocab)
-    llm_config = Qwen3Config.from_pretrained(str(llm_dir))
-    for key, value in _QWEN3_06B.items():
-        setattr(llm_config, key, value)
-    llm_config.save_pretrained(str(llm_dir))
-
-    config = _full_size_config(str(llm_dir))
-    torch.manual_seed(seed)
-    model = FunASRNano(
-        audio_encoder=config["audio_encoder"],
-        audio_encoder_conf=dict(config["audio_encoder_conf"]),
-        audio_adaptor=config["audio_adaptor"],
-        audio_adaptor_conf=dict(config["audio_adaptor_conf"]),
-        llm=config["llm"],
-        llm_conf=dict(config["llm_conf"]),
-        input_size=80 * 7,
+    out_dir = Path(out_dir)
+    tiny_model.write_checkpoint(
+        out_dir, seed=seed, config=_full_size_config, llm_overrides=_QWEN3_06B
     )
-    tiny_model._reinit_llm(model.llm)
-    torch.save({k: v.detach().contiguous() for k, v in model.state_dict().items()},
-               out_dir / "model.pt")  # fmt: skip
-    on_disk = _full_size_config(tiny_model.LLM_DIR)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(on_disk, sort_keys=False))
-    (out_dir / "configuration.json").write_text(json.dumps(tiny_model._configuration_json()))
     (out_dir / "full_size_model.json").write_text(json.dumps({"seed": seed}))
     return out_dir
 

@@ -55,9 +55,7 @@ def _funasr_model(model_dir: Path, *, gpu: bool) -> ModelConfig:
         cpu_threads=0 if gpu else 1,
         max_new_tokens=GPU_MAX_NEW_TOKENS if gpu else TINY_MAX_NEW_TOKENS,
         # In-process batching peaks at 16 on CPU; the audio bound must not cut such batches.
-        batching=BatchingConfig(
-            max_batch_size=32 if gpu else 16, batch_wait_timeout_s=0.05, max_batch_audio_s=1200
-        ),
+        batching=BatchingConfig(max_batch_size=32 if gpu else 16, max_batch_audio_s=1200),
     )
 
 
@@ -68,7 +66,7 @@ def _whisper_model(*, gpu: bool) -> ModelConfig:
         model="embedded",
         device="cuda" if gpu else "cpu",
         cpu_threads=0 if gpu else 1,
-        batching=BatchingConfig(max_batch_size=16 if gpu else 4, batch_wait_timeout_s=0.05),
+        batching=BatchingConfig(max_batch_size=16 if gpu else 4),
     )
 
 

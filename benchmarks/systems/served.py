@@ -133,7 +133,8 @@ class ServeRun:
         handle = serve.get_deployment_handle(self.model.deployment_name, app_name=app)
         replicas: dict[int, dict] = {}
         for _ in range(8):  # the router picks replicas at random: ask until both answered
-            stats = handle.stats.remote().result(timeout_s=30)
+            # Generous: under --quick every system starts at once on the same cores.
+            stats = handle.stats.remote().result(timeout_s=120)
             replicas[stats["pid"]] = stats
         return list(replicas.values())
 
@@ -142,6 +143,11 @@ class ServeRun:
 
         if self._driver:
             ray.shutdown()
+            # Serve caches its controller client per process; the next engine's `serve run`
+            # is another cluster, so forget it (there is no public call for this).
+            from ray.serve.context import _disconnect
+
+            _disconnect()
             self._driver = False
         # serve run cleans up (applications, then its local Ray) on Ctrl-C.
         self.process.stop(sig=signal.SIGINT, timeout_s=60)

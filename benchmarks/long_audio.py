@@ -1,0 +1,109 @@
+"""Long audio: one ten-minute recording, served against the same path in process.
+
+    python -m benchmarks.long_audio [--seconds 598] [--repeats 3]
+
+Served, the decoder cuts the file at pauses (silero VAD) and the ingress sends the pieces
+to the ASR deployment as separate items, batched by ``@serve.batch`` (at most
+``segmentation.max_in_flight`` at a time); in process, :func:`asr_serve.longform.transcribe_long`
+decodes, cuts the same way and transcribes every piece in one engine call: the limit.
+Same model as the main run's funasr plan. Writes ``results/<date>-<machine>-long.json`` and
+adds ``long_audio`` to ``results/latest.json``. 598 s keeps the file under the default
+``limits.max_audio_s`` of 600.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from asr_serve.audio import TARGET_SAMPLE_RATE, decode_audio
+from asr_serve.audio.vad import SpeechSegmenter, transcription_spans
+from asr_serve.config import SegmentationConfig
+from asr_serve.engines import TranscribeOptions, create_engine
+from asr_serve.longform import transcribe_long
+from asr_serve.testing.long_audio import long_recording
+from asr_serve.testing.speech import encode
+from asr_serve.testing.tiny_model import ensure_tiny_model
+from benchmarks.plan import make_plan
+from benchmarks.report import machine_label
+from benchmarks.run import RESULTS_DIR
+from benchmarks.systems.served import ServeRun
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.long_audio", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=598.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+
+    model = make_plan(
+        "funasr", quick=False, gpu=False, systems=[], funasr_dir=ensure_tiny_model()
+    ).model
+    n = round(args.seconds * TARGET_SAMPLE_RATE)
+    upload = encode(long_recording(args.seconds).samples[:n], TARGET_SAMPLE_RATE, "mp3")
+    audio_s = n / TARGET_SAMPLE_RATE
+
+    engine = create_engine(model)
+    engine.load()
+    engine.warmup()
+    segmenter = SpeechSegmenter(SegmentationConfig())
+    inprocess: list[float] = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        samples = decode_audio(upload, max_duration_s=audio_s + 1).samples
+        transcribe_long(engine, samples, TranscribeOptions(), segmenter)
+        inprocess.append(time.perf_counter() - started)
+    pieces = len(transcription_spans(segmenter.segment(samples), len(samples)))
+    del engine
+
+    served: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="asr-bench-long-") as tmp:
+        run = ServeRun(Path(tmp), model)
+        try:
+            run.start()
+            url = f"{run.base_url}/v1/audio/transcriptions"
+            with httpx.Client(timeout=600) as http:
+                for _ in range(args.repeats):
+                    started = time.perf_counter()
+                    resp = http.post(url, files={"file": ("long.mp3", upload)})
+                    resp.raise_for_status()
+                    served.append(time.perf_counter() - started)
+        finally:
+            run.stop()
+
+    inprocess_s, served_s = statistics.median(inprocess), statistics.median(served)
+    result = {
+        "audio_s": audio_s,
+        "upload_bytes": len(upload),
+        "pieces": pieces,
+        "inprocess_s": inprocess_s,
+        "served_s": served_s,
+        "inprocess_rtfx": audio_s / inprocess_s,
+        "served_rtfx": audio_s / served_s,
+        "served_vs_inprocess_throughput": inprocess_s / served_s,
+        "repeats": args.repeats,
+    }
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    machine = machine_label(gpu=False)
+    report = {"machine": machine, "command": "python -m benchmarks.long_audio", "date": date}
+    report |= {"model": model.model_dump(mode="json"), "long_audio": result}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{date[:10]}-{machine}-long.json").write_text(json.dumps(report, indent=1) + "\n")
+    latest_path = args.out / "latest.json"
+    latest = json.loads(latest_path.read_text()) if latest_path.exists() else {}
+    latest["long_audio"] = {**result, "command": report["command"], "date": date}
+    latest_path.write_text(json.dumps(latest, indent=1) + "\n")
+    print(json.dumps(result, indent=1), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
