@@ -74,24 +74,27 @@ def measure_system(
                 loadgen.closed_loop(system.url, clips, c, n, fields=system.fields)
             )
             stats = loadgen.summarize(system.name, "closed", records, elapsed, concurrency=c)
-            stats.batch_sizes = system.batch_sizes()
-            result.levels.append(stats)
-            print(f"  {system.name} c{c}: {_line(stats)}", flush=True)
+            _record(result, system, stats, f"c{c}")
         if not naive:
             n = max(1, round(open_rate * plan.open_seconds))
             records, elapsed = asyncio.run(
                 loadgen.open_loop(system.url, clips, open_rate, n, fields=system.fields)
             )
             stats = loadgen.summarize(system.name, "open", records, elapsed, rate_rps=open_rate)
-            stats.batch_sizes = system.batch_sizes()
-            result.levels.append(stats)
-            print(f"  {system.name} open {open_rate:.2f}/s: {_line(stats)}", flush=True)
+            _record(result, system, stats, f"open {open_rate:.2f}/s")
     except Exception as exc:  # one broken system must not lose the others' numbers
         result.error = f"{type(exc).__name__}: {exc}"
         print(f"  {system.name} FAILED: {result.error[:2000]}", flush=True)
     finally:
         system.stop()
     return result
+
+
+def _record(result: SystemResult, system: HTTPSystem, stats: loadgen.RunStats, label: str) -> None:
+    """Attach the batches the level formed, keep the level, print its line."""
+    stats.batch_sizes = system.batch_sizes()
+    result.levels.append(stats)
+    print(f"  {system.name} {label}: {_line(stats)}", flush=True)
 
 
 def _line(s: loadgen.RunStats) -> str:

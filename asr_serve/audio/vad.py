@@ -34,9 +34,13 @@ class SpeechSegmenter:
         self.max_samples = round(config.max_segment_s * TARGET_SAMPLE_RATE)
         self._vad = load_silero_vad(sequence=True)
 
+    def fits(self, samples: np.ndarray) -> bool:
+        """Short enough for one window: not split, and the VAD need not run."""
+        return len(samples) <= self.max_samples
+
     def segment(self, samples: np.ndarray) -> tuple[Span, ...] | None:
         """The pieces to transcribe; ``None`` when the audio fits one window (not split)."""
-        if len(samples) <= self.max_samples:
+        if self.fits(samples):
             return None
         return tuple(plan_segments(self.speech_regions(samples), self.max_samples))
 

@@ -46,6 +46,8 @@ class AudioDecoder:
             raise
         self.metrics.decode_time.observe(time.perf_counter() - started)
         self.metrics.decoded_seconds.inc(audio.duration_s)
+        if self.segmenter.fits(audio.samples):  # most uploads: no VAD, no thread hop
+            return audio
         # The VAD reads the samples in place; the pieces are offsets, not copies.
         segments = await asyncio.to_thread(self.segmenter.segment, audio.samples)
         return dataclasses.replace(audio, segments=segments)
