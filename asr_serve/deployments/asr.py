@@ -25,8 +25,10 @@ _DEFAULT_BATCHING = BatchingConfig()
 
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "num_gpus": 0},
-    # Must exceed max_batch_size or batches never fill (ray#43288).
-    max_ongoing_requests=64,
+    # Must exceed max_batch_size or batches never fill (ray#43288); room for several
+    # batches, so items queue here (where EngineGate batches them) rather than in the
+    # caller's router, which retries a full replica with backoff of up to 0.5 s.
+    max_ongoing_requests=128,
     max_queued_requests=256,
     # A model that cannot load fails the deployment quickly with its message.
     max_constructor_retry_count=3,
