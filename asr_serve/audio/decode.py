@@ -30,6 +30,8 @@ _DEMUXERS = (
     "wav,w64,aiff,flac,mp3,ogg,matroska,webm,mov,mp4,m4a,aac,caf,au,amr,ac3,eac3,"
     "wv,ape,tta,asf,avi,mpeg,mpegts,voc,loas"
 )
+_FULL_PROBE = {"format_whitelist": _DEMUXERS}
+_QUICK_PROBE = {**_FULL_PROBE, "probesize": "4096"}
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,39 @@ def decode_audio(
     return audio
 
 
+def _open(data: bytes) -> av.container.InputContainer:
+    """Open ``data`` with a short stream-info probe, or FFmpeg's full one if that falls short.
+
+    FFmpeg reads up to ``probesize`` (5 MB) to fill in stream parameters; for WAV that costs
+    about 2.4 ms whatever the file's length, two thirds of decoding a 2 s clip. Every format
+    the tests cover states its parameters in the first few KB; a file whose audio stream is
+    still unknown after them is opened again with the full probe.
+    """
+    try:
+        container = _open_with(data, _QUICK_PROBE)
+    except Exception:  # judged by the full probe below, which raises what it finds
+        container = None
+    if container is not None:
+        if _audio_params_known(container):
+            return container
+        container.close()
+    return _open_with(data, _FULL_PROBE)
+
+
+def _open_with(data: bytes, options: dict[str, str]) -> av.container.InputContainer:
+    return av.open(io.BytesIO(data), mode="r", options=options, metadata_errors="ignore")
+
+
+def _audio_params_known(container: av.container.InputContainer) -> bool:
+    streams = container.streams.audio
+    if not streams:
+        return False
+    ctx = streams[0].codec_context
+    return ctx.sample_rate > 0 and ctx.channels > 0
+
+
 def _decode(data: bytes, max_duration_s: float) -> DecodedAudio:
-    with av.open(
-        io.BytesIO(data),
-        mode="r",
-        options={"format_whitelist": _DEMUXERS},
-        metadata_errors="ignore",
-    ) as container:
+    with _open(data) as container:
         if not container.streams.audio:
             raise InvalidAudioError("The file contains no audio stream.", param="file")
         stream = container.streams.audio[0]

@@ -230,6 +230,41 @@ def _video_only_mp4() -> bytes:
     return buf.getvalue()
 
 
+def _transport_stream_video_first(speech: np.ndarray) -> bytes:
+    """MPEG-TS whose first few KB hold only video, so the audio's parameters come later."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as out:
+        video = out.add_stream("mpeg2video", rate=25)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        video.bit_rate = 8_000_000
+        audio = out.add_stream("mp2", rate=16000, layout="mono")
+        noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), np.uint8)
+        for pts in range(25):
+            frame = av.VideoFrame.from_ndarray(noise, format="rgb24")
+            frame.pts = pts
+            for packet in video.encode(frame):
+                out.mux(packet)
+        samples = av.AudioFrame.from_ndarray(
+            speech[np.newaxis, :16000], format="flt", layout="mono"
+        )
+        samples.sample_rate, samples.pts = 16000, 0
+        for stream, frame in ((video, None), (audio, samples), (audio, None)):
+            for packet in stream.encode(frame):
+                out.mux(packet)
+    return buf.getvalue()
+
+
+def test_audio_parameters_past_the_quick_probe_still_decode(speech: np.ndarray) -> None:
+    """Stream info is probed from the first few KB (fast for WAV); others get a full probe."""
+    from asr_serve.audio.decode import _QUICK_PROBE, _audio_params_known, _open_with
+
+    data = _transport_stream_video_first(speech)
+    with _open_with(data, _QUICK_PROBE) as quick:
+        assert not _audio_params_known(quick)  # the case the fallback exists for
+    audio = _decode(data)
+    assert audio.codec.startswith("mp") and abs(audio.duration_s - 1.0) < 0.1
+
+
 @pytest.fixture(scope="module")
 def speech_wav(speech: np.ndarray) -> bytes:
     """A canonical 44-byte-header WAV, so header fields sit at their textbook offsets."""
