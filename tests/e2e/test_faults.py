@@ -269,13 +269,18 @@ def test_redeploy_with_a_new_model_config_under_load_drops_nothing(
     _healthy(http, prefix)
 
 
-def test_clients_that_disconnect_free_their_slots(http: httpx.Client, prefix: str) -> None:
+def test_clients_that_disconnect_free_their_slots(
+    http: httpx.Client, prefix: str, tiny_model_dir: Path
+) -> None:
     """Fill every ASR slot with long clips, hang up: the queue empties, a new request fits.
 
     Serve cancels a request whose client went away, down the graph: items still waiting
     for a batch are dropped, so the slots they held are free again at once.
     """
-    long_wav = good_wav(30.0)
+    # Seconds per batch on any machine (the random weights never stop early), so the slots
+    # are still held when the clients hang up; with 8 tokens a fast CPU finished first.
+    _deploy(_config(tiny_model_dir, max_new_tokens=2000))
+    long_wav = good_wav(25.0)
     url = f"{prefix}/v1/audio/transcriptions"
 
     def hang_up(_: int) -> str:
