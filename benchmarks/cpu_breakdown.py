@@ -1,0 +1,208 @@
+"""``python -m benchmarks.cpu_breakdown``: where the CPU goes while asr-serve is under load.
+
+Starts the same ``serve run`` as ``benchmarks.run`` (tiny Fun-ASR-Nano, one replica of each
+deployment), drives closed-loop levels with the same clip mix, and reads ``/proc`` around
+each level: every Serve process's CPU, as a share of one core and as milliseconds per
+request, and for the engine's thread in the ASR replica (its busiest) the time it ran and
+the time it was runnable but waiting for a core (``schedstat``). Writes
+``results/<date>-<machine>-cpu.{json,md}``. Linux only.
+
+python -m benchmarks.cpu_breakdown                  # levels 1, 16, 64; 160 requests each
+python -m benchmarks.cpu_breakdown --levels 16 --requests 320
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from benchmarks import loadgen
+from benchmarks.audio import make_mix
+from benchmarks.plan import SYSTEMS, make_plan
+from benchmarks.report import machine_label
+from benchmarks.systems.base import cmdline, descendants
+from benchmarks.systems.served import ServedSystem, ServeRun
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+_TICK = os.sysconf("SC_CLK_TCK")
+#: Process roles by a piece of their command line; the first match wins.
+ROLES = (
+    ("ServeReplica:asr:ASR", "ASR replica"),
+    ("ServeReplica:asr:Ingress", "ingress"),
+    ("ServeReplica:asr:AudioDecoder", "decoder"),
+    ("ProxyActor", "HTTP proxy"),
+    ("raylet", "raylet"),
+)
+
+
+class Level(BaseModel):
+    concurrency: int
+    requests: int
+    throughput_rps: float
+    p50_ms: float
+    mean_batch: float | None
+    #: Role -> share of one core over the level, in %.
+    cpu_percent: dict[str, float]
+    #: Role -> CPU milliseconds per successful request.
+    cpu_ms_per_request: dict[str, float]
+    engine_running_percent: float
+    engine_waiting_for_cpu_percent: float
+
+
+class Breakdown(BaseModel):
+    machine: str
+    command: str
+    date: str
+    cpus: int
+    levels: list[Level]
+
+
+def _role(pid: int) -> str:
+    line = " ".join(cmdline(pid))
+    return next((role for key, role in ROLES if key in line), "other Ray processes")
+
+
+def _cpu_s(stat_path: str) -> float:
+    """utime + stime of a /proc stat file, in seconds (0 for a process that is gone)."""
+    try:
+        fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _process_cpu(root: int) -> dict[int, float]:
+    return {pid: _cpu_s(f"/proc/{pid}/stat") for pid in [root, *descendants(root)]}
+
+
+def _thread_sched(pid: int) -> dict[str, tuple[float, float]]:
+    """Thread id -> (seconds on a CPU, seconds runnable but waiting), from schedstat."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            ran, waited, _ = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+        except (OSError, ValueError):
+            continue
+        out[tid] = (int(ran) / 1e9, int(waited) / 1e9)
+    return out
+
+
+def measure(
+    system: ServedSystem, root: int, asr_pid: int, concurrency: int, requests: int, clips: list
+) -> Level:
+    url = system.base_url + "/v1/audio/transcriptions"
+    system.batch_sizes()  # forget batches formed before this level
+    cpu_before, sched_before = _process_cpu(root), _thread_sched(asr_pid)
+    load_generator = time.process_time()
+    records, wall = asyncio.run(
+        loadgen.closed_loop(url, clips, concurrency, requests, fields=system.fields)
+    )
+    load_generator = time.process_time() - load_generator
+    cpu_after, sched_after = _process_cpu(root), _thread_sched(asr_pid)
+    stats = loadgen.summarize("asr-serve", "closed", records, wall, concurrency=concurrency)
+
+    by_role: Counter[str] = Counter({role: 0.0 for _, role in ROLES})
+    for pid, cpu in cpu_after.items():
+        by_role[_role(pid)] += cpu - cpu_before.get(pid, 0.0)
+    by_role["load generator"] = load_generator  # this process, outside the serve run
+    delta = {
+        tid: (ran - sched_before.get(tid, (0.0, 0.0))[0], wait - sched_before.get(tid, (0, 0))[1])
+        for tid, (ran, wait) in sched_after.items()
+    }
+    engine_ran, engine_waited = max(delta.values())  # the busiest thread runs the engine
+    sizes = system.batch_sizes()
+    return Level(
+        concurrency=concurrency,
+        requests=len(records),
+        throughput_rps=stats.throughput_rps,
+        p50_ms=stats.p50_ms,
+        mean_batch=sum(sizes) / len(sizes) if sizes else None,
+        cpu_percent={role: 100 * s / wall for role, s in by_role.items()},
+        cpu_ms_per_request={role: 1000 * s / max(stats.ok, 1) for role, s in by_role.items()},
+        engine_running_percent=100 * engine_ran / wall,
+        engine_waiting_for_cpu_percent=100 * engine_waited / wall,
+    )
+
+
+def _asr_pid(root: int) -> int:
+    return next(p for p in descendants(root) if _role(p) == "ASR replica")
+
+
+def to_markdown(b: Breakdown) -> str:
+    roles = list(b.levels[0].cpu_ms_per_request) if b.levels else []
+    lines = [
+        f"# CPU breakdown {b.date} on `{b.machine}` ({b.cpus} CPUs)",
+        "",
+        f"Command: `{b.command}`",
+        "",
+        "CPU milliseconds per request, by process (share of one core in brackets); the "
+        "engine thread's time running and runnable-but-waiting, as % of the level's wall time.",
+        "",
+        "| clients | req/s | P50 ms | mean batch | "
+        + " | ".join(roles)
+        + " | engine running | engine waiting for a core |",
+        "|" + "---|" * (6 + len(roles)),
+    ]
+    for lv in b.levels:
+        cells = [f"{lv.cpu_ms_per_request[r]:.1f} ({lv.cpu_percent[r]:.0f}%)" for r in roles]
+        batch = f"{lv.mean_batch:.1f}" if lv.mean_batch else "-"
+        lines.append(
+            f"| {lv.concurrency} | {lv.throughput_rps:.2f} | {lv.p50_ms:.0f} | {batch} | "
+            + " | ".join(cells)
+            + f" | {lv.engine_running_percent:.0f}% | {lv.engine_waiting_for_cpu_percent:.0f}% |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> Breakdown:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu_breakdown", description=__doc__)
+    parser.add_argument("--levels", default="1,16,64", help="client counts, comma-separated")
+    parser.add_argument("--requests", type=int, default=160, help="requests per level")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
+    args = parser.parse_args(argv)
+    from asr_serve.testing.tiny_model import ensure_tiny_model
+
+    plan = make_plan(
+        "funasr", quick=False, gpu=False, systems=list(SYSTEMS), funasr_dir=ensure_tiny_model()
+    )
+    clips = make_mix(plan.clip_seconds)
+    report = Breakdown(
+        machine=machine_label(gpu=False),
+        command="python -m benchmarks.cpu_breakdown" + "".join(f" {a}" for a in (argv or [])),
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        cpus=os.cpu_count() or 0,
+        levels=[],
+    )
+    with tempfile.TemporaryDirectory(prefix="asr-cpu-") as tmp:
+        run = ServeRun(Path(tmp), plan.model)
+        system = ServedSystem("asr-serve", run)
+        try:
+            system.start()
+            assert run.process.proc is not None
+            root = run.process.proc.pid
+            asr_pid = _asr_pid(root)
+            measure(system, root, asr_pid, 4, 16, clips)  # warm the path; not reported
+            for concurrency in (int(c) for c in args.levels.split(",")):
+                level = measure(system, root, asr_pid, concurrency, args.requests, clips)
+                report.levels.append(level)
+                print(to_markdown(report).splitlines()[-1], flush=True)
+        finally:
+            run.stop()
+    stem = f"{report.date[:10]}-{report.machine}-cpu"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(report.model_dump_json(indent=1))
+    (args.out / f"{stem}.md").write_text(to_markdown(report))
+    print(f"wrote {args.out / stem}.json, .md")
+    return report
+
+
+if __name__ == "__main__":
+    main()
