@@ -19,13 +19,14 @@ import os
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from benchmarks import loadgen
-from benchmarks.audio import make_mix
+from benchmarks.audio import Clip, make_mix
 from benchmarks.plan import SYSTEMS, make_plan
 from benchmarks.report import machine_label
 from benchmarks.systems.base import cmdline, descendants
@@ -96,7 +97,12 @@ def _thread_sched(pid: int) -> dict[str, tuple[float, float]]:
 
 
 def measure(
-    system: ServedSystem, root: int, asr_pid: int, concurrency: int, requests: int, clips: list
+    system: ServedSystem,
+    root: int,
+    asr_pid: int,
+    concurrency: int,
+    requests: int,
+    clips: Sequence[Clip],
 ) -> Level:
     url = system.base_url + "/v1/audio/transcriptions"
     system.batch_sizes()  # forget batches formed before this level
@@ -113,11 +119,11 @@ def measure(
     for pid, cpu in cpu_after.items():
         by_role[_role(pid)] += cpu - cpu_before.get(pid, 0.0)
     by_role["load generator"] = load_generator  # this process, outside the serve run
-    delta = {
-        tid: (ran - sched_before.get(tid, (0.0, 0.0))[0], wait - sched_before.get(tid, (0, 0))[1])
+    zero = (0.0, 0.0)
+    engine_ran, engine_waited = max(  # the busiest thread is the one running the engine
+        (ran - sched_before.get(tid, zero)[0], wait - sched_before.get(tid, zero)[1])
         for tid, (ran, wait) in sched_after.items()
-    }
-    engine_ran, engine_waited = max(delta.values())  # the busiest thread runs the engine
+    )
     sizes = system.batch_sizes()
     return Level(
         concurrency=concurrency,
