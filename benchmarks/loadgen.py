@@ -48,6 +48,8 @@ class RunStats(BaseModel):
     mean_ms: float
     #: Batches the served model actually formed during this level (asr-serve only).
     batch_sizes: list[int] | None = None
+    #: P50 per clip of the mix, so one request can be compared with its own clip's.
+    p50_ms_by_clip: dict[str, float] = {}
 
     def percentile_ms(self, q: float) -> float:
         return {50: self.p50_ms, 95: self.p95_ms, 99: self.p99_ms}[int(q)]
@@ -74,6 +76,10 @@ def summarize(
         p95_ms=float(p95),
         p99_ms=float(p99),
         mean_ms=float(np.mean(latencies)),
+        p50_ms_by_clip={
+            clip: float(np.percentile([1000 * r.latency_s for r in ok if r.clip == clip], 50))
+            for clip in sorted({r.clip for r in ok})
+        },
         **level,
     )
 

@@ -1,0 +1,33 @@
+"""The harness's summaries and cold-start figures, on made-up records (no servers)."""
+
+from __future__ import annotations
+
+from benchmarks.loadgen import Record, summarize
+from benchmarks.report import EngineReport, SystemResult
+
+
+def _record(clip: str, ms: float) -> Record:
+    return Record(clip=clip, audio_s=2.0, status=200, latency_s=ms / 1000)
+
+
+def test_summary_keeps_each_clips_median() -> None:
+    records = [_record("2s", 40), _record("2s", 60), _record("28s", 150), _record("28s", 170)]
+    records.append(Record(clip="28s", audio_s=28.0, status=503, latency_s=0.001))
+    stats = summarize("asr-serve", "closed", records, 1.0, concurrency=1)
+    assert stats.p50_ms_by_clip == {"2s": 50.0, "28s": 160.0}  # failures left out
+    assert stats.ok == 4 and stats.errors == {"503": 1}
+
+
+def test_first_request_is_compared_with_its_own_clip() -> None:
+    c1 = summarize(
+        "asr-serve", "closed", [_record("2s", 50), _record("28s", 150)] * 2, 1.0, concurrency=1
+    )
+    served = SystemResult(
+        system="asr-serve", ready_s=20.0, first_request_ms=300.0, first_request_clip="28s"
+    )
+    served.levels.append(c1)
+    report = EngineReport(engine="funasr", model={}, plan={}, systems={"asr-serve": served})
+    cold = report.cold_start()
+    assert cold["first_request_vs_steady_p50"] == 300.0 / 100.0  # P50 over the whole mix
+    assert cold["steady_p50_ms_c1_same_clip"] == 150.0
+    assert cold["first_request_vs_same_clip_p50"] == 2.0
