@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from benchmarks import loadgen
 from benchmarks.audio import Clip, make_mix
 from benchmarks.plan import SYSTEMS, make_plan
-from benchmarks.report import machine_label
+from benchmarks.report import command_line, machine_label
 from benchmarks.systems.base import cmdline, descendants
 from benchmarks.systems.served import ServedSystem, ServeRun
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> Breakdown:
     clips = make_mix(plan.clip_seconds)
     report = Breakdown(
         machine=machine_label(gpu=False),
-        command="python -m benchmarks.cpu_breakdown" + "".join(f" {a}" for a in (argv or [])),
+        command=command_line("benchmarks.cpu_breakdown", argv),
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         cpus=os.cpu_count() or 0,
         levels=[],

@@ -32,7 +32,7 @@ from asr_serve.testing.long_audio import long_recording
 from asr_serve.testing.speech import encode
 from asr_serve.testing.tiny_model import ensure_tiny_model
 from benchmarks.plan import make_plan
-from benchmarks.report import machine_label
+from benchmarks.report import command_line, machine_label
 from benchmarks.run import RESULTS_DIR
 from benchmarks.systems.served import ServeRun
 
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     date = datetime.now(UTC).isoformat(timespec="seconds")
     machine = machine_label(gpu=False)
-    report = {"machine": machine, "command": "python -m benchmarks.long_audio", "date": date}
+    command = command_line("benchmarks.long_audio", argv)
+    report = {"machine": machine, "command": command, "date": date}
     report |= {"model": model.model_dump(mode="json"), "long_audio": result}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{date[:10]}-{machine}-long.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -11,6 +11,8 @@ import math
 import os
 import platform
 import re
+import shlex
+import sys
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -163,6 +165,11 @@ def _met(rep: EngineReport) -> dict[str, bool | None]:
         value = ratios.get(key)
         met[key] = None if value is None else (value >= bound if op == ">=" else value <= bound)
     return met
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command a results file records: as typed, or as ``main(argv)`` was called."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def machine_label(*, gpu: bool) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,7 +20,14 @@ from pathlib import Path
 from benchmarks import loadgen
 from benchmarks.audio import Clip, make_mix
 from benchmarks.plan import ENGINES, SYSTEMS, EnginePlan, make_plan
-from benchmarks.report import EngineReport, Report, SystemResult, machine_label, write_report
+from benchmarks.report import (
+    EngineReport,
+    Report,
+    SystemResult,
+    command_line,
+    machine_label,
+    write_report,
+)
 from benchmarks.systems.base import HTTPSystem
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -173,7 +178,7 @@ def main(argv: list[str] | None = None) -> Report:
     started = time.perf_counter()
     report = Report(
         machine=machine_label(gpu=args.gpu),
-        command=shlex.join(["python", "-m", "benchmarks.run", *(argv or sys.argv[1:])]),
+        command=command_line("benchmarks.run", argv),
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         quick=args.quick,
         gpu=args.gpu,

@@ -31,3 +31,13 @@ def test_first_request_is_compared_with_its_own_clip() -> None:
     assert cold["first_request_vs_steady_p50"] == 300.0 / 100.0  # P50 over the whole mix
     assert cold["steady_p50_ms_c1_same_clip"] == 150.0
     assert cold["first_request_vs_same_clip_p50"] == 2.0
+
+
+def test_recorded_command_is_the_one_typed(monkeypatch) -> None:
+    from benchmarks.report import command_line
+
+    monkeypatch.setattr("sys.argv", ["cpu_breakdown.py", "--levels", "4"])
+    assert command_line("benchmarks.cpu_breakdown", None) == (
+        "python -m benchmarks.cpu_breakdown --levels 4"
+    )
+    assert command_line("benchmarks.run", []) == "python -m benchmarks.run"  # main([])
