@@ -1,8 +1,11 @@
 """Optional bearer-token auth: ``Authorization: Bearer <key>`` checked against the keys.
 
 Keys never sit in ``serve_config.yaml``: the config only says where they are, an
-environment variable (default ``ASR_SERVE_API_KEYS``, comma- or newline-separated) and/or
-a file with one key per line (a mounted secret). Auth is on as soon as any key is found.
+environment variable (default ``ASR_SERVE_API_KEYS``, comma- or newline-separated, taken
+verbatim: ``#`` is part of a key there) and/or a file with one key per line (a mounted
+secret), where whole-line ``#`` comments and `` # `` after a key are allowed. Auth is on as
+soon as any key is found. Auth fails closed: a variable that is set, or a file that is named,
+but yields no key stops the ingress from starting instead of leaving the API open.
 Keys are compared as SHA-256 digests with :func:`hmac.compare_digest`, against every key,
 so neither the length nor the position of a match shows in the answer's timing. Neither a
 key nor the header is ever logged.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -28,9 +32,10 @@ class AuthConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: Environment variable holding keys, comma- or newline-separated.
+    #: Environment variable holding keys, comma- or newline-separated; no comments there.
     api_keys_env: str = DEFAULT_KEYS_ENV
-    #: File with one key per line (``#`` starts a comment), e.g. a mounted Kubernetes secret.
+    #: File with one key per line (a line starting with ``#``, or `` #`` after a key, is a
+    #: comment), e.g. a mounted Kubernetes secret.
     api_keys_file: Path | None = None
     #: Refuse to start without a key, so a missing secret cannot silently open the API.
     required: bool = False
@@ -40,25 +45,50 @@ class AuthConfigError(RuntimeError):
     """The auth settings cannot be honoured; the ingress does not start."""
 
 
-def _split_keys(text: str) -> list[str]:
-    keys = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0]
-        keys.extend(k.strip() for k in line.split(","))
-    return [k for k in keys if k]
+#: Where a comment starts in a key-file line: ``#`` at its start or after whitespace.
+_COMMENT = re.compile(r"(^|\s)#")
+
+
+def keys_from_env(value: str) -> list[str]:
+    """Comma- or newline-separated keys, taken verbatim (``#`` is part of a key here)."""
+    return [k.strip() for line in value.splitlines() for k in line.split(",") if k.strip()]
+
+
+def keys_from_file(text: str) -> list[str]:
+    """One key per line (commas allowed); a ``#`` at a line's start or after whitespace
+    opens a comment, so a key that contains ``#`` (``sk-abc#def``) stays whole."""
+    lines = (_COMMENT.split(line, maxsplit=1)[0] for line in text.splitlines())
+    return keys_from_env("\n".join(lines))
 
 
 def load_keys(config: AuthConfig, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Collect the keys from the environment variable and the file the config names."""
+    """Collect the keys from the environment variable and the file the config names.
+
+    Raises :class:`AuthConfigError` when keys were configured but none can be used (a set,
+    non-empty variable or a named file that parse to nothing) or when ``required`` finds none:
+    a typo in a secret must not silently switch auth off.
+    """
     env = os.environ if environ is None else environ
-    keys = _split_keys(env.get(config.api_keys_env, ""))
+    raw_env = env.get(config.api_keys_env, "")
+    keys = keys_from_env(raw_env)
+    if raw_env and not keys:
+        raise AuthConfigError(
+            f"${config.api_keys_env} is set but holds no API key (keys are separated by "
+            "commas or newlines); fix it or unset it"
+        )
     if config.api_keys_file is not None:
         try:
-            keys += _split_keys(config.api_keys_file.read_text())
+            file_keys = keys_from_file(config.api_keys_file.read_text())
         except OSError as exc:
             raise AuthConfigError(
                 f"cannot read auth.api_keys_file {str(config.api_keys_file)!r}: {exc.strerror}"
             ) from None
+        if not file_keys:
+            raise AuthConfigError(
+                f"auth.api_keys_file {str(config.api_keys_file)!r} holds no API key "
+                "(only blank or '#' comment lines); put one key per line"
+            )
+        keys += file_keys
     if config.required and not keys:
         raise AuthConfigError(
             f"auth.required is set but no API key was found in ${config.api_keys_env}"

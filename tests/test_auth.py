@@ -27,6 +27,65 @@ def test_keys_from_env_and_file(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("value", "keys"),
+    [
+        ("sk-abc#def", ["sk-abc#def"]),
+        ("#starts-with-hash", ["#starts-with-hash"]),
+        ("a#1,b#2", ["a#1", "b#2"]),
+        (" a , ,, b ,", ["a", "b"]),
+        ("\n  a\t\n\nb  \n", ["a", "b"]),
+        ("a # not a comment here", ["a # not a comment here"]),
+    ],
+)
+def test_env_keys_are_taken_verbatim(value: str, keys: list[str]) -> None:
+    """The variable has no comment syntax: ``#`` is part of a key, only , and newlines split."""
+    assert load_keys(AuthConfig(), {"ASR_SERVE_API_KEYS": value}) == keys
+
+
+def test_a_key_with_a_hash_is_checked_whole() -> None:
+    verifier = APIKeyVerifier.from_config(AuthConfig(), {"ASR_SERVE_API_KEYS": "sk-abc#def"})
+    verifier.check("Bearer sk-abc#def")
+    with pytest.raises(AuthenticationError):
+        verifier.check("Bearer sk-abc")
+
+
+@pytest.mark.parametrize(
+    ("text", "keys"),
+    [
+        ("# comment\nk1\n", ["k1"]),
+        ("   # indented comment\nk1", ["k1"]),
+        ("k1  # rotated\nk2\t# tab comment", ["k1", "k2"]),
+        ("sk-abc#def\n", ["sk-abc#def"]),
+        ("sk-abc#def # note\n", ["sk-abc#def"]),
+        ("k1, k2\n\n  k3  \n", ["k1", "k2", "k3"]),
+    ],
+)
+def test_key_file_comments(tmp_path: Path, text: str, keys: list[str]) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(text)
+    assert load_keys(AuthConfig(api_keys_file=keys_file), {}) == keys
+
+
+@pytest.mark.parametrize("value", [",", " , \n ,", "\n\n"])
+def test_env_set_but_without_a_key_refuses_to_start(value: str) -> None:
+    """A configured variable that yields no key must not leave the API open."""
+    with pytest.raises(AuthConfigError, match="holds no API key"):
+        load_keys(AuthConfig(), {"ASR_SERVE_API_KEYS": value})
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "  # k1\n#k2\n"])
+def test_key_file_without_a_key_refuses_to_start(tmp_path: Path, text: str) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(text)
+    with pytest.raises(AuthConfigError, match="holds no API key"):
+        load_keys(AuthConfig(api_keys_file=keys_file), {})
+
+
+def test_empty_env_var_means_not_configured() -> None:
+    assert load_keys(AuthConfig(), {"ASR_SERVE_API_KEYS": ""}) == []
+
+
 def test_no_keys_means_auth_off() -> None:
     verifier = APIKeyVerifier.from_config(AuthConfig(), environ={})
     assert not verifier.enabled

@@ -25,8 +25,9 @@ from tests.e2e.serving import deploy, tiny_args
 pytestmark = pytest.mark.e2e
 
 APP = "hostile"
-ENV_KEY = "env-key-0123456789abcdef"
-FILE_KEY = "file-key-fedcba9876543210"
+#: Keys with ``#`` in them: the part before it must not be a key (it once was).
+ENV_KEY = "sk-env#0123456789abcdef"
+FILE_KEY = "sk-file#fedcba9876543210"
 ORIGIN = "https://app.example.com"
 LIMITS = {"max_upload_bytes": 1_000_000, "max_prompt_chars": 4096}
 #: Generous for a shared 2-core machine; every rejection is far quicker than this.
@@ -40,7 +41,7 @@ AUTH = {"Authorization": f"Bearer {ENV_KEY}"}
 @pytest.fixture(scope="module")
 def prefix(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     keys_file = tmp_path_factory.mktemp("secrets") / "api-keys"
-    keys_file.write_text(f"# mounted secret\n{FILE_KEY}\n")
+    keys_file.write_text(f"# mounted secret\n{FILE_KEY}  # rotated 2026\n")
     args = tiny_args(
         tiny_model_dir,
         limits=LIMITS,
@@ -146,8 +147,14 @@ def test_api_keys_from_env_and_file_are_accepted(http: httpx.Client, prefix: str
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": f"Basic {ENV_KEY}"}],
-    ids=["missing", "wrong", "not-bearer"],
+    [
+        {},
+        {"Authorization": "Bearer wrong-key"},
+        {"Authorization": f"Basic {ENV_KEY}"},
+        {"Authorization": "Bearer sk-env"},
+        {"Authorization": "Bearer sk-file"},
+    ],
+    ids=["missing", "wrong", "not-bearer", "env-key-before-hash", "file-key-before-hash"],
 )
 def test_without_a_valid_key_is_401(http: httpx.Client, prefix: str, headers) -> None:
     resp = _good(http, prefix, headers)

@@ -155,3 +155,20 @@ def test_missing_weights_fail_with_a_clear_message(tmp_path) -> None:
         assert "Traceback" not in message.splitlines()[0]
     finally:
         serve.delete(app)
+
+
+def test_key_file_without_a_key_stops_the_ingress(tmp_path, tiny_model_dir) -> None:
+    """Keys configured but none parsed (only comments): the ingress refuses to start, so
+    the API is never served without auth."""
+    app = "nokeys"
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text("# sk-live-key (commented out by mistake)\n")
+    args = tiny_args(tiny_model_dir, auth={"api_keys_file": str(keys_file)})
+    try:
+        with pytest.raises(RuntimeError, match="nokeys"):
+            deploy(app, args)
+        status = serve.status().applications[app]
+        assert status.deployments["Ingress"].status == "DEPLOY_FAILED"
+        assert "holds no API key" in status.deployments["Ingress"].message
+    finally:
+        serve.delete(app)
