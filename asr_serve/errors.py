@@ -33,6 +33,10 @@ class ASRServeError(Exception):
         }
 
 
+class InternalError(ASRServeError):
+    """Our own failure (a bug, a broken model), already logged with its traceback."""
+
+
 class InvalidAudioError(ASRServeError):
     """The upload is not audio we can decode (corrupt, truncated, empty, no audio stream)."""
 
@@ -123,6 +127,40 @@ class DeadlineExceededError(ASRServeError):
     status_code = 504
     error_type = "server_error"
     code = "deadline_exceeded"
+
+
+class RequestTimeoutError(ASRServeError):
+    """The client took too long to send its request (a slow or stalled upload)."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+
+
+#: The API error for a bare HTTP status (routing and protocol errors raised by Starlette).
+_BY_STATUS: dict[int, type[ASRServeError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    404: NotFoundError,
+    405: MethodNotAllowedError,
+    408: RequestTimeoutError,
+    413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
+    422: InvalidParameterError,
+    503: OverloadedError,
+}
+
+
+def error_for_status(status: int, message: str) -> ASRServeError:
+    """The API error for ``status``; an unlisted status keeps its number and a generic code."""
+    cls = _BY_STATUS.get(status)
+    if cls is not None:
+        return cls(message)
+    error = ASRServeError(message)
+    error.status_code = status
+    if status < 500:
+        error.error_type, error.code = "invalid_request_error", "invalid_request"
+    return error
 
 
 class ModelLoadError(RuntimeError):

@@ -95,7 +95,7 @@ class DecoderMetrics:
 
 
 class CacheMetrics:
-    """The ingress's result cache (``asr_serve.cache``): hits + misses = lookups.
+    """The ingress's result cache (``asr_serve.serving.cache``): hits + misses = lookups.
 
     One lookup per request, or per piece of a long file split at pauses.
     """

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from asr_serve.audio import TARGET_SAMPLE_RATE
+from asr_serve.config import SAMPLE_RATE
 from asr_serve.testing.speech import encode, synthesize
 
 #: Enough text for the longest clip; clips are cut from its start.
@@ -43,13 +43,13 @@ def _speech() -> np.ndarray:
 def make_clip(seconds: float, fmt: str = "wav") -> Clip:
     """``seconds`` of speech (looped if the text runs out), encoded as ``fmt``."""
     speech = _speech()
-    n = round(seconds * TARGET_SAMPLE_RATE)
+    n = round(seconds * SAMPLE_RATE)
     samples = np.resize(speech, n).astype(np.float32)
-    data = encode(samples, TARGET_SAMPLE_RATE, fmt)
+    data = encode(samples, SAMPLE_RATE, fmt)
     ext = "wav" if fmt.startswith("wav") else fmt.split("-")[0]
     return Clip(
         name=f"{seconds:g}s",
-        seconds=n / TARGET_SAMPLE_RATE,
+        seconds=n / SAMPLE_RATE,
         data=data,
         samples=samples,
         filename=f"clip-{seconds:g}s.{ext}",

@@ -4,8 +4,9 @@
 
 Served, the decoder cuts the file at pauses (silero VAD) and the ingress sends the pieces
 to the ASR deployment as separate items, batched by ``@serve.batch`` (at most
-``segmentation.max_in_flight`` at a time); in process, :func:`asr_serve.longform.transcribe_long`
-decodes, cuts the same way and transcribes every piece in one engine call: the limit.
+``splitting.max_in_flight`` at a time); in process,
+:func:`asr_serve.serving.longform.transcribe_long` decodes, cuts the same way and
+transcribes every piece in one engine call: the limit.
 Same model as the main run's funasr plan. Writes ``results/<date>-<machine>-long.json`` and
 adds ``long_audio`` to ``results/latest.json``. 598 s keeps the file under the default
 ``limits.max_audio_s`` of 600.
@@ -23,11 +24,11 @@ from pathlib import Path
 
 import httpx
 
-from asr_serve.audio import TARGET_SAMPLE_RATE, decode_audio
-from asr_serve.audio.vad import SpeechSegmenter, transcription_spans
-from asr_serve.config import SegmentationConfig
+from asr_serve.audio.decode import decode_audio
+from asr_serve.audio.vad import PieceSplitter, transcription_spans
+from asr_serve.config import SAMPLE_RATE, SplittingConfig
 from asr_serve.engines import TranscribeOptions, create_engine
-from asr_serve.longform import transcribe_long
+from asr_serve.serving.longform import transcribe_long
 from asr_serve.testing.long_audio import long_recording
 from asr_serve.testing.speech import encode
 from asr_serve.testing.tiny_model import ensure_tiny_model
@@ -47,21 +48,21 @@ def main(argv: list[str] | None = None) -> dict:
     model = make_plan(
         "funasr", quick=False, gpu=False, systems=[], funasr_dir=ensure_tiny_model()
     ).model
-    n = round(args.seconds * TARGET_SAMPLE_RATE)
-    upload = encode(long_recording(args.seconds).samples[:n], TARGET_SAMPLE_RATE, "mp3")
-    audio_s = n / TARGET_SAMPLE_RATE
+    n = round(args.seconds * SAMPLE_RATE)
+    upload = encode(long_recording(args.seconds).samples[:n], SAMPLE_RATE, "mp3")
+    audio_s = n / SAMPLE_RATE
 
     engine = create_engine(model)
     engine.load()
     engine.warmup()
-    segmenter = SpeechSegmenter(SegmentationConfig())
+    splitter = PieceSplitter(SplittingConfig())
     inprocess: list[float] = []
     for _ in range(args.repeats):
         started = time.perf_counter()
         samples = decode_audio(upload, max_duration_s=audio_s + 1).samples
-        transcribe_long(engine, samples, TranscribeOptions(), segmenter)
+        transcribe_long(engine, samples, TranscribeOptions(), splitter)
         inprocess.append(time.perf_counter() - started)
-    pieces = len(transcription_spans(segmenter.segment(samples), len(samples)))
+    pieces = len(transcription_spans(splitter.split(samples), len(samples)))
     del engine
 
     served: list[float] = []

@@ -17,7 +17,7 @@ ENGINES = ("funasr", "whisper")
 #: config.yaml declares, so funasr's server (which cannot be given one) decodes as far.
 TINY_MAX_NEW_TOKENS = 32
 GPU_MAX_NEW_TOKENS = 60
-#: The clip mix. The longest stays under asr-serve's default ``segmentation.max_segment_s``
+#: The clip mix. The longest stays under asr-serve's default ``splitting.max_piece_s``
 #: (28 s), so the served path transcribes every clip whole, as the baselines do.
 CLIPS_S = [2.0, 5.0, 10.0, 28.0]
 

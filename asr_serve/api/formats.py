@@ -39,6 +39,11 @@ def to_verbose(result: EngineResult, *, model: str, words: bool) -> VerboseTrans
     )
 
 
+def cache_headers(hit: bool | None) -> dict[str, str] | None:
+    """``X-Cache: hit|miss`` while the cache is on (hit: every piece was cached); else none."""
+    return None if hit is None else {"X-Cache": "hit" if hit else "miss"}
+
+
 def render(
     result: EngineResult,
     response_format: ResponseFormat,

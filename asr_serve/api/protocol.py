@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from asr_serve.config import ModelConfig
+
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 TimestampGranularity = Literal["segment", "word"]
 
@@ -107,6 +109,10 @@ class ModelCard(BaseModel):
     engine: str | None = None
     description: str = ""
 
+    @classmethod
+    def of(cls, model: ModelConfig) -> ModelCard:
+        return cls(id=model.name, engine=model.engine, description=model.description)
+
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
@@ -118,12 +124,6 @@ class ErrorDetail(BaseModel):
     type: str
     param: str | None = None
     code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    """Every error the service returns, whatever its status."""
-
-    error: ErrorDetail
 
 
 class HealthResponse(BaseModel):

@@ -25,8 +25,8 @@ from asr_serve.api.protocol import (
     TranscriptTextDone,
 )
 from asr_serve.errors import ASRServeError
-from asr_serve.pipeline import Piece
-from asr_serve.stitching import join_texts
+from asr_serve.serving.pipeline import PieceResult
+from asr_serve.serving.stitching import join_texts
 
 logger = logging.getLogger("ray.serve")
 
@@ -34,15 +34,17 @@ logger = logging.getLogger("ray.serve")
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def stream_transcription(pieces: AsyncGenerator[Piece, None]) -> StreamingResponse:
-    """The SSE response for a file's pieces, which ``pieces`` yields in time order."""
-    first = await anext(pieces, None)
+async def stream_transcription(results: AsyncGenerator[PieceResult, None]) -> StreamingResponse:
+    """The SSE response for a file's pieces, whose results ``results`` yields in time order."""
+    first = await anext(results, None)
     return StreamingResponse(
-        _events(first, pieces), media_type="text/event-stream", headers=_HEADERS
+        _events(first, results), media_type="text/event-stream", headers=_HEADERS
     )
 
 
-async def _events(first: Piece | None, rest: AsyncGenerator[Piece, None]) -> AsyncIterator[str]:
+async def _events(
+    first: PieceResult | None, rest: AsyncGenerator[PieceResult, None]
+) -> AsyncIterator[str]:
     text = ""
     # Closing ``rest`` cancels the pieces still in flight (client gone, or an error).
     async with contextlib.aclosing(rest):

@@ -24,11 +24,10 @@ MAX_FIELD_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class Upload:
-    """The parsed form: the audio bytes, the file name and the other fields."""
+    """The parsed form: the audio bytes and the other fields (the file's name and declared
+    type are not read: the decoder judges the bytes themselves)."""
 
     data: bytes
-    filename: str
-    content_type: str | None
     fields: dict[str, str | list[str]]
 
 
@@ -106,9 +105,4 @@ async def read_upload(request: Request, *, max_bytes: int) -> Upload:
         await upload.close()
     if len(data) > max_bytes:
         raise _too_large(max_bytes)
-    return Upload(
-        data=data,
-        filename=upload.filename or "",
-        content_type=upload.content_type,
-        fields=fields,
-    )
+    return Upload(data=data, fields=fields)

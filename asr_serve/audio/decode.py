@@ -16,9 +16,13 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from asr_serve.config import SAMPLE_RATE
 from asr_serve.errors import ASRServeError, InvalidAudioError, PayloadTooLargeError
 
-TARGET_SAMPLE_RATE = 16_000
+#: A piece of a file: ``[start, end)`` in samples of its 16 kHz decoded audio. Long files are
+#: transcribed as pieces cut at speech pauses (:mod:`asr_serve.audio.vad`).
+Piece = tuple[int, int]
+
 MAX_CHANNELS = 64
 MAX_SAMPLE_RATE = 768_000
 # Float durations (metadata, summed frames) must not turn audio exactly at the limit into a 413.
@@ -45,9 +49,13 @@ class DecodedAudio:
     source_channels: int
     codec: str
     container: str
-    segments: tuple[tuple[int, int], ...] | None = None
-    """Pieces to transcribe as ``[start, end)`` sample offsets, set by the decoder's VAD for
-    audio longer than one model window; ``None``: the whole file is one piece."""
+    pieces: tuple[Piece, ...] | None = None
+    """The pieces to transcribe, set by the decoder's VAD for audio longer than one model
+    window; ``None``: the whole file is one piece."""
+
+    def pieces_to_transcribe(self) -> tuple[Piece, ...]:
+        """The planned pieces, or the whole file as one piece when it was not split."""
+        return ((0, len(self.samples)),) if self.pieces is None else self.pieces
 
 
 def decode_audio(
@@ -147,7 +155,7 @@ def _decode(data: bytes, max_duration_s: float) -> DecodedAudio:
                 # Keep the source layout: libswresample's float downmix is a sum at -3 dB, not
                 # an average, so channels are averaged in numpy instead. Interleaved, because
                 # PyAV miscounts the planes of planar frames with 8 or more channels.
-                resampler = av.AudioResampler(format="flt", rate=TARGET_SAMPLE_RATE)
+                resampler = av.AudioResampler(format="flt", rate=SAMPLE_RATE)
                 setup = frame_setup
             _drain(resampler, frame, chunks)
         if resampler is not None:
@@ -158,7 +166,7 @@ def _decode(data: bytes, max_duration_s: float) -> DecodedAudio:
             raise InvalidAudioError("The file contains no audio samples.", param="file")
         return DecodedAudio(
             samples=samples,
-            duration_s=samples.size / TARGET_SAMPLE_RATE,
+            duration_s=samples.size / SAMPLE_RATE,
             source_sample_rate=ctx.sample_rate,
             source_channels=ctx.channels,
             codec=ctx.name,

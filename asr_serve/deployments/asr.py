@@ -12,10 +12,9 @@ import numpy as np
 import ray
 from ray import serve
 
-from asr_serve.batching import BatchItem, EngineGate, batch_cost, item_cost, run_batch
-from asr_serve.config import BatchingConfig, ModelConfig
+from asr_serve.config import SAMPLE_RATE, BatchingConfig, ModelConfig
 from asr_serve.engines import EngineResult, TranscribeOptions, create_engine
-from asr_serve.engines.base import SAMPLE_RATE
+from asr_serve.engines.batch import BatchItem, EngineGate, batch_cost, item_cost, run_batch
 from asr_serve.errors import InsufficientMemoryError
 
 logger = logging.getLogger("ray.serve")

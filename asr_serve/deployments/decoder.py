@@ -13,8 +13,8 @@ import time
 from ray import serve
 
 from asr_serve.audio.decode import DecodedAudio, decode_audio
-from asr_serve.audio.vad import SpeechSegmenter
-from asr_serve.config import LimitsConfig, SegmentationConfig
+from asr_serve.audio.vad import PieceSplitter
+from asr_serve.config import LimitsConfig, SplittingConfig
 from asr_serve.errors import ASRServeError
 
 
@@ -29,11 +29,11 @@ from asr_serve.errors import ASRServeError
     max_queued_requests=256,
 )
 class AudioDecoder:
-    def __init__(self, limits: dict, segmentation: dict | None = None) -> None:
+    def __init__(self, limits: dict, splitting: dict | None = None) -> None:
         from asr_serve.metrics import DecoderMetrics
 
         self.limits = LimitsConfig.model_validate(limits)
-        self.segmenter = SpeechSegmenter(SegmentationConfig.model_validate(segmentation or {}))
+        self.splitter = PieceSplitter(SplittingConfig.model_validate(splitting or {}))
         self.metrics = DecoderMetrics()
 
     async def decode(self, data: bytes) -> DecodedAudio:
@@ -51,8 +51,8 @@ class AudioDecoder:
             raise
         self.metrics.decode_time.observe(time.perf_counter() - started)
         self.metrics.decoded_seconds.inc(audio.duration_s)
-        if self.segmenter.fits(audio.samples):  # most uploads: no VAD, no thread hop
+        if self.splitter.fits(audio.samples):  # most uploads: no VAD, no thread hop
             return audio
         # The VAD reads the samples in place; the pieces are offsets, not copies.
-        segments = await asyncio.to_thread(self.segmenter.segment, audio.samples)
-        return dataclasses.replace(audio, segments=segments)
+        pieces = await asyncio.to_thread(self.splitter.split, audio.samples)
+        return dataclasses.replace(audio, pieces=pieces)

@@ -18,8 +18,8 @@ _ENGINES = {
 
 
 def create_engine(model: ModelConfig) -> Engine:
-    """Build (not load) the engine a model config names."""
-    module_name, _, class_name = _ENGINES[model.engine].partition(":")
+    """Build (not load) the engine a model config names: built-in, or ``module:Class``."""
+    module_name, _, class_name = _ENGINES.get(model.engine, model.engine).partition(":")
     engine_cls = getattr(importlib.import_module(module_name), class_name)
     return engine_cls(model)
 

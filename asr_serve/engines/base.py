@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-SAMPLE_RATE = 16_000
+from asr_serve.config import SAMPLE_RATE
 
 
 class TranscribeOptions(BaseModel):

@@ -18,16 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from asr_serve.config import ModelConfig
-from asr_serve.engines.base import (
-    SAMPLE_RATE,
-    Engine,
-    EngineResult,
-    Segment,
-    TranscribeOptions,
-    Word,
-)
-from asr_serve.errors import ModelLoadError
+from asr_serve.config import SAMPLE_RATE, ModelConfig
+from asr_serve.engines.base import Engine, EngineResult, Segment, TranscribeOptions, Word
+from asr_serve.errors import ModelLoadError, ModelNotReadyError
 
 #: Fun-ASR-MLT-Nano-2512's 31 languages: code -> the name its prompt takes
 #: (``FunASRNano.get_prompt`` appends "语音转写成{language}"). Names as in the model card;
@@ -172,7 +165,7 @@ class FunASREngine(Engine):
         if len(audios) != len(options):
             raise ValueError(f"{len(audios)} audios but {len(options)} options")
         if self._model is None:
-            raise RuntimeError("FunASREngine.transcribe called before load()")
+            raise ModelNotReadyError(f"model {self.config.name!r} is not loaded yet")
         # generate's kwargs apply to the whole call: one call per group of equal options.
         groups: dict[tuple[_GroupKey, bool], list[int]] = {}
         for i, opts in enumerate(options):

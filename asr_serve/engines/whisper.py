@@ -23,15 +23,8 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import Segment as FWSegment
 from faster_whisper.transcribe import get_suppressed_tokens
 
-from asr_serve.config import ModelConfig
-from asr_serve.engines.base import (
-    SAMPLE_RATE,
-    Engine,
-    EngineResult,
-    Segment,
-    TranscribeOptions,
-    Word,
-)
+from asr_serve.config import SAMPLE_RATE, ModelConfig
+from asr_serve.engines.base import Engine, EngineResult, Segment, TranscribeOptions, Word
 from asr_serve.errors import ModelLoadError, ModelNotReadyError
 
 #: faster-whisper's own defaults for ``transcribe``; the batched path uses the same.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asr_serve.audio import TARGET_SAMPLE_RATE
+from asr_serve.config import SAMPLE_RATE
 from asr_serve.testing.speech import synthesize
 from asr_serve.testing.text import SENTENCES
 
@@ -31,12 +31,12 @@ class Recording:
 
     @property
     def duration_s(self) -> float:
-        return len(self.samples) / TARGET_SAMPLE_RATE
+        return len(self.samples) / SAMPLE_RATE
 
     def pauses_s(self) -> list[tuple[float, float]]:
         """The silent gaps between sentences, in seconds."""
         return [
-            (end / TARGET_SAMPLE_RATE, start / TARGET_SAMPLE_RATE)
+            (end / SAMPLE_RATE, start / SAMPLE_RATE)
             for (_, end), (start, _) in itertools.pairwise(self.speech)
         ]
 
@@ -55,14 +55,14 @@ def long_recording(
     texts: list[str] = []
     speech: list[tuple[int, int]] = []
     length = 0
-    while length < seconds * TARGET_SAMPLE_RATE:
+    while length < seconds * SAMPLE_RATE:
         text = sentences[len(texts) % len(sentences)]
-        silence = np.zeros(round(rng.uniform(*pause_s) * TARGET_SAMPLE_RATE), np.float32)
+        silence = np.zeros(round(rng.uniform(*pause_s) * SAMPLE_RATE), np.float32)
         parts += [silence, spoken[text]]
         texts.append(text)
         speech.append((length + len(silence), length + len(silence) + len(spoken[text])))
         length = speech[-1][1]
-    parts.append(np.zeros(round(pause_s[0] * TARGET_SAMPLE_RATE), np.float32))
+    parts.append(np.zeros(round(pause_s[0] * SAMPLE_RATE), np.float32))
     return Recording(samples=np.concatenate(parts), texts=tuple(texts), speech=tuple(speech))
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from asr_serve.audio import TARGET_SAMPLE_RATE, decode_audio
+from asr_serve.audio.decode import decode_audio
+from asr_serve.config import SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,13 @@ FORMATS: tuple[str, ...] = tuple(_FORMATS)
 """Keys accepted by :func:`encode`: the upload formats the decoder must handle."""
 
 
-def tone(freq: float, seconds: float, sample_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+def tone(freq: float, seconds: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """A 0.5-amplitude sine: the simplest signal whose frequency survives (or not) a resampler."""
     t = np.arange(round(seconds * sample_rate), dtype=np.float64) / sample_rate
     return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def noise(seconds: float, seed: int, sample_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+def noise(seconds: float, seed: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Reproducible white noise in [-0.5, 0.5]: broadband content that no codec compresses away."""
     rng = np.random.default_rng(seed)
     return rng.uniform(-0.5, 0.5, round(seconds * sample_rate)).astype(np.float32)
@@ -95,7 +96,7 @@ def synthesize(
     """
     wav = _espeak_wav(text, voice, speed, word_gap)
     speech = decode_audio(wav, max_duration_s=3600.0).samples
-    pad = np.zeros(round(lead_s * TARGET_SAMPLE_RATE), dtype=np.float32)
+    pad = np.zeros(round(lead_s * SAMPLE_RATE), dtype=np.float32)
     return np.concatenate([pad, speech, pad])
 
 
@@ -105,7 +106,7 @@ def encode(
     fmt: str,
     *,
     channels: int = 1,
-    source_rate: int = TARGET_SAMPLE_RATE,
+    source_rate: int = SAMPLE_RATE,
 ) -> bytes:
     """Encode mono float32 ``audio`` (at ``source_rate``) as ``fmt`` bytes at ``sample_rate``.
 

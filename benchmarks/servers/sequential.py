@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from asr_serve.audio import decode_audio
+from asr_serve.audio.decode import decode_audio
 from asr_serve.engines import Engine, TranscribeOptions
 from benchmarks.servers.common import load_engine, mark_ready, model_config
 

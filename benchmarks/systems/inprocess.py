@@ -1,6 +1,6 @@
 """``inprocess``: the engine called directly, no HTTP, no Ray: the limit serving approaches.
 
-Items go through :func:`asr_serve.batching.run_batch`, exactly as the ASR replica runs a
+Items go through :func:`asr_serve.engines.batch.run_batch`, exactly as the ASR replica runs a
 batch (longest first), in fixed batches over the same request sequence as the servers get.
 """
 
@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from asr_serve.batching import BatchItem, run_batch
 from asr_serve.config import ModelConfig
 from asr_serve.engines import Engine, TranscribeOptions, create_engine
+from asr_serve.engines.batch import BatchItem, run_batch
 from benchmarks.audio import Clip, sequence
 from benchmarks.loadgen import Record, RunStats, summarize
 

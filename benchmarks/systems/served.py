@@ -20,12 +20,12 @@ from typing import Any
 import yaml
 
 from asr_serve.config import AppConfig, ModelConfig
+from asr_serve.testing.net import free_port
 from benchmarks.systems.base import (
     HTTPSystem,
     ServerProcess,
     cmdline,
     descendants,
-    free_port,
     http_ok,
 )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from asr_serve.api.cors import ConfiguredCORSMiddleware, CorsConfig
+from asr_serve.api.cors import add_cors
+from asr_serve.config import CorsConfig
 
 PREFLIGHT = {
     "Origin": "https://app.example.com",
@@ -21,7 +22,7 @@ def _client(config: CorsConfig) -> TestClient:
     def ping() -> dict:
         return {"ok": True}
 
-    app.add_middleware(ConfiguredCORSMiddleware, settings=lambda: config)
+    add_cors(app, config)
     return TestClient(app)
 
 

@@ -19,7 +19,7 @@ from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import AppConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import ASRServeError, InvalidParameterError, InvalidRequestError
-from asr_serve.pipeline import TranscriptionPipeline, parse_request
+from asr_serve.serving.pipeline import TranscriptionPipeline, parse_request
 
 SR = 16_000
 CONFIG = AppConfig.model_validate({"models": [{"name": "m", "engine": "funasr", "model": "x"}]})
@@ -33,7 +33,7 @@ async def _decode(data: bytes) -> DecodedAudio:
     samples = np.zeros(8 * SR, np.float32)
     for start, _ in PIECES:
         samples[start] = start
-    return DecodedAudio(samples, 8.0, SR, 1, "pcm_s16le", "wav", segments=PIECES)
+    return DecodedAudio(samples, 8.0, SR, 1, "pcm_s16le", "wav", pieces=PIECES)
 
 
 def _app(transcribe) -> TestClient:
@@ -41,7 +41,7 @@ def _app(transcribe) -> TestClient:
 
     async def transcriptions(request: Request) -> Response:
         job = await pipeline.start(await read_upload(request, max_bytes=1 << 20))
-        return await stream_transcription(pipeline.pieces(job))
+        return await stream_transcription(pipeline.results(job))
 
     async def on_error(_: Request, exc: ASRServeError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=exc.status_code)
@@ -124,8 +124,8 @@ def test_closing_the_stream_cancels_pieces_in_flight() -> None:
 
     async def main() -> None:
         pipeline = TranscriptionPipeline(CONFIG, decode=_decode, transcribe=slow_after_first)
-        upload = Upload(data=b"x", filename="a", content_type=None, fields={"stream": "true"})
-        response = await stream_transcription(pipeline.pieces(await pipeline.start(upload)))
+        upload = Upload(data=b"x", fields={"stream": "true"})
+        response = await stream_transcription(pipeline.results(await pipeline.start(upload)))
         events = response.body_iterator
         assert "one" in await anext(events)
         await events.aclose()  # what Starlette does when the client goes away

@@ -18,11 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asr_serve.audio import TARGET_SAMPLE_RATE, DecodedAudio, decode_audio
 from asr_serve.audio import decode as decode_mod
+from asr_serve.audio.decode import DecodedAudio, decode_audio
+from asr_serve.config import SAMPLE_RATE
 from asr_serve.errors import InvalidAudioError, PayloadTooLargeError
-from asr_serve.testing.hostile import patch, pcm_wav
 from asr_serve.testing.speech import FORMATS, encode, noise, synthesize, tone
+from tests.support.hostile import patch, pcm_wav
 
 LOSSLESS = {"wav", "wav24", "wavf32", "flac", "aiff"}
 ALL_RATES = (8000, 16000, 22050, 44100, 48000)
@@ -73,13 +74,13 @@ def test_every_format_decodes_to_16k_mono_float32(
     assert samples.dtype == np.float32
     assert samples.ndim == 1
     assert samples.flags.c_contiguous
-    assert audio.duration_s == pytest.approx(samples.size / TARGET_SAMPLE_RATE)
+    assert audio.duration_s == pytest.approx(samples.size / SAMPLE_RATE)
     assert audio.codec and audio.container
     # Opus always decodes at 48 kHz; FFmpeg's Vorbis encoder only writes stereo.
     assert audio.source_sample_rate == (48000 if "opus" in fmt else rate)
     assert audio.source_channels == (2 if fmt == "ogg-vorbis" else channels)
 
-    expected_s = speech.size / TARGET_SAMPLE_RATE
+    expected_s = speech.size / SAMPLE_RATE
     if fmt in LOSSLESS:
         assert abs(samples.size - speech.size) <= 2
         assert _best_correlation(samples, speech) > (0.995 if rate < 16000 else 0.9995)
@@ -110,7 +111,7 @@ def test_multichannel_is_averaged() -> None:
 
 
 def _spectrum(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return np.fft.rfftfreq(samples.size, 1 / TARGET_SAMPLE_RATE), np.abs(np.fft.rfft(samples))
+    return np.fft.rfftfreq(samples.size, 1 / SAMPLE_RATE), np.abs(np.fft.rfft(samples))
 
 
 @pytest.mark.parametrize("rate", [44100, 48000])
@@ -197,7 +198,7 @@ def test_wav_header_claiming_huge_data_decodes_what_is_there(speech: np.ndarray)
 
 def test_limits_are_inclusive_of_real_length(speech: np.ndarray) -> None:
     wav = encode(speech, 16000, "wav")
-    seconds = speech.size / TARGET_SAMPLE_RATE
+    seconds = speech.size / SAMPLE_RATE
     assert _decode(wav, max_duration_s=seconds, min_duration_s=seconds).samples.size == speech.size
     with pytest.raises(PayloadTooLargeError):
         _decode(wav, max_duration_s=seconds - 0.01)
@@ -388,7 +389,7 @@ def test_odd_parameters_decode_to_the_right_length(
     rate: int, channels: int, length: int, seed: int
 ) -> None:
     chans = np.random.default_rng(seed).uniform(-0.5, 0.5, (channels, length)).astype(np.float32)
-    expected = length * TARGET_SAMPLE_RATE / rate
+    expected = length * SAMPLE_RATE / rate
     try:
         audio = _decode(pcm_wav(chans, rate), max_duration_s=5)
     except InvalidAudioError as exc:

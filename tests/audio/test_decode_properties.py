@@ -14,9 +14,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asr_serve.audio import TARGET_SAMPLE_RATE, decode_audio
+from asr_serve.audio.decode import decode_audio
+from asr_serve.config import SAMPLE_RATE
 from asr_serve.errors import InvalidAudioError, PayloadTooLargeError
-from asr_serve.testing.hostile import pcm_wav
+from tests.support.hostile import pcm_wav
 
 MAX_S = 5.0
 PROPS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -41,7 +42,7 @@ def _check(data: bytes) -> None:
     assert audio.samples.dtype == np.float32 and audio.samples.ndim == 1
     assert np.isfinite(audio.samples).all()
     assert 0 < audio.duration_s <= MAX_S + 0.01
-    assert audio.samples.size == round(audio.duration_s * TARGET_SAMPLE_RATE)
+    assert audio.samples.size == round(audio.duration_s * SAMPLE_RATE)
 
 
 @PROPS

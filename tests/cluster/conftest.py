@@ -8,17 +8,15 @@ start), so the package shares one cluster and one Serve instance.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
-from asr_serve.testing.tiny_model import ensure_tiny_model
+from asr_serve.testing.net import free_port
 
 GPU_WORKERS = 2
 GPUS_PER_WORKER = 2
@@ -28,12 +26,6 @@ GPUS_PER_WORKER = 2
 class LocalCluster:
     cluster: Cluster
     dashboard_url: str
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="package")
@@ -69,8 +61,3 @@ def serve_url(ray_cluster: LocalCluster) -> Iterator[str]:
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
-
-
-@pytest.fixture(scope="package")
-def tiny_model_dir() -> Path:
-    return ensure_tiny_model()

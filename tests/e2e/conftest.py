@@ -6,33 +6,20 @@ its own application on its own route prefix and tears it down.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import ray
 from ray import serve
 
-from asr_serve.testing.tiny_model import ensure_tiny_model
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir() -> Path:
-    return ensure_tiny_model()
+from asr_serve.testing.net import free_port
 
 
 @pytest.fixture(scope="session")
 def serve_url() -> Iterator[str]:
     """Start Ray (logical CPUs beyond the 2 cores: they are scheduling units) and Serve."""
-    port = _free_port()
+    port = free_port()
     ray.init(address="local", num_cpus=16, include_dashboard=False, configure_logging=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"

@@ -24,9 +24,9 @@ from ray import serve
 from ray.serve.context import _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
-from asr_serve.testing.hostile import good_wav
-from asr_serve.testing.replica_probe import replica_actors
 from tests.e2e.serving import TINY_MODEL, tiny_args
+from tests.support.hostile import good_wav
+from tests.support.replica_probe import replica_actors
 
 pytestmark = pytest.mark.e2e
 

@@ -18,9 +18,9 @@ import pytest
 import ray
 from ray import serve
 
-from asr_serve.testing.hostile import HostileCase, good_wav, hostile_corpus
-from asr_serve.testing.replica_probe import replica_actors, replica_memory
 from tests.e2e.serving import deploy, tiny_args
+from tests.support.hostile import HostileCase, good_wav, hostile_corpus
+from tests.support.replica_probe import replica_actors, replica_memory
 
 pytestmark = pytest.mark.e2e
 

@@ -21,8 +21,8 @@ import webvtt
 from ray import serve
 
 from asr_serve.audio.decode import decode_audio
-from asr_serve.audio.vad import SpeechSegmenter
-from asr_serve.config import ModelConfig, SegmentationConfig
+from asr_serve.audio.vad import PieceSplitter
+from asr_serve.config import ModelConfig, SplittingConfig
 from asr_serve.engines import TranscribeOptions, create_engine
 from asr_serve.testing.long_audio import Recording, long_recording
 from asr_serve.testing.speech import encode, synthesize
@@ -34,17 +34,17 @@ pytestmark = pytest.mark.e2e
 APP = "long"
 ASR_TINY = f"ASR-{TINY_MODEL}"
 WHISPER_MODEL = whisper_model()
-SEGMENTATION = SegmentationConfig(max_in_flight=4)
+SPLITTING = SplittingConfig(max_in_flight=4)
 MAX_AUDIO_S = 700.0
 #: How far a cut may sit outside a true pause: the VAD's padding plus MP3's codec delay.
-TOLERANCE_S = SEGMENTATION.speech_pad_ms / 1000 + 0.1
+TOLERANCE_S = SPLITTING.speech_pad_ms / 1000 + 0.1
 
 
 @pytest.fixture(scope="module")
 def prefix(serve_url: str, tiny_model_dir) -> str:
     args = tiny_args(tiny_model_dir)
     args["models"].append(WHISPER_MODEL)
-    args["segmentation"] = SEGMENTATION.model_dump()
+    args["splitting"] = SPLITTING.model_dump()
     args["limits"] = {"max_audio_s": MAX_AUDIO_S, "request_timeout_s": 300}
     yield deploy(APP, args, {f"ASR-{WHISPER}": {"ray_actor_options": {"num_cpus": 1}}})
     serve.delete(APP)
@@ -104,9 +104,9 @@ def test_short_request_overtakes_long_one_whose_pieces_cut_at_pauses(
     assert abs(body["duration"] - recording.duration_s) < 0.2
     segments = body["segments"]
     # The tiny model gives no timestamps: each VAD piece is one segment, so these are the cuts.
-    assert len(segments) >= recording.duration_s / SEGMENTATION.max_segment_s
+    assert len(segments) >= recording.duration_s / SPLITTING.max_piece_s
     assert [s["id"] for s in segments] == list(range(len(segments)))
-    assert all(s["end"] - s["start"] <= SEGMENTATION.max_segment_s + 1e-3 for s in segments)
+    assert all(s["end"] - s["start"] <= SPLITTING.max_piece_s + 1e-3 for s in segments)
     for before, after in itertools.pairwise(segments):
         assert before["end"] <= after["start"]
         assert _within_a_pause(recording, before["end"], after["start"]), (before, after)
@@ -136,13 +136,13 @@ def test_openai_stream_matches_in_process_pieces_and_starts_early(
     # pieces (one CPU batch). Whisper's int8 batched decoding varies a little with the batch
     # it shares (the served batches mix pieces differently), so words are compared by WER.
     samples = decode_audio(mp3, max_duration_s=MAX_AUDIO_S).samples
-    spans = SpeechSegmenter(SEGMENTATION).segment(samples)
-    assert len(spans) == len(deltas)  # every piece of this recording has speech
+    pieces = PieceSplitter(SPLITTING).split(samples)
+    assert len(pieces) == len(deltas)  # every piece of this recording has speech
     engine = create_engine(ModelConfig.model_validate(WHISPER_MODEL))
     engine.load()
-    sample = [0, 1, len(spans) // 2, len(spans) - 1]
+    sample = [0, 1, len(pieces) // 2, len(pieces) - 1]
     local = engine.transcribe(
-        [samples[spans[i][0] : spans[i][1]] for i in sample], [TranscribeOptions()] * len(sample)
+        [samples[pieces[i][0] : pieces[i][1]] for i in sample], [TranscribeOptions()] * len(sample)
     )
     served = [deltas[i].delta for i in sample]
     assert wer([r.text for r in local], served) < 0.1, (served, [r.text for r in local])
@@ -157,14 +157,14 @@ def test_srt_and_vtt_are_valid_with_absolute_times(http, prefix, recording) -> N
     cues = list(srt.parse(_post(http, prefix, clip, model=WHISPER, response_format="srt").text))
     starts = [c.start.total_seconds() for c in cues]
     assert starts == sorted(starts) and cues[-1].end.total_seconds() <= cut_s + 0.1
-    assert starts[-1] > SEGMENTATION.max_segment_s  # absolute, not relative to its piece
+    assert starts[-1] > SPLITTING.max_piece_s  # absolute, not relative to its piece
     said = " ".join(c.content for c in cues)
     assert wer([" ".join(recording.texts[:count])], [said]) < 0.25
 
     vtt = _post(http, prefix, clip, model=TINY_MODEL, response_format="vtt")
     assert vtt.headers["content-type"].startswith("text/vtt")
     captions = webvtt.from_string(vtt.text, strict=True).captions
-    assert len(captions) >= cut_s / SEGMENTATION.max_segment_s
+    assert len(captions) >= cut_s / SPLITTING.max_piece_s
     assert all(a.end_in_seconds <= b.start_in_seconds for a, b in itertools.pairwise(captions))
 
 

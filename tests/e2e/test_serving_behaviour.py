@@ -13,6 +13,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from asr_serve.testing.speech import encode, noise
 from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
+from tests.support.faulty_engine import FAIL_PROMPT
 
 pytestmark = pytest.mark.e2e
 
@@ -170,5 +171,23 @@ def test_key_file_without_a_key_stops_the_ingress(tmp_path, tiny_model_dir) -> N
         status = serve.status().applications[app]
         assert status.deployments["Ingress"].status == "DEPLOY_FAILED"
         assert "holds no API key" in status.deployments["Ingress"].message
+    finally:
+        serve.delete(app)
+
+
+def test_an_engine_failure_is_a_500_in_the_api_shape(http, tiny_model_dir) -> None:
+    """A plain RuntimeError in the real engine (not one of our API errors) leaves the ingress
+    as a JSON 500 naming the way to report it, and the replica keeps serving."""
+    app = "enginefail"
+    model = {"engine": "tests.support.faulty_engine:FailOnPromptEngine"}
+    prefix = deploy(app, tiny_args(tiny_model_dir, model=model))
+    try:
+        resp = _post(http, prefix, prompt=FAIL_PROMPT)
+        assert resp.status_code == 500
+        assert resp.headers["content-type"] == "application/json"
+        error = resp.json()["error"]
+        assert error["type"] == "server_error" and error["code"] == "internal_error"
+        assert "X-Request-ID" in error["message"] and resp.headers["x-request-id"]
+        assert _post(http, prefix).status_code == 200
     finally:
         serve.delete(app)

@@ -8,15 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr_serve.config import ModelConfig
-from asr_serve.engines.base import SAMPLE_RATE
+from asr_serve.config import SAMPLE_RATE, ModelConfig
 from asr_serve.engines.funasr import FunASREngine
-from asr_serve.testing.tiny_model import ensure_tiny_model
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny-fun-asr-nano")
 
 
 @pytest.fixture(scope="session")

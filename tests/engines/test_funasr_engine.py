@@ -14,7 +14,7 @@ from asr_serve.config import ModelConfig
 from asr_serve.engines import create_engine
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.engines.funasr import FUN_ASR_NANO_LANGUAGES, FunASREngine
-from asr_serve.errors import InvalidRequestError, ModelLoadError
+from asr_serve.errors import InvalidRequestError, ModelLoadError, ModelNotReadyError
 
 PLAIN = TranscribeOptions()
 
@@ -303,7 +303,7 @@ def test_int8_is_a_load_error(tiny_config, fake_auto_model) -> None:
 
 
 def test_transcribe_needs_load_and_matching_lengths(tiny_config, tiny_engine, clips) -> None:
-    with pytest.raises(RuntimeError, match="load"):
+    with pytest.raises(ModelNotReadyError, match="not loaded"):
         FunASREngine(tiny_config()).transcribe(clips[:1], [PLAIN])
     with pytest.raises(ValueError, match="2 audios but 1 options"):
         tiny_engine.transcribe(clips[:2], [PLAIN])

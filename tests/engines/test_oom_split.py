@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from asr_serve.batching import BatchItem, run_batch
 from asr_serve.engines.base import EngineResult, TranscribeOptions
+from asr_serve.engines.batch import BatchItem, run_batch
 from asr_serve.engines.funasr import FunASREngine
 from asr_serve.errors import InsufficientMemoryError
-from asr_serve.testing.faults import out_of_memory_above
+from tests.support.faults import out_of_memory_above
 
 
 def _items(clips: list[np.ndarray]) -> list[BatchItem]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mmap
 
-from asr_serve.testing.replica_probe import read_own_memory
+from tests.support.replica_probe import read_own_memory
 
 
 def test_peak_is_reset_then_follows_what_is_allocated() -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
 import redis
+
+from asr_serve.testing.net import free_port
 
 #: Local only, nothing on disk, and the size bound of a production cache: LRU eviction at
 #: ``maxmemory``.
@@ -20,12 +21,6 @@ _SETTINGS = [
     *("--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
     *("--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

@@ -18,27 +18,11 @@ import hmac
 import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from starlette.requests import HTTPConnection
 
+from asr_serve.config import AuthConfig
 from asr_serve.errors import AuthenticationError
-
-DEFAULT_KEYS_ENV = "ASR_SERVE_API_KEYS"
-
-
-class AuthConfig(BaseModel):
-    """``args.auth``: where the API keys are, never the keys themselves."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    #: Environment variable holding keys, comma- or newline-separated; no comments there.
-    api_keys_env: str = DEFAULT_KEYS_ENV
-    #: File with one key per line (a line starting with ``#``, or `` #`` after a key, is a
-    #: comment), e.g. a mounted Kubernetes secret.
-    api_keys_file: Path | None = None
-    #: Refuse to start without a key, so a missing secret cannot silently open the API.
-    required: bool = False
 
 
 class AuthConfigError(RuntimeError):
@@ -124,10 +108,24 @@ class APIKeyVerifier:
         scheme, _, token = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationError("Missing API key: send it as 'Authorization: Bearer <key>'.")
-        candidate = _digest(token.strip())
+        self.check_key(token.strip())
+
+    def check_key(self, key: str) -> None:
+        """Raise :class:`AuthenticationError` (401) unless ``key`` is a configured key."""
+        if not self.enabled:
+            return
+        candidate = _digest(key)
         # Compare with every key, without stopping early, so timing does not tell which matched.
         matched = False
         for digest in self._digests:
             matched |= hmac.compare_digest(candidate, digest)
         if not matched:
             raise AuthenticationError("Incorrect API key provided.")
+
+
+def authenticated(connection: HTTPConnection) -> None:
+    """FastAPI dependency: the request's key, checked against the app's verifier
+    (``app.state.api_keys``, set by :func:`asr_serve.api.app.build_api`) before the route
+    runs, so an unauthenticated upload is refused before its body is read."""
+    verifier: APIKeyVerifier = connection.app.state.api_keys
+    verifier.check(connection.headers.get("authorization"))

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from asr_serve import oom
+from asr_serve.engines import oom
+from asr_serve.engines.oom import is_out_of_memory, run_splitting_on_oom
 from asr_serve.errors import InsufficientMemoryError, OverloadedError
-from asr_serve.oom import is_out_of_memory, run_splitting_on_oom
 
 
 def _fits_up_to(limit: int, calls: list[list[int]]):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from asr_serve import auth
-from asr_serve.auth import APIKeyVerifier, AuthConfig, AuthConfigError, load_keys
+from asr_serve.api import auth
+from asr_serve.api.auth import APIKeyVerifier, AuthConfig, AuthConfigError, load_keys
 from asr_serve.config import AppConfig
 from asr_serve.errors import AuthenticationError
 

@@ -12,12 +12,12 @@ import pytest
 
 from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio
-from asr_serve.cache import CacheConfig, ResultCache
-from asr_serve.config import AppConfig, ModelConfig
+from asr_serve.config import AppConfig, CacheConfig, ModelConfig
 from asr_serve.engines.base import EngineResult, Segment, TranscribeOptions
-from asr_serve.pipeline import TranscriptionPipeline
-from asr_serve.testing.redis_server import RedisServer
-from tests.cache.conftest import RecordingMetrics
+from asr_serve.serving.cache import RedisCache
+from asr_serve.serving.pipeline import TranscriptionPipeline
+from tests.serving.conftest import RecordingMetrics
+from tests.support.redis_server import RedisServer
 
 MODEL = ModelConfig(name="m", engine="funasr", model="x")
 AUDIO = np.random.default_rng(1).standard_normal(8000).astype(np.float32)
@@ -49,11 +49,11 @@ def server(redis_server: RedisServer) -> RedisServer:
 def _with_cache(
     server: RedisServer,
     metrics: RecordingMetrics,
-    body: Callable[[ResultCache], Awaitable[Any]],
+    body: Callable[[RedisCache], Awaitable[Any]],
     **settings: Any,
 ) -> Any:
     async def main() -> Any:
-        cache = ResultCache(CacheConfig(enabled=True, redis_url=server.url, **settings), metrics)
+        cache = RedisCache(CacheConfig(enabled=True, redis_url=server.url, **settings), metrics)
         try:
             return await body(cache)
         finally:
@@ -62,14 +62,14 @@ def _with_cache(
     return asyncio.run(main())
 
 
-def _through(cache: ResultCache, model: Model, **options: Any):
+def _through(cache: RedisCache, model: Model, **options: Any):
     return cache.through(MODEL, AUDIO, TranscribeOptions(**options), model)
 
 
 def test_hit_after_miss_skips_the_model(server, metrics) -> None:
     model = Model()
 
-    async def body(cache: ResultCache) -> list:
+    async def body(cache: RedisCache) -> list:
         return [await _through(cache, model) for _ in range(3)]
 
     outcomes = _with_cache(server, metrics, body, ttl_s=60)
@@ -84,7 +84,7 @@ def test_hit_after_miss_skips_the_model(server, metrics) -> None:
 def test_option_change_misses(server, metrics) -> None:
     model = Model()
 
-    async def body(cache: ResultCache) -> list[bool]:
+    async def body(cache: RedisCache) -> list[bool]:
         runs = [{}, {"language": "en"}, {"prompt": "hello"}, {"segment_timestamps": True}, {}]
         return [(await _through(cache, model, **options))[1] for options in runs]
 
@@ -95,7 +95,7 @@ def test_option_change_misses(server, metrics) -> None:
 def test_entry_over_the_size_bound_is_not_stored(server, metrics) -> None:
     model = Model()
 
-    async def body(cache: ResultCache) -> list[bool]:
+    async def body(cache: RedisCache) -> list[bool]:
         return [(await _through(cache, model))[1] for _ in range(2)]
 
     assert _with_cache(server, metrics, body, max_entry_bytes=16) == [False, False]
@@ -105,7 +105,7 @@ def test_entry_over_the_size_bound_is_not_stored(server, metrics) -> None:
 def test_unreadable_entry_is_a_miss_and_is_replaced(server, metrics) -> None:
     model = Model()
 
-    async def body(cache: ResultCache) -> list[bool]:
+    async def body(cache: RedisCache) -> list[bool]:
         await _through(cache, model)
         (key,) = server.client().keys("*")
         server.client().set(key, b"not json")
@@ -118,7 +118,7 @@ def test_unreadable_entry_is_a_miss_and_is_replaced(server, metrics) -> None:
 def test_slow_redis_times_out_then_is_left_alone(server, metrics) -> None:
     model = Model()
 
-    async def body(cache: ResultCache) -> list[float]:
+    async def body(cache: RedisCache) -> list[float]:
         await _through(cache, model)  # connect while Redis answers
         server.pause()
         try:
@@ -141,7 +141,7 @@ def test_slow_redis_times_out_then_is_left_alone(server, metrics) -> None:
 def test_dead_redis_degrades_to_misses_and_recovers(server, metrics) -> None:
     model = Model()
 
-    async def body(cache: ResultCache) -> list[bool]:
+    async def body(cache: RedisCache) -> list[bool]:
         hits = [(await _through(cache, model))[1] for _ in range(2)]
         server.kill()
         hits += [(await _through(cache, model))[1] for _ in range(3)]
@@ -164,13 +164,28 @@ def test_pipeline_serves_a_hit_without_the_model(server, metrics) -> None:
     async def decode(_: bytes) -> DecodedAudio:
         return DecodedAudio(AUDIO, 0.5, 16000, 1, "pcm_s16le", "wav")
 
-    async def body(cache: ResultCache) -> list[bool | None]:
+    async def body(cache: RedisCache) -> list[bool | None]:
         pipeline = TranscriptionPipeline(config, decode=decode, transcribe=model, cache=cache)
         uploads = [{}, {}, {"language": "de"}, {"response_format": "verbose_json"}]
         return [
-            (await pipeline.run(Upload(b"x", "a.wav", "audio/wav", fields))).cache_hit
+            (await pipeline.finish(await pipeline.start(Upload(b"x", fields)))).cache_hit
             for fields in uploads
         ]
 
     assert _with_cache(server, metrics, body) == [False, True, False, False]
     assert model.calls == 3
+
+
+def test_aclose_releases_the_connection(server, metrics) -> None:
+    """The ingress closes the cache when its replica stops; no connection is left behind."""
+    admin = server.client()
+
+    async def main() -> tuple[int, int]:
+        cache = RedisCache(CacheConfig(enabled=True, redis_url=server.url), metrics)
+        await _through(cache, Model())
+        during = len(admin.client_list())
+        await cache.aclose()
+        return during, len(admin.client_list())
+
+    during, after = asyncio.run(main())
+    assert during == after + 1

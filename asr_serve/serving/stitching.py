@@ -12,13 +12,14 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Sequence
 
-from asr_serve.audio.vad import Span
-from asr_serve.engines.base import SAMPLE_RATE, EngineResult, Segment, Word
+from asr_serve.audio.decode import Piece
+from asr_serve.config import SAMPLE_RATE
+from asr_serve.engines.base import EngineResult, Segment, Word
 
 
-def place(span: Span, result: EngineResult) -> list[Segment]:
+def place(piece: Piece, result: EngineResult) -> list[Segment]:
     """One piece's segments in absolute seconds, clamped to the piece (ids from 0)."""
-    offset, end = span[0] / SAMPLE_RATE, span[1] / SAMPLE_RATE
+    offset, end = piece[0] / SAMPLE_RATE, piece[1] / SAMPLE_RATE
     if not result.segments:
         text = result.text.strip()
         return [Segment(id=0, start=offset, end=end, text=text)] if text else []
@@ -45,12 +46,12 @@ def place(span: Span, result: EngineResult) -> list[Segment]:
     ]
 
 
-def stitch(pieces: Sequence[tuple[Span, EngineResult]], duration: float) -> EngineResult:
+def stitch(pieces: Sequence[tuple[Piece, EngineResult]], duration: float) -> EngineResult:
     """One result for the whole file from its pieces, given in time order."""
     segments: list[Segment] = []
     last_start = 0.0
-    for span, result in pieces:
-        for segment in place(span, result):
+    for piece, result in pieces:
+        for segment in place(piece, result):
             # Within a piece an engine's segment times should not go backwards; make sure.
             start = max(segment.start, last_start)
             segments.append(

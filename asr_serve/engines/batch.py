@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from asr_serve.config import BatchingConfig
-from asr_serve.engines.base import SAMPLE_RATE, Engine, EngineResult, TranscribeOptions
+from asr_serve.config import SAMPLE_RATE, BatchingConfig
+from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
+from asr_serve.engines.oom import run_splitting_on_oom
 from asr_serve.errors import InsufficientMemoryError
-from asr_serve.oom import run_splitting_on_oom
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def run_batch(
     One call, not calls per length bucket: measured on the tiny Fun-ASR-Nano (2-28 s clips,
     CPU), sixteen items took 0.92 s in one call and 1.05 s in calls of similar lengths, four
     items 1.49 s against 2.24 s: the decoder's per-step cost outweighs the encoder's padding.
-    Out of memory, the batch is split in halves and retried (:mod:`asr_serve.oom`); an item
+    Out of memory, the batch is split in halves and retried (:mod:`asr_serve.engines.oom`); an item
     that does not fit alone gets an :class:`InsufficientMemoryError` in its place.
     """
     order = sorted(range(len(items)), key=lambda i: len(items[i].audio), reverse=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 
 import numpy as np
 import pytest
@@ -13,7 +15,12 @@ from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import AppConfig
 from asr_serve.engines.base import EngineResult, Segment, TranscribeOptions, Word
 from asr_serve.errors import DeadlineExceededError, InvalidParameterError, ModelNotFoundError
-from asr_serve.pipeline import TranscriptionPipeline, parse_request, transcribe_options
+from asr_serve.serving.pipeline import (
+    Transcription,
+    TranscriptionPipeline,
+    parse_request,
+    transcribe_options,
+)
 
 CONFIG = AppConfig.model_validate(
     {
@@ -27,7 +34,12 @@ CONFIG = AppConfig.model_validate(
 
 
 def _upload(**fields) -> Upload:
-    return Upload(data=b"audio", filename="a.wav", content_type="audio/wav", fields=fields)
+    return Upload(data=b"audio", fields=fields)
+
+
+async def _run(pipeline: TranscriptionPipeline, upload: Upload) -> Transcription:
+    """What the ingress does for a non-streaming request."""
+    return await pipeline.finish(await pipeline.start(upload))
 
 
 async def _decode(data: bytes) -> DecodedAudio:
@@ -80,7 +92,7 @@ def test_pipeline_routes_to_the_named_model() -> None:
         return EngineResult(text="hi", duration=1.0)
 
     pipeline = TranscriptionPipeline(CONFIG, decode=_decode, transcribe=transcribe)
-    done = asyncio.run(pipeline.run(_upload(model="b", language="en")))
+    done = asyncio.run(_run(pipeline, _upload(model="b", language="en")))
     assert done.model == "b" and done.result.text == "hi"
     assert calls == [("b", 16000, TranscribeOptions(language="en"))]
 
@@ -98,7 +110,7 @@ def test_pipeline_deadline_is_504_and_cancels_the_call() -> None:
     async def main() -> None:
         pipeline = TranscriptionPipeline(CONFIG, decode=_decode, transcribe=slow)
         with pytest.raises(DeadlineExceededError) as err:
-            await pipeline.run(_upload())
+            await _run(pipeline, _upload())
         assert err.value.status_code == 504
         assert cancelled.is_set()
 
@@ -133,3 +145,35 @@ def test_render_formats() -> None:
     assert [w["word"] for w in verbose["words"]] == ["hello", "world"]
     assert verbose["language"] == "en" and verbose["duration"] == 1.5
     assert "words" not in json.loads(render(result, "verbose_json", model="a").body)
+
+
+def test_failed_pieces_leave_no_task_and_no_unretrieved_exception(caplog) -> None:
+    """The first failure ends the request; the other pieces are cancelled and awaited before
+    the request returns, and an error one of them raises while cancelled is retrieved
+    rather than logged as 'Task exception was never retrieved'."""
+    pieces = tuple((i * 16000, (i + 1) * 16000) for i in range(4))
+
+    async def decode(data: bytes) -> DecodedAudio:
+        samples = np.ones(64000, np.float32)
+        samples[:16000] = 0.0  # marks the first piece
+        return DecodedAudio(samples, 4.0, 16000, 1, "pcm", "wav", pieces)
+
+    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions):
+        if audio[0] == 0:  # the first piece fails at once
+            raise RuntimeError("piece failed")
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)  # a downstream call that takes a moment to cancel
+            raise RuntimeError("cancelled call failed") from None
+
+    async def main() -> set[asyncio.Task]:
+        pipeline = TranscriptionPipeline(CONFIG, decode=decode, transcribe=transcribe)
+        with pytest.raises(RuntimeError, match="piece failed"):
+            await _run(pipeline, _upload())
+        return asyncio.all_tasks() - {asyncio.current_task()}
+
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    assert asyncio.run(main()) == set()
+    gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

@@ -6,15 +6,15 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from asr_serve.batching import (
+from asr_serve.config import BatchingConfig
+from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
+from asr_serve.engines.batch import (
     BatchItem,
     EngineGate,
     batch_cost,
     item_cost,
     run_batch,
 )
-from asr_serve.config import BatchingConfig
-from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
 
 
 class _RecordingEngine(Engine):

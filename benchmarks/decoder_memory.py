@@ -1,4 +1,4 @@
-"""Peak memory of decoding plus VAD for a long upload: ``python -m asr_serve.testing.memory S``.
+"""Peak memory of decoding plus VAD for a long upload: ``python -m benchmarks.decoder_memory S``.
 
 Measures what the decoder tier adds on top of the upload's bytes for ``S`` seconds of
 speech (a 16 kHz 16-bit WAV built from the long test recording): the peak resident set
@@ -17,16 +17,16 @@ import wave
 
 import numpy as np
 
-from asr_serve.audio import TARGET_SAMPLE_RATE, decode_audio
-from asr_serve.audio.vad import SpeechSegmenter
-from asr_serve.config import SegmentationConfig
+from asr_serve.audio.decode import decode_audio
+from asr_serve.audio.vad import PieceSplitter
+from asr_serve.config import SAMPLE_RATE, SplittingConfig
 from asr_serve.testing.long_audio import long_recording
 
 
 def measure(seconds: float) -> dict[str, float]:
     """Sizes in MiB and times in seconds for one decode + VAD of ``seconds`` of audio."""
     data = _wav(seconds)
-    segmenter = SpeechSegmenter(SegmentationConfig())
+    splitter = PieceSplitter(SplittingConfig())
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
@@ -34,7 +34,7 @@ def measure(seconds: float) -> dict[str, float]:
     started = time.perf_counter()
     audio = decode_audio(data, max_duration_s=seconds + 1)
     decoded = time.perf_counter()
-    pieces = segmenter.segment(audio.samples) or ()
+    pieces = splitter.split(audio.samples) or ()
     done = time.perf_counter()
     mib = 2**20
     return {
@@ -51,13 +51,13 @@ def measure(seconds: float) -> dict[str, float]:
 def _wav(seconds: float) -> bytes:
     """The long recording repeated to ``seconds``, as 16-bit WAV bytes."""
     minute = long_recording(60).samples
-    reps = int(np.ceil(seconds * TARGET_SAMPLE_RATE / len(minute)))
-    pcm = np.tile(minute, reps)[: round(seconds * TARGET_SAMPLE_RATE)]
+    reps = int(np.ceil(seconds * SAMPLE_RATE / len(minute)))
+    pcm = np.tile(minute, reps)[: round(seconds * SAMPLE_RATE)]
     buf = io.BytesIO()
     with wave.open(buf, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
-        out.setframerate(TARGET_SAMPLE_RATE)
+        out.setframerate(SAMPLE_RATE)
         out.writeframes((pcm * 32767).astype(np.int16).tobytes())
     return buf.getvalue()
 

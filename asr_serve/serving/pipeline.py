@@ -20,17 +20,12 @@ from pydantic import ValidationError
 
 from asr_serve.api.protocol import TranscriptionRequest
 from asr_serve.api.upload import Upload
-from asr_serve.audio.decode import DecodedAudio
-from asr_serve.audio.vad import Span, transcription_spans
-from asr_serve.cache import NO_CACHE, NoCache, ResultCache
+from asr_serve.audio.decode import DecodedAudio, Piece
 from asr_serve.config import AppConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
-from asr_serve.errors import (
-    DeadlineExceededError,
-    InvalidParameterError,
-    ModelNotFoundError,
-)
-from asr_serve.stitching import stitch
+from asr_serve.errors import DeadlineExceededError, InvalidParameterError, ModelNotFoundError
+from asr_serve.serving.cache import NO_CACHE, ResultCache
+from asr_serve.serving.stitching import stitch
 
 logger = logging.getLogger("ray.serve")
 
@@ -85,10 +80,10 @@ def transcribe_options(request: TranscriptionRequest) -> TranscribeOptions:
 
 
 @dataclass(frozen=True)
-class Piece:
+class PieceResult:
     """One piece of a file (the whole file when it was not split) and its result."""
 
-    span: Span
+    piece: Piece
     result: EngineResult
     cache_hit: bool | None
 
@@ -114,11 +109,7 @@ class TranscriptionPipeline:
         self.config = config
         self._decode = decode
         self._transcribe = transcribe
-        self._cache: ResultCache | NoCache = cache or NO_CACHE
-
-    async def run(self, upload: Upload) -> Transcription:
-        """Validate, decode, transcribe; past the deadline raise 504 and cancel the rest."""
-        return await self.finish(await self.start(upload))
+        self.cache: ResultCache = cache or NO_CACHE
 
     async def start(self, upload: Upload) -> Job:
         """Validate and decode (the decoder also plans a long file's pieces)."""
@@ -132,7 +123,7 @@ class TranscriptionPipeline:
         """Transcribe every piece and stitch them into one result for the file."""
         assert job.request.model is not None
         started = time.perf_counter()
-        pieces = [piece async for piece in self.pieces(job)]
+        pieces = [piece async for piece in self.results(job)]
         logger.info(
             "transcribed model=%s audio_s=%.2f codec=%s pieces=%d asr_ms=%.1f",
             job.request.model,
@@ -141,7 +132,7 @@ class TranscriptionPipeline:
             len(pieces),
             1000 * (time.perf_counter() - started),
         )
-        result = stitch([(p.span, p.result) for p in pieces], job.audio.duration_s)
+        result = stitch([(p.piece, p.result) for p in pieces], job.audio.duration_s)
         hits = [p.cache_hit for p in pieces if p.cache_hit is not None]
         return Transcription(
             request=job.request,
@@ -150,11 +141,11 @@ class TranscriptionPipeline:
             cache_hit=all(hits) if hits else None,
         )
 
-    async def pieces(self, job: Job) -> AsyncGenerator[Piece, None]:
+    async def results(self, job: Job) -> AsyncGenerator[PieceResult, None]:
         """Each piece's result, in time order, as soon as it and those before it are done.
 
         Pieces go to the model as separate items, so its ``@serve.batch`` mixes them with
-        other requests' items; at most ``segmentation.max_in_flight`` at a time, so a long
+        other requests' items; at most ``splitting.max_in_flight`` at a time, so a long
         file does not queue all its pieces ahead of a short request. Slices of the decoded
         array are views: only each piece's own samples are serialised to the model.
         """
@@ -162,26 +153,30 @@ class TranscriptionPipeline:
         model, samples = job.request.model, job.audio.samples
         model_config = self.config.model(model)
         options = transcribe_options(job.request)
-        spans = transcription_spans(job.audio.segments, len(samples))
-        in_flight = asyncio.Semaphore(self.config.segmentation.max_in_flight)
+        in_flight = asyncio.Semaphore(self.config.splitting.max_in_flight)
 
-        async def one(span: Span) -> Piece:
-            piece = samples[span[0] : span[1]]
+        async def one(piece: Piece) -> PieceResult:
+            audio = samples[piece[0] : piece[1]]
             async with in_flight:
-                result, hit = await self._cache.through(
-                    model_config, piece, options, lambda: self._transcribe(model, piece, options)
+                result, hit = await self.cache.through(
+                    model_config, audio, options, lambda: self._transcribe(model, audio, options)
                 )
-            return Piece(span=span, result=result, cache_hit=hit)
+            return PieceResult(piece=piece, result=result, cache_hit=hit)
 
-        tasks = [asyncio.ensure_future(one(span)) for span in spans]
+        # Not an asyncio.TaskGroup: a failing child cancels the group's parent task, which,
+        # while this generator is suspended at a yield, is the consumer's task wherever it is
+        # (PEP 789). Instead the first failure propagates from its own await, and closing
+        # the generator cancels the rest and waits for them, retrieving their exceptions.
+        tasks = [asyncio.ensure_future(one(piece)) for piece in job.audio.pieces_to_transcribe()]
         try:
             for task in tasks:
                 async with self._deadline(job.deadline):
-                    piece = await task
-                yield piece
+                    result = await task
+                yield result
         finally:
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     @contextlib.asynccontextmanager
     async def _deadline(self, deadline: float) -> AsyncIterator[None]:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from asr_serve.audio.decode import decode_audio
-from asr_serve.cache import CacheConfig, cache_key
 from asr_serve.config import ModelConfig
 from asr_serve.engines.base import TranscribeOptions
+from asr_serve.serving.cache import CacheConfig, cache_key
 from asr_serve.testing.speech import encode, synthesize
 
 PREFIX = CacheConfig().key_prefix

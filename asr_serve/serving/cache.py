@@ -1,7 +1,7 @@
 """Result cache: the same speech, model and options twice costs one model call.
 
 The ingress looks each request up after decoding and before the ASR call (each piece of
-a long file split at pauses, so the cache composes with segmentation and streaming), so a
+a long file split at pauses, so the cache composes with splitting and streaming), so a
 hit never reaches the ASR deployment. The key is a digest of the decoded 16 kHz samples
 (the same speech in two lossless containers hits), the model's identity and every option
 that changes the output. Values are the :class:`EngineResult` as JSON in Redis, with a TTL.
@@ -19,20 +19,20 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from asr_serve import __version__
+from asr_serve.config import CacheConfig, ModelConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 
 if TYPE_CHECKING:
-    from asr_serve.config import ModelConfig
     from asr_serve.metrics import CacheMetrics
 
 logger = logging.getLogger("ray.serve")
@@ -40,24 +40,6 @@ logger = logging.getLogger("ray.serve")
 #: Model settings that do not change a transcript; everything else is part of the key,
 #: so a setting added later can only cause extra misses, never a wrong hit.
 _NOT_IN_KEY = {"source", "cpu_threads", "batching", "description"}
-
-
-class CacheConfig(BaseModel):
-    """``cache`` in the app args. The total size bound is Redis's own ``maxmemory``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = False
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    #: How long a result lives in Redis.
-    ttl_s: int = Field(24 * 3600, ge=1)
-    #: Results whose JSON is larger are not stored (one long file must not evict many).
-    max_entry_bytes: int = Field(1024 * 1024, ge=1)
-    key_prefix: str = "asr-serve:result:"
-    #: Budget for one Redis operation; past it the request goes on as a miss.
-    timeout_ms: float = Field(100.0, gt=0.0, le=5000.0)
-    #: After a failed operation, Redis is not tried again for this long.
-    backoff_s: float = Field(5.0, ge=0.0)
 
 
 def cache_key(
@@ -75,12 +57,25 @@ def cache_key(
     return f"{prefix}{model.name}:{digest.hexdigest()}"
 
 
-def cache_headers(hit: bool | None) -> dict[str, str] | None:
-    """``X-Cache: hit|miss`` while the cache is on (hit: every piece was cached); else none."""
-    return None if hit is None else {"X-Cache": "hit" if hit else "miss"}
+class ResultCache(Protocol):
+    """What the pipeline asks of a cache: a result for this audio, from it or from the model."""
+
+    async def through(
+        self,
+        model: ModelConfig,
+        samples: np.ndarray,
+        options: TranscribeOptions,
+        transcribe: Callable[[], Awaitable[EngineResult]],
+    ) -> tuple[EngineResult, bool | None]:
+        """The result, and whether it came from the cache (``None``: no cache to ask)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections when the ingress replica shuts down."""
+        ...
 
 
-class ResultCache:
+class RedisCache:
     """Engine results in Redis; every failure is a counted miss, never an error."""
 
     def __init__(self, config: CacheConfig, metrics: CacheMetrics) -> None:
@@ -167,6 +162,9 @@ class NoCache:
         transcribe: Callable[[], Awaitable[EngineResult]],
     ) -> tuple[EngineResult, None]:
         return await transcribe(), None
+
+    async def aclose(self) -> None:
+        return None
 
 
 NO_CACHE = NoCache()

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from asr_serve.testing.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")

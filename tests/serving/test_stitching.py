@@ -10,8 +10,9 @@ from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import AppConfig
 from asr_serve.engines.base import EngineResult, Segment, TranscribeOptions, Word
-from asr_serve.pipeline import TranscriptionPipeline
-from asr_serve.stitching import join_texts, place, stitch
+from asr_serve.serving.pipeline import TranscriptionPipeline
+from asr_serve.serving.stitching import join_texts, place, stitch
+from tests.serving.test_pipeline import _run
 
 SR = 16_000
 
@@ -76,7 +77,7 @@ def test_pipeline_fans_pieces_out_bounded_and_stitches_them() -> None:
     config = AppConfig.model_validate(
         {
             "models": [{"name": "m", "engine": "funasr", "model": "x"}],
-            "segmentation": {"max_in_flight": 2},
+            "splitting": {"max_in_flight": 2},
         }
     )
     spans = tuple((i * 30 * SR, i * 30 * SR + 28 * SR) for i in range(5))
@@ -96,8 +97,8 @@ def test_pipeline_fans_pieces_out_bounded_and_stitches_them() -> None:
         return EngineResult(text=f"w{peak}", duration=28.0)
 
     pipeline = TranscriptionPipeline(config, decode=decode, transcribe=transcribe)
-    upload = Upload(data=b"x", filename="a", content_type=None, fields={})
-    result = asyncio.run(pipeline.run(upload)).result
+    upload = Upload(data=b"x", fields={})
+    result = asyncio.run(_run(pipeline, upload)).result
     assert peak == 2
     assert [(s.start, s.end) for s in result.segments] == [
         (30.0 * i, 30.0 * i + 28) for i in range(5)

@@ -1,0 +1,127 @@
+"""The ingress's calls downstream: retry once on a lost replica, Serve's rejections mapped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
+from ray.serve._private.common import DeploymentID
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+from asr_serve.deployments.calls import Downstream, call_downstream
+from asr_serve.errors import InternalError, InvalidAudioError, OverloadedError
+
+
+def _flaky(*outcomes: BaseException | str):
+    """An idempotent call whose successive attempts raise or return ``outcomes`` in order."""
+    attempts: list[int] = []
+
+    async def call() -> str:
+        outcome = outcomes[len(attempts)]
+        attempts.append(1)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return call, attempts
+
+
+@pytest.mark.parametrize("lost", [ActorDiedError(), ActorUnavailableError("gone", None)])
+def test_a_lost_replica_is_retried_once(lost: BaseException) -> None:
+    call, attempts = _flaky(lost, "text")
+    assert asyncio.run(call_downstream(call, target="decoder")) == "text"
+    assert len(attempts) == 2
+
+
+def test_two_losses_in_a_row_are_503() -> None:
+    call, attempts = _flaky(ActorDiedError(), ActorDiedError(), "never")
+    with pytest.raises(OverloadedError, match="failed twice"):
+        asyncio.run(call_downstream(call, target="ASR"))
+    assert len(attempts) == 2
+
+
+def test_the_request_own_errors_are_not_retried() -> None:
+    call, attempts = _flaky(InvalidAudioError("bad"), "never")
+    with pytest.raises(InvalidAudioError):
+        asyncio.run(call_downstream(call, target="decoder"))
+    assert len(attempts) == 1
+
+
+def test_serve_back_pressure_is_503_with_its_retry_after() -> None:
+    call, _ = _flaky(BackPressureError(10, 10, retry_after_s=3.0))
+    with pytest.raises(OverloadedError) as exc_info:
+        asyncio.run(call_downstream(call, target="ASR"))
+    assert exc_info.value.retry_after_s == 3.0 and exc_info.value.status_code == 503
+
+
+def test_an_unavailable_deployment_is_503() -> None:
+    call, _ = _flaky(DeploymentUnavailableError(DeploymentID(name="ASR-x", app_name="asr")))
+    with pytest.raises(OverloadedError, match="not available"):
+        asyncio.run(call_downstream(call, target="ASR"))
+
+
+def test_other_exceptions_pass_through() -> None:
+    call, _ = _flaky(RuntimeError("engine broke"))
+    with pytest.raises(RuntimeError, match="engine broke"):
+        asyncio.run(call_downstream(call, target="ASR"))
+
+
+def _from_replica(exc: Exception) -> Exception:
+    """``exc`` as Ray re-raises it in the caller: a RayTaskError that is also its type."""
+    return RayTaskError("transcribe", "Traceback ...", exc).as_instanceof_cause()
+
+
+def test_an_api_error_from_a_replica_passes_through() -> None:
+    call, _ = _flaky(_from_replica(InvalidAudioError("not audio")))
+    with pytest.raises(InvalidAudioError) as exc_info:
+        asyncio.run(call_downstream(call, target="decoder"))
+    assert exc_info.value.to_dict()["error"]["message"] == "not audio"
+
+
+def test_any_other_replica_failure_is_a_500_logged_in_one_line(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="ray.serve")
+    call, attempts = _flaky(_from_replica(RuntimeError("engine broke")), "never")
+    with pytest.raises(InternalError) as exc_info:
+        asyncio.run(call_downstream(call, target="ASR-m"))
+    assert exc_info.value.status_code == 500 and "engine broke" not in exc_info.value.message
+    assert len(attempts) == 1
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "engine broke" in record.getMessage() and record.exc_info is None
+
+
+class _Handle:
+    """Just enough of a DeploymentHandle for readiness probes: ``ready.remote()``."""
+
+    def __init__(self, outcome: BaseException | bool) -> None:
+        self.outcome = outcome
+        self.ready = self
+
+    def options(self) -> _Handle:
+        return self
+
+    def remote(self):
+        async def answer() -> bool:
+            if isinstance(self.outcome, BaseException):
+                raise self.outcome
+            return self.outcome
+
+        return answer()
+
+
+def test_ready_logs_why_a_model_is_not_ready_once_per_change(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="ray.serve")
+    loading = _Handle(DeploymentUnavailableError(DeploymentID(name="ASR-b", app_name="asr")))
+    downstream = Downstream(_Handle(True), {"a": _Handle(True), "b": loading})
+
+    async def probes() -> list[dict[str, bool]]:
+        first, second = await downstream.ready(), await downstream.ready()
+        loading.outcome = True
+        return [first, second, await downstream.ready()]
+
+    assert asyncio.run(probes()) == [{"a": True, "b": False}] * 2 + [{"a": True, "b": True}]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "b is not ready" in warnings[0]
+    assert "DeploymentUnavailableError" in warnings[0]
+    assert any("b is ready" in r.getMessage() for r in caplog.records)
