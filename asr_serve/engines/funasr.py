@@ -191,10 +191,11 @@ class FunASREngine(Engine):
             value = self._language_values.get(options.language.lower())
             if value is not None:
                 kwargs.append(("language", value))
-        if options.prompt:
+        hotwords = hotword_list(options.prompt)
+        if hotwords:
             # FunASRNano reads ``hotwords`` (a list, put into its prompt); the contextual
             # Paraformers read ``hotword`` (a string). Each model ignores the other.
-            kwargs += [("hotwords", (options.prompt,)), ("hotword", options.prompt)]
+            kwargs += [("hotwords", hotwords), ("hotword", options.prompt)]
         if options.word_timestamps:
             kwargs.append(("output_timestamp", True))  # SenseVoice; others ignore it
         return tuple(kwargs)
@@ -269,6 +270,12 @@ class FunASREngine(Engine):
             words=words if options.word_timestamps else None,
         )
         return EngineResult(text=text, language=language, duration=duration, segments=[segment])
+
+
+def hotword_list(prompt: str | None) -> tuple[str, ...]:
+    """The request's ``prompt`` as Fun-ASR-Nano hotwords, split as ``funasr.bin.server`` splits
+    its ``hotwords`` field: at commas, each stripped, empty ones dropped."""
+    return tuple(w.strip() for w in (prompt or "").split(",") if w.strip())
 
 
 def _positions_from_mask(generate: Callable[..., Any]) -> Callable[..., Any]:
