@@ -137,8 +137,14 @@ class FunASREngine(Engine):
         if config.cpu_threads:
             # funasr resets torch's thread count to ``ncpu`` (default 4) on every generate.
             kwargs["ncpu"] = config.cpu_threads
+        # Only what differs from funasr's defaults, so a default config decodes with exactly
+        # the generate kwargs funasr's own server uses.
         if config.max_new_tokens is not None:
             kwargs["max_length"] = config.max_new_tokens  # FunASRNano's max_new_tokens
+        if config.repetition_penalty != 1.0:
+            kwargs["llm_kwargs"] = {"repetition_penalty": config.repetition_penalty}
+        if not config.itn:
+            kwargs["itn"] = False
         kwargs.update(config.engine_options)
         return kwargs
 
