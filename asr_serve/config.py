@@ -55,8 +55,8 @@ class ModelConfig(_Strict):
     #: funasr the checkpoint's ``max_length`` (512 if it sets none), as ``funasr.AutoModel``
     #: and ``funasr.bin.server --model-path`` decode; funasr's vLLM server caps at 500.
     max_new_tokens: int | None = Field(None, ge=1)
-    #: funasr: the LLM decoder's repetition penalty (transformers' ``repetition_penalty``);
-    #: 1.0, none, is what ``funasr.bin.server`` decodes with.
+    #: funasr: the LLM decoder's repetition penalty (transformers' ``repetition_penalty``, on
+    #: generated tokens only: the prompt is embeddings); 1.0, none, as ``funasr.bin.server``.
     repetition_penalty: float = Field(1.0, gt=0.0)
     #: funasr, Fun-ASR-Nano: inverse text normalisation (numbers as digits, punctuation); off
     #: asks for unnormalised text in the prompt ("不进行文本规整"). On, funasr's default.
