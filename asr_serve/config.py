@@ -56,8 +56,16 @@ class ModelConfig(_Strict):
     #: ``auto``: on GPU bf16 where the card has it, else fp16 (funasr; faster-whisper always
     #: fp16); on CPU fp32 (funasr) or int8 (faster-whisper).
     dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
-    #: Cap on generated tokens per item (funasr ``max_length``); ``None`` = model default.
+    #: Cap on generated tokens per item (funasr ``max_length``). ``None``: the model's own, for
+    #: funasr the checkpoint's ``max_length`` (512 if it sets none), as ``funasr.AutoModel``
+    #: and ``funasr.bin.server --model-path`` decode; funasr's vLLM server caps at 500.
     max_new_tokens: int | None = Field(None, ge=1)
+    #: funasr: the LLM decoder's repetition penalty (transformers' ``repetition_penalty``, on
+    #: generated tokens only: the prompt is embeddings); 1.0, none, as ``funasr.bin.server``.
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    #: funasr, Fun-ASR-Nano: inverse text normalisation (numbers as digits, punctuation); off
+    #: asks for unnormalised text in the prompt ("不进行文本规整"). On, funasr's default.
+    itn: bool = True
     #: Intra-op threads for torch / CTranslate2; 0 leaves the library default.
     cpu_threads: int = Field(0, ge=0)
     #: Extra keyword arguments for the engine's loader (``AutoModel`` / ``WhisperModel``).

@@ -11,7 +11,7 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +130,14 @@ class FunASREngine(Engine):
         if config.cpu_threads:
             # funasr resets torch's thread count to ``ncpu`` (default 4) on every generate.
             kwargs["ncpu"] = config.cpu_threads
+        # Only what differs from funasr's defaults, so a default config decodes with exactly
+        # the generate kwargs funasr's own server uses.
         if config.max_new_tokens is not None:
             kwargs["max_length"] = config.max_new_tokens  # FunASRNano's max_new_tokens
+        if config.repetition_penalty != 1.0:
+            kwargs["llm_kwargs"] = {"repetition_penalty": config.repetition_penalty}
+        if not config.itn:
+            kwargs["itn"] = False
         kwargs.update(config.engine_options)
         return kwargs
 
@@ -184,10 +190,11 @@ class FunASREngine(Engine):
             value = self._language_values.get(options.language.lower())
             if value is not None:
                 kwargs.append(("language", value))
-        if options.prompt:
+        hotwords = hotword_list(options.prompt)
+        if hotwords:
             # FunASRNano reads ``hotwords`` (a list, put into its prompt); the contextual
             # Paraformers read ``hotword`` (a string). Each model ignores the other.
-            kwargs += [("hotwords", (options.prompt,)), ("hotword", options.prompt)]
+            kwargs += [("hotwords", hotwords), ("hotword", options.prompt)]
         if options.word_timestamps:
             kwargs.append(("output_timestamp", True))  # SenseVoice; others ignore it
         return tuple(kwargs)
@@ -224,16 +231,22 @@ class FunASREngine(Engine):
         ``generate`` per item, because only that path aligns CTC timestamps. So the CTC
         decoder is hidden for the call; a group asking for word timestamps keeps it and is
         decoded one item at a time, the one case that cannot batch.
+
+        The batch's LLM call also derives position ids from the attention mask (see
+        :func:`_positions_from_mask`), so a batched item decodes exactly as it does alone.
         """
         model = self._model.model
-        ctc_decoder = getattr(model, "ctc_decoder", None)
-        if want_words or ctc_decoder is None or not hasattr(model, "_inference_llm_batch"):
+        if want_words or not hasattr(model, "_inference_llm_batch"):
             yield
             return
+        ctc_decoder = getattr(model, "ctc_decoder", None)
+        generate = model.llm.generate
         model.ctc_decoder = None
+        model.llm.generate = _positions_from_mask(generate)
         try:
             yield
         finally:
+            model.llm.generate = generate
             model.ctc_decoder = ctc_decoder
 
     def _to_result(
@@ -256,6 +269,31 @@ class FunASREngine(Engine):
             words=words if options.word_timestamps else None,
         )
         return EngineResult(text=text, language=language, duration=duration, segments=[segment])
+
+
+def hotword_list(prompt: str | None) -> tuple[str, ...]:
+    """The request's ``prompt`` as Fun-ASR-Nano hotwords, split as ``funasr.bin.server`` splits
+    its ``hotwords`` field: at commas, each stripped, empty ones dropped."""
+    return tuple(w.strip() for w in (prompt or "").split(",") if w.strip())
+
+
+def _positions_from_mask(generate: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``llm.generate`` to drop the ``position_ids`` funasr passes for a left-padded batch.
+
+    ``FunASRNano._inference_llm_batch`` hands ``generate`` the prompt's position ids. Many
+    transformers releases our pin allows never advance position ids a caller passed (4.51.3,
+    4.55.4, 4.57.6 and 5.0.0 checked; 5.24 does): every generated token after the first is
+    then placed at the prompt's last position, and batched items decode differently from the
+    same items alone (5 of 16 clips equal on the tiny checkpoint with 4.51.3, 16 of 16 with this
+    wrapper). Without them, every version derives positions from the attention mask, which it
+    extends per token: 0, 1, 2 ... over each item's real tokens, as for an item alone.
+    """
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("position_ids", None)
+        return generate(*args, **kwargs)
+
+    return call
 
 
 def _resolve_device(device: str) -> str:
