@@ -11,7 +11,7 @@ On the full-size Fun-ASR-Nano architecture with random weights (:mod:`benchmarks
   this reports, a person judges; the real checkpoint would be the better test of the dtype.
 - **memory**: one engine in the production dtype, as one replica holds it, decoding batches
   of 1, 8 and 16 items as long as ``serve_config.yaml``'s batching admits (each at most
-  ``segmentation.max_segment_s``, together at most ``max_batch_audio_s``) up to its
+  ``splitting.max_piece_s``, together at most ``max_batch_audio_s``) up to its
   ``max_new_tokens``; per batch size, torch's peak allocated and reserved bytes, plus the
   CUDA context, and whether the replicas that config puts on one GPU fit in it.
 
@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from asr_serve.audio import TARGET_SAMPLE_RATE
-from asr_serve.config import ModelConfig, SegmentationConfig
+from asr_serve.config import SAMPLE_RATE, ModelConfig, SplittingConfig
 from asr_serve.engines import TranscribeOptions
 from asr_serve.engines.funasr import FunASREngine
 from asr_serve.testing.speech import noise, synthesize, tone
@@ -58,15 +57,15 @@ def production_model(config_path: Path = SERVE_CONFIG) -> tuple[ModelConfig, flo
     return model, float(actor.get("num_gpus", 1.0))
 
 
-def item_seconds(batch_size: int, max_batch_audio_s: float, max_segment_s: float) -> float:
+def item_seconds(batch_size: int, max_batch_audio_s: float, max_piece_s: float) -> float:
     """The longest items a batch of ``batch_size`` can hold: VAD pieces, bounded in total."""
-    return min(max_segment_s, max_batch_audio_s / batch_size)
+    return min(max_piece_s, max_batch_audio_s / batch_size)
 
 
 def clips() -> dict[str, np.ndarray]:
     """Speech of three lengths, noise and a tone, 16 kHz mono float32."""
     speech = synthesize(". ".join(SENTENCES))
-    second = TARGET_SAMPLE_RATE
+    second = SAMPLE_RATE
     return {
         "speech-3s": speech[: 3 * second],
         "speech-7s": speech[4 * second : 11 * second],
@@ -78,7 +77,7 @@ def clips() -> dict[str, np.ndarray]:
 
 def speech_of(seconds: float) -> np.ndarray:
     """``seconds`` of speech, the test sentences repeated as needed."""
-    return np.resize(synthesize(". ".join(SENTENCES)), round(seconds * TARGET_SAMPLE_RATE))
+    return np.resize(synthesize(". ".join(SENTENCES)), round(seconds * SAMPLE_RATE))
 
 
 def until_stop(ids: Sequence[int], stop: set[int]) -> list[int]:
@@ -164,11 +163,11 @@ def memory(engine: FunASREngine, model: ModelConfig, share: float) -> list[dict[
     # The CUDA context, which torch does not count (an idle GPU: other processes count too).
     context = (total - free) - torch.cuda.memory_reserved()
     weights = torch.cuda.memory_allocated()
-    max_segment_s = SegmentationConfig().max_segment_s
+    max_piece_s = SplittingConfig().max_piece_s
     replicas = round(1 / share)
     rows = []
     for n in BATCH_SIZES:
-        seconds = item_seconds(n, model.batching.max_batch_audio_s, max_segment_s)
+        seconds = item_seconds(n, model.batching.max_batch_audio_s, max_piece_s)
         audios = [speech_of(seconds)] * n
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_serve.audio.decode import TARGET_SAMPLE_RATE
+from asr_serve.config import SAMPLE_RATE
 from asr_serve.testing.speech import encode, noise, synthesize, tone
 from asr_serve.testing.text import SENTENCES
 
@@ -40,13 +40,13 @@ def _speech() -> np.ndarray:
 def clip(name: str) -> np.ndarray:
     """The clip ``name`` of :data:`CLIPS` as 16 kHz mono float32."""
     kind, seconds = CLIPS[name]
-    n = round(seconds * TARGET_SAMPLE_RATE)
+    n = round(seconds * SAMPLE_RATE)
     if kind == "noise":
         return noise(seconds, seed=n)
     if kind == "tone":
         return tone(330.0, seconds)
     speech = _speech()
-    start = (list(CLIPS).index(name) * 2 * TARGET_SAMPLE_RATE) % (len(speech) - n)
+    start = (list(CLIPS).index(name) * 2 * SAMPLE_RATE) % (len(speech) - n)
     return speech[start : start + n]
 
 
@@ -55,7 +55,7 @@ def write_wavs(directory: Path) -> dict[str, Path]:
     paths = {}
     for name in CLIPS:
         paths[name] = directory / f"{name}.wav"
-        paths[name].write_bytes(encode(clip(name), TARGET_SAMPLE_RATE, "wav"))
+        paths[name].write_bytes(encode(clip(name), SAMPLE_RATE, "wav"))
     return paths
 
 

@@ -21,7 +21,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from asr_serve.audio.decode import TARGET_SAMPLE_RATE, decode_audio
+from asr_serve.audio.decode import decode_audio
+from asr_serve.config import SAMPLE_RATE
 from tests.fidelity.clips import clip
 
 #: Feature values are natural logs of mel energies; this turns a difference into dB.
@@ -40,16 +41,16 @@ GAIN_TOLERANCE = 0.005
 def _two_channels(seconds_from: int = 0) -> np.ndarray:
     """Different speech in each channel, so only a true average matches funasr's downmix."""
     left = clip("speech-7s")
-    right = 0.7 * clip("speech-15s")[seconds_from * TARGET_SAMPLE_RATE :][: len(left)]
+    right = 0.7 * clip("speech-15s")[seconds_from * SAMPLE_RATE :][: len(left)]
     return np.stack([left, right], axis=1)
 
 
 def _write(path: Path, rate: int, channels: int, subtype: str | None = None) -> Path:
     """The test speech at ``rate`` in the container ``path``'s suffix names."""
     audio = _two_channels(5) if channels == 2 else clip("speech-7s")[:, None]
-    if rate != TARGET_SAMPLE_RATE:  # any resampler: this only makes the source file
+    if rate != SAMPLE_RATE:  # any resampler: this only makes the source file
         source = torch.from_numpy(np.ascontiguousarray(audio.T))
-        audio = torchaudio.functional.resample(source, TARGET_SAMPLE_RATE, rate).numpy().T
+        audio = torchaudio.functional.resample(source, SAMPLE_RATE, rate).numpy().T
     sf.write(path, audio, rate, subtype=subtype)
     return path
 
@@ -57,7 +58,7 @@ def _write(path: Path, rate: int, channels: int, subtype: str | None = None) -> 
 def _funasr_samples(path: Path) -> np.ndarray:
     from funasr.utils.load_utils import load_audio_text_image_video
 
-    return load_audio_text_image_video(str(path), fs=TARGET_SAMPLE_RATE).numpy()
+    return load_audio_text_image_video(str(path), fs=SAMPLE_RATE).numpy()
 
 
 def _ours(path: Path) -> np.ndarray:
@@ -80,7 +81,7 @@ def _features(funasr_model: Any, samples: np.ndarray) -> np.ndarray:
 
 def _mel_centres_hz() -> np.ndarray:
     """Centres of the frontend's 80 Kaldi mel bins (20 Hz to 8 kHz), repeated for LFR's 7."""
-    mel = 1127 * np.log1p(np.array([20.0, TARGET_SAMPLE_RATE / 2]) / 700)
+    mel = 1127 * np.log1p(np.array([20.0, SAMPLE_RATE / 2]) / 700)
     points = np.linspace(mel[0], mel[1], 82)[1:-1]
     return np.tile(700 * np.expm1(points / 1127), 7)
 
@@ -94,7 +95,7 @@ def _passband_db(reference: np.ndarray, other: np.ndarray, source_rate: int) -> 
     """
     frames = min(len(reference), len(other))
     reference, other = reference[:frames], other[:frames]
-    band = _mel_centres_hz() < 0.9 * min(source_rate, TARGET_SAMPLE_RATE) / 2
+    band = _mel_centres_hz() < 0.9 * min(source_rate, SAMPLE_RATE) / 2
     loud = reference > reference.max() - 60 / _DB
     return float(np.mean(np.abs(other - reference)[loud & band]) * _DB)
 
@@ -102,7 +103,7 @@ def _passband_db(reference: np.ndarray, other: np.ndarray, source_rate: int) -> 
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
 @pytest.mark.parametrize("channels", [1, 2])
 def test_16khz_wav_samples_are_funasrs_bit_for_bit(tmp_path, subtype, channels) -> None:
-    path = _write(tmp_path / "a.wav", TARGET_SAMPLE_RATE, channels, subtype)
+    path = _write(tmp_path / "a.wav", SAMPLE_RATE, channels, subtype)
     ours, theirs = _ours(path), _funasr_samples(path)
     assert ours.dtype == theirs.dtype == np.float32
     np.testing.assert_array_equal(ours, theirs)
@@ -134,7 +135,7 @@ def test_other_rates_same_gain_and_features_within_tolerance(
 
 def test_16khz_mp3_decodes_to_funasrs_samples_within_rounding(tmp_path) -> None:
     """libsndfile's mpg123 and FFmpeg's decoder: same delay handling, float rounding apart."""
-    path = _write(tmp_path / "a.mp3", TARGET_SAMPLE_RATE, 1)
+    path = _write(tmp_path / "a.mp3", SAMPLE_RATE, 1)
     ours, theirs = _ours(path), _funasr_samples(path)
     assert len(ours) == len(theirs)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
