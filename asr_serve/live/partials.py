@@ -4,8 +4,10 @@ The engines do not stream: a partial result is a fresh decode of the whole open 
 and its last words may change as more audio arrives. Clients of append-only protocols
 (OpenAI's transcription deltas, FunASR's online text) cannot take text back, so only text
 two hypotheses in a row agree on, the last word of the newest one excepted, is sent, and
-only once. Text is compared in units: words, and single characters in scripts written
-without spaces (CJK: the characters Unicode gives an East Asian width of wide or full).
+only once, and only while it extends what was sent (once the model revises sent text, the
+rest waits for the final transcript, which replaces it). Text is compared in units: words,
+and single characters in scripts written without spaces (CJK: the characters Unicode gives
+an East Asian width of wide or full).
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ class StableText:
                 break
             agreed += 1
         self._last = new
-        if agreed <= self._sent_units:
-            return ""
+        if agreed <= self._sent_units or "".join(new[: self._sent_units]) != self.sent:
+            return ""  # nothing new, or the model revised what was sent: the final will tell
         delta = "".join(new[self._sent_units : agreed])
         self._sent_units = agreed
         self.sent += delta
