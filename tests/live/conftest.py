@@ -38,20 +38,21 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def speech_with_pauses(texts: list[str], pause_s: float, lead_s: float = 0.5) -> Speech:
-    """The sentences spoken one after another with ``pause_s`` of silence between them."""
-    parts = [np.zeros(round(lead_s * SR), dtype=np.float32)]
-    spans = []
-    at = len(parts[0])
+def speech_with_pauses(texts: list[str], pause_s: float) -> Speech:
+    """The sentences spoken one after another with exactly ``pause_s`` of silence between
+    them (espeak's own leading and trailing silence trimmed), 0.5 s before and 1 s after
+    (enough for any ``silence_duration_ms`` the tests use to end the last one)."""
+    lead = np.zeros(SR // 2, dtype=np.float32)
+    tail = np.zeros(SR, dtype=np.float32)
+    pause = np.zeros(round(pause_s * SR), dtype=np.float32)
+    parts, spans, at = [lead], [], len(lead)
     for i, text in enumerate(texts):
         voice = synthesize(text, lead_s=0.0)
         audible = np.flatnonzero(np.abs(voice) > _SILENCE)
-        spans.append((at + int(audible[0]), at + int(audible[-1]) + 1))
-        parts.append(voice)
-        at += len(voice)
-        gap = pause_s if i < len(texts) - 1 else lead_s
-        parts.append(np.zeros(round(gap * SR), dtype=np.float32))
-        at += len(parts[-1])
+        voice = voice[audible[0] : audible[-1] + 1]
+        spans.append((at, at + len(voice)))
+        parts += [voice, pause if i < len(texts) - 1 else tail]
+        at += len(voice) + len(parts[-1])
     return Speech(np.concatenate(parts), tuple(texts), tuple(spans))
 
 
