@@ -32,6 +32,11 @@ def units(text: str) -> list[str]:
     return out
 
 
+#: Punctuation a model ends a hypothesis with because its audio ends there (CJK punctuation
+#: is a unit of its own, so it never hides an agreeing character).
+_CLOSING = ".,!?;:…"
+
+
 def _wide(char: str) -> bool:
     return unicodedata.east_asian_width(char) in ("W", "F")
 
@@ -48,8 +53,13 @@ class StableText:
     def hypothesis(self, text: str) -> str:
         """The delta a new partial hypothesis makes stable ("" if none)."""
         new = units(text.strip())
+        last = self._last
+        if last:
+            # Where its audio ended the model closed a sentence ("Please call Stella.");
+            # the newer one goes on ("Please call Stella and"): they agree on the word.
+            last = [*last[:-1], last[-1].rstrip(_CLOSING)]
         agreed = 0
-        for a, b in zip(self._last, new[:-1], strict=False):
+        for a, b in zip(last, new[:-1], strict=False):
             if a != b:
                 break
             agreed += 1

@@ -237,9 +237,11 @@ class LiveSession:
         self._request_partial()
 
     def _open_utterance(self, start: int) -> None:
-        announce = self.settings.turn_detection is not None
-        self._utterance = _Utterance(f"item_{secrets.token_hex(10)}", start, announce)
-        if announce:
+        vad = self.settings.turn_detection
+        self._utterance = _Utterance(f"item_{secrets.token_hex(10)}", start, vad is not None)
+        if vad is not None:
+            # The first partial comes after an interval of speech, not of the padding.
+            self._utterance.partial_at = ms_to_samples(vad.prefix_padding_ms)
             self._emit(SpeechStarted(self._utterance.item_id, _ms(start)))
 
     def _close_utterance(self, end: int) -> None:

@@ -34,9 +34,16 @@ def test_a_changed_word_is_not_sent_and_sent_text_is_never_revised() -> None:
     assert stable.sent == "The quick brown"
 
 
-def test_punctuation_that_moves_keeps_a_word_unstable() -> None:
+def test_the_sentence_end_a_hypothesis_closes_with_does_not_block_agreement() -> None:
     stable = StableText()
-    stable.hypothesis("Hello world.")
+    stable.hypothesis("Please call Stella.")
+    assert stable.hypothesis("Please call Stella and ask") == "Please call Stella"
+    assert stable.hypothesis("Please call Stella and ask her to bring") == " and ask"
+
+
+def test_punctuation_that_moves_inside_the_text_keeps_a_word_unstable() -> None:
+    stable = StableText()
+    stable.hypothesis("Hello world. This")
     assert stable.hypothesis("Hello world, this is") == "Hello"
     assert stable.hypothesis("Hello world, this is a test") == " world, this is"
 
