@@ -32,16 +32,17 @@ def _shared_session() -> Any:
 
 
 class VADStream:
-    """One live stream's VAD: feed 16 kHz samples, get the probabilities of completed frames."""
+    """One live stream's VAD: feed 16 kHz samples, get the probabilities of completed frames.
+
+    The ``i``-th probability it ever returns is that of samples ``[i * FRAME, (i + 1) * FRAME)``
+    of everything fed to it.
+    """
 
     def __init__(self) -> None:
-        self._session = _shared_session()
         self._h = np.zeros(_STATE_SHAPE, dtype=np.float32)
         self._c = np.zeros(_STATE_SHAPE, dtype=np.float32)
         self._context = np.zeros(_CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
-        #: Frames scored so far; frame ``i`` covers samples ``[i * FRAME, (i + 1) * FRAME)``.
-        self.frames = 0
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
         """Probabilities of the frames ``samples`` completes (samples of a partial frame wait)."""
@@ -56,8 +57,8 @@ class VADStream:
         block[0, :_CONTEXT] = self._context
         block[1:, :_CONTEXT] = frames[:-1, -_CONTEXT:]
         self._context = frames[-1, -_CONTEXT:].copy()
-        probs, self._h, self._c = self._session.run(
+        # Loaded by the first stream that scores a frame, on its worker thread, not the loop.
+        probs, self._h, self._c = _shared_session().run(
             ["speech_probs", "hn", "cn"], {"input": block, "h": self._h, "c": self._c}
         )
-        self.frames += n
         return probs.reshape(-1)
