@@ -15,7 +15,7 @@ G.711 is expanded by FFmpeg's ``pcm_mulaw`` / ``pcm_alaw`` decoders through PyAV
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import av
 import numpy as np
@@ -28,6 +28,9 @@ from asr_serve.live.config import SAMPLE_RATE
 #: ``pcm16``: signed 16-bit little-endian; ``pcmu`` / ``pcma``: G.711 μ-law / A-law, 8 kHz.
 Encoding = Literal["pcm16", "pcmu", "pcma"]
 
+#: Rates a client may declare for PCM16.
+SampleRate = Annotated[int, Field(ge=8_000, le=96_000)]
+
 _G711_CODECS = {"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}
 _G711_RATE = 8_000
 _INT16_SCALE = 1.0 / 32768.0
@@ -39,7 +42,7 @@ class InputFormat(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     encoding: Encoding = "pcm16"
-    rate: int = Field(24_000, ge=8_000, le=96_000)
+    rate: SampleRate = 24_000
 
     @model_validator(mode="after")
     def _g711_is_8k(self) -> InputFormat:

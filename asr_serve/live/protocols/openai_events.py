@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from asr_serve.errors import InvalidRequestError
+from asr_serve.live.config import ServerVAD
+from asr_serve.live.pcm import SampleRate
 
 # Client side --------------------------------------------------------------------------------
 
@@ -30,7 +32,7 @@ class AudioFormat(_Strict):
     here); ``audio/pcmu`` and ``audio/pcma`` are 8 kHz G.711 and take no rate."""
 
     type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"] = "audio/pcm"
-    rate: int | None = Field(None, ge=8_000, le=96_000)
+    rate: SampleRate | None = None
 
     @model_validator(mode="after")
     def _rate_for_pcm_only(self) -> AudioFormat:
@@ -49,17 +51,22 @@ class Transcription(_Strict):
     prompt: str | None = None
 
 
-class TurnDetection(_Strict):
-    """``server_vad`` only. ``create_response`` / ``interrupt_response`` concern model
-    responses, which a transcription session never makes: ``false`` is accepted."""
+class TurnDetection(ServerVAD):
+    """``server_vad`` only, with its knobs and defaults. ``create_response`` and
+    ``interrupt_response`` concern model responses, which a transcription session never
+    makes: ``false`` is accepted."""
 
     type: Literal["server_vad"] = "server_vad"
-    threshold: float = Field(0.5, gt=0.0, lt=1.0)
-    prefix_padding_ms: int = Field(300, ge=0, le=5_000)
-    silence_duration_ms: int = Field(500, ge=0, le=10_000)
     create_response: Literal[False] | None = None
     interrupt_response: Literal[False] | None = None
     idle_timeout_ms: None = None
+
+    def server_vad(self) -> ServerVAD:
+        return ServerVAD.model_validate(self.model_dump(include=set(ServerVAD.model_fields)))
+
+    def echo(self) -> dict[str, Any]:
+        """As the session events show it: the type and the knobs in effect."""
+        return self.model_dump(include={"type", *ServerVAD.model_fields})
 
 
 class AudioInput(_Strict):
@@ -273,7 +280,7 @@ def session_object(session: TranscriptionSession, session_id: str) -> dict[str, 
                 "format": fmt,
                 "transcription": audio.transcription.model_dump(),
                 "noise_reduction": None,
-                "turn_detection": detection and detection.model_dump(include={"type", *_VAD_KNOBS}),
+                "turn_detection": detection and detection.echo(),
             }
         },
     }
@@ -289,13 +296,10 @@ def beta_session_object(session: TranscriptionSession, session_id: str) -> dict[
         "modalities": ["text"],
         "input_audio_format": _GA_TO_BETA_FORMAT[audio.format.type],
         "input_audio_transcription": audio.transcription.model_dump(),
-        "turn_detection": detection and detection.model_dump(include={"type", *_VAD_KNOBS}),
+        "turn_detection": detection and detection.echo(),
         "input_audio_noise_reduction": None,
         "include": session.include,
     }
-
-
-_VAD_KNOBS = ("threshold", "prefix_padding_ms", "silence_duration_ms")
 
 
 class SessionCreated(_ServerEvent):

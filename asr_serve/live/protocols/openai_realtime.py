@@ -51,7 +51,7 @@ from starlette.websockets import WebSocket
 
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.errors import ASRServeError, InvalidAudioError, PayloadTooLargeError
-from asr_serve.live.config import LiveConfig, ServerVAD
+from asr_serve.live.config import LiveConfig
 from asr_serve.live.decode import Transcriber
 from asr_serve.live.events import (
     Cleared,
@@ -293,13 +293,7 @@ class _Connection:
             input_format=InputFormat(
                 encoding=_ENCODINGS[audio.format.type], rate=audio.format.rate or 8_000
             ),
-            turn_detection=None
-            if detection is None
-            else ServerVAD(
-                threshold=detection.threshold,
-                prefix_padding_ms=detection.prefix_padding_ms,
-                silence_duration_ms=detection.silence_duration_ms,
-            ),
+            turn_detection=None if detection is None else detection.server_vad(),
             options=TranscribeOptions(
                 language=audio.transcription.language, prompt=audio.transcription.prompt or None
             ),
