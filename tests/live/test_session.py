@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-import numpy as np
 import pytest
 
 from asr_serve.engines.base import EngineResult, TranscribeOptions
@@ -46,6 +45,7 @@ class _Run:
     def __init__(self, settings: SessionSettings, transcriber, **config: object) -> None:
         self.events: list[LiveEvent] = []
         self.counters = LiveCounters()
+        self.transcriber = transcriber
         self.session = LiveSession(
             settings,
             LiveConfig.model_validate(config),
@@ -232,7 +232,7 @@ async def test_manual_commit_needs_100_ms_and_keeps_the_audio_clock() -> None:
     await run.session.close(drain=True)
     spans = [(c.audio_start_ms, c.audio_end_ms) for c in run.of(Committed)]
     assert spans == [(0, 1000), (1000, 1500)]
-    finals = [r for r in run.session._transcriber.requests if r.kind is DecodeKind.FINAL]
+    finals = [r for r in run.transcriber.requests if r.kind is DecodeKind.FINAL]
     assert [len(r.audio) for r in finals] == [SR, SR // 2]
     assert run.of(SpeechStarted) == []  # manual turns announce nothing
 
@@ -302,20 +302,26 @@ async def test_a_new_input_format_applies_to_the_audio_after_it() -> None:
     await run.session.append(bytes([0xFF]) * 800)
     await run.session.commit()
     await run.session.close(drain=True)
-    assert run.session._transcriber.requests[-1].options.language == "en"
+    assert run.transcriber.requests[-1].options.language == "en"
 
 
 async def test_closing_without_drain_cancels_the_decodes() -> None:
-    never = asyncio.Event()
+    started, cancelled = asyncio.Event(), asyncio.Event()
 
     async def hang(request: DecodeRequest) -> EngineResult:
-        await never.wait()
-        raise AssertionError
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
 
     run = _Run(MANUAL, hang)
     await run.session.append(bytes(9_600))
     await run.session.commit()
+    await started.wait()
     await run.session.close(drain=False)
+    assert cancelled.is_set()
     assert run.of(Completed) == run.of(Failed) == []
     assert run.counters.active_sessions == 0
-    assert np.all([t.done() for t in run.session._tasks])
