@@ -1,0 +1,1 @@
+"""Adapters between a client's WebSocket protocol and the live session core."""

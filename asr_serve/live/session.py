@@ -1,0 +1,356 @@
+"""One live transcription session, in no protocol's terms: audio in, utterances and text out.
+
+A protocol adapter feeds it the client's audio and commands (``append``, ``commit``,
+``clear``, ``update``) one at a time and renders the :mod:`asr_serve.live.events` it emits.
+The session owns the audio clock (16 kHz samples since it started), the open utterance and
+its audio, turn detection (server VAD, or the client's commits), item ids and their
+chaining, partial results and the limits. Each appended chunk is converted and run through
+the VAD on a worker thread (``asyncio.to_thread``), so the event loop only moves arrays;
+a lock keeps one session's chunks in order.
+
+Decodes go through the injected :data:`asr_serve.live.decode.Transcriber`. A committed
+utterance's final decode starts at once; results are emitted in commit order, and every
+committed item ends in ``Completed`` or ``Failed`` (a decode past ``final_timeout_s`` fails).
+While an utterance is open, every ``partial_interval_s`` of new audio it is decoded again
+(one partial at a time per session) and the text that became stable is emitted as a delta
+(:mod:`asr_serve.live.partials`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from asr_serve.engines.base import EngineResult, TranscribeOptions
+from asr_serve.errors import (
+    ASRServeError,
+    DeadlineExceededError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+)
+from asr_serve.live.buffer import SampleBuffer
+from asr_serve.live.config import SAMPLE_RATE, LiveConfig, ServerVAD
+from asr_serve.live.decode import DecodeKind, DecodeRequest, Transcriber
+from asr_serve.live.events import (
+    Cleared,
+    Committed,
+    Completed,
+    Failed,
+    Partial,
+    Sink,
+    SpeechStarted,
+    SpeechStopped,
+)
+from asr_serve.live.metrics import LiveMetrics
+from asr_serve.live.partials import StableText
+from asr_serve.live.pcm import InputFormat, PCMDecoder
+from asr_serve.live.turns import Cut, Start, Stop, Turn, TurnDetector, ms_to_samples
+from asr_serve.live.vad import VADStream
+
+logger = logging.getLogger("ray.serve")
+
+
+class CommitEmptyError(InvalidRequestError):
+    """A commit with too little audio (OpenAI's ``input_audio_buffer_commit_empty``)."""
+
+    code = "input_audio_buffer_commit_empty"
+
+
+class SessionAudioLimitError(PayloadTooLargeError):
+    """The session has taken ``max_session_audio_s`` of audio; it ends."""
+
+    code = "session_audio_limit"
+
+
+class SessionSettings(BaseModel):
+    """What a client chooses for its session; it may change them at any time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model: str
+    input_format: InputFormat = Field(default_factory=InputFormat)
+    #: ``None``: the client commits each utterance itself.
+    turn_detection: ServerVAD | None = Field(default_factory=ServerVAD)
+    options: TranscribeOptions = Field(default_factory=TranscribeOptions)
+    #: Partial results for the open utterance (if the replica's ``LiveConfig`` allows them).
+    partials: bool = True
+
+
+@dataclass(eq=False)
+class _Utterance:
+    item_id: str
+    start: int
+    #: ``SpeechStarted`` was emitted, so ``SpeechStopped`` must follow.
+    announced: bool
+    text: StableText = field(default_factory=StableText)
+    #: Its length in samples when its last partial was requested.
+    partial_at: int = 0
+
+
+def _ms(samples: int) -> int:
+    return round(samples * 1000 / SAMPLE_RATE)
+
+
+class LiveSession:
+    """The core of one session; not thread-safe: call it from its event loop only."""
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        config: LiveConfig,
+        transcriber: Transcriber,
+        emit: Sink,
+        metrics: LiveMetrics,
+    ) -> None:
+        self.id = f"sess_{secrets.token_hex(10)}"
+        self.settings = settings
+        self.config = config
+        self._transcriber = transcriber
+        self._emit = emit
+        self._metrics = metrics
+        self._decoder = PCMDecoder(settings.input_format)
+        self._vad = VADStream()
+        self._turns = TurnDetector(
+            settings.turn_detection, round(config.max_utterance_s * SAMPLE_RATE)
+        )
+        self._buffer = SampleBuffer()
+        self._utterance: _Utterance | None = None
+        self._previous_item: str | None = None
+        self._received_s = 0.0
+        self._lock = asyncio.Lock()
+        self._last_final: asyncio.Task[None] | None = None
+        self._partial_running = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        metrics.session_opened()
+
+    async def append(self, data: bytes) -> None:
+        """Take a chunk of the client's audio, in the session's input format.
+
+        Raises ``InvalidAudioError`` for bytes that are not whole samples (nothing is taken)
+        and :class:`SessionAudioLimitError` once the session's audio limit is reached.
+        """
+        seconds = len(data) / self.settings.input_format.bytes_per_second
+        if self._received_s + seconds > self.config.max_session_audio_s:
+            raise SessionAudioLimitError(
+                f"this session has reached its limit of {self.config.max_session_audio_s:g} s "
+                "of audio; open a new session to go on",
+                param="audio",
+            )
+        async with self._lock:
+            samples, turns = await asyncio.to_thread(self._convert, data)
+            self._received_s += seconds
+            self._take(samples, turns)
+
+    async def commit(self) -> None:
+        """Close the open utterance now and decode it (``CommitEmptyError`` if too short)."""
+        async with self._lock:
+            # The resampler's last few ms belong to the utterance the client ends here.
+            self._take(*await asyncio.to_thread(self._flush))
+            utterance = self._utterance
+            have = 0 if utterance is None else self._buffer.end - utterance.start
+            if utterance is None or have < ms_to_samples(self.config.min_commit_ms):
+                raise CommitEmptyError(
+                    "Error committing input audio buffer: buffer too small. Expected at least "
+                    f"{self.config.min_commit_ms}ms of audio, but buffer only has "
+                    f"{_ms(have)}ms of audio."
+                )
+            self._turns.reset(self._buffer.end)
+            self._close_utterance(self._buffer.end)
+
+    async def clear(self) -> None:
+        """Drop the audio not yet committed, the open utterance's included."""
+        async with self._lock:
+            samples, _ = await asyncio.to_thread(self._flush)
+            self._buffer.append(samples)  # it still counts on the clock
+            dropped = self._utterance
+            self._utterance = None
+            self._turns.reset(self._buffer.end)
+            self._buffer.drop_before(self._buffer.end)
+            self._emit(Cleared(None if dropped is None else dropped.item_id))
+
+    async def update(self, settings: SessionSettings) -> None:
+        """Apply new settings; audio already taken keeps the format it came in."""
+        async with self._lock:
+            if settings.input_format != self.settings.input_format:
+                self._take(*await asyncio.to_thread(self._flush))
+                self._decoder = PCMDecoder(settings.input_format)
+            if settings.turn_detection != self.settings.turn_detection:
+                utterance = self._utterance
+                self._turns.configure(
+                    settings.turn_detection, None if utterance is None else utterance.start
+                )
+                if settings.turn_detection is not None and utterance and not utterance.announced:
+                    # Audio the client had not committed yet is now an utterance in progress.
+                    utterance.announced = True
+                    self._emit(SpeechStarted(utterance.item_id, _ms(utterance.start)))
+            self.settings = settings
+
+    async def close(self, *, drain: bool) -> None:
+        """End the session: with ``drain``, after every committed item has ended."""
+        if self._closed:
+            return
+        self._closed = True
+        self._utterance = None  # no more partials; a late one is dropped
+        if drain and self._last_final is not None:
+            await asyncio.wait([self._last_final])
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        self._metrics.session_closed()
+
+    # Worker thread: conversion, VAD and turn detection (state only these methods touch).
+
+    def _convert(self, data: bytes) -> tuple[np.ndarray, list[Turn]]:
+        return self._detect(self._decoder.decode(data))
+
+    def _flush(self) -> tuple[np.ndarray, list[Turn]]:
+        return self._detect(self._decoder.flush())
+
+    def _detect(self, samples: np.ndarray) -> tuple[np.ndarray, list[Turn]]:
+        return samples, self._turns.push(self._vad.feed(samples))
+
+    # Event loop: the buffer, utterances, events, decodes.
+
+    def _take(self, samples: np.ndarray, turns: list[Turn]) -> None:
+        self._buffer.append(samples)
+        if self.settings.turn_detection is None and self._utterance is None and len(samples):
+            self._open_utterance(self._turns.keep_from)
+        for turn in turns:
+            match turn:
+                case Start(at):
+                    self._open_utterance(at)
+                case Stop(at):
+                    self._close_utterance(at)
+                case Cut(at):
+                    self._close_utterance(at)
+                    self._open_utterance(at)
+        self._buffer.drop_before(self._turns.keep_from)
+        self._request_partial()
+
+    def _open_utterance(self, start: int) -> None:
+        vad = self.settings.turn_detection
+        self._utterance = _Utterance(f"item_{secrets.token_hex(10)}", start, vad is not None)
+        if vad is not None:
+            # The first partial comes after an interval of speech, not of the padding.
+            self._utterance.partial_at = ms_to_samples(vad.prefix_padding_ms)
+            self._emit(SpeechStarted(self._utterance.item_id, _ms(start)))
+
+    def _close_utterance(self, end: int) -> None:
+        utterance = self._utterance
+        assert utterance is not None
+        self._utterance = None
+        if utterance.announced:
+            self._emit(SpeechStopped(utterance.item_id, _ms(end)))
+        audio = self._buffer.slice(utterance.start, end)
+        self._emit(
+            Committed(utterance.item_id, self._previous_item, _ms(utterance.start), _ms(end))
+        )
+        self._previous_item = utterance.item_id
+        self._metrics.utterance_committed(len(audio) / SAMPLE_RATE)
+        self._last_final = self._spawn(
+            self._finish(utterance, audio, (utterance.start, end), self._last_final)
+        )
+
+    async def _finish(
+        self,
+        utterance: _Utterance,
+        audio: np.ndarray,
+        span: tuple[int, int],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        """Decode a committed utterance; emit its outcome after the previous item's."""
+        outcome: EngineResult | ASRServeError
+        try:
+            async with asyncio.timeout(self.config.final_timeout_s):
+                outcome = await self._decode(audio, DecodeKind.FINAL, lambda: True)
+        except ASRServeError as exc:
+            outcome = exc
+        except TimeoutError:
+            outcome = DeadlineExceededError(
+                f"transcription took longer than {self.config.final_timeout_s:g} s"
+            )
+        except Exception:
+            logger.exception("live session %s: final decode failed", self.id)
+            outcome = ASRServeError("transcription failed")
+        if previous is not None:
+            await asyncio.wait([previous])
+        if isinstance(outcome, ASRServeError):
+            self._metrics.item_failed(outcome.code)
+            self._emit(Failed(utterance.item_id, outcome))
+            return
+        transcript = outcome.text.strip()
+        self._emit(
+            Completed(
+                utterance.item_id,
+                transcript,
+                utterance.text.final(transcript),
+                _ms(span[0]),
+                _ms(span[1]),
+                outcome,
+            )
+        )
+
+    def _request_partial(self) -> None:
+        """Decode the open utterance again if it grew by an interval and none is running."""
+        utterance = self._utterance
+        if (
+            utterance is None
+            or self._partial_running
+            or not (self.config.partials and self.settings.partials)
+        ):
+            return
+        interval = round(self.config.partial_interval_s * SAMPLE_RATE)
+        length = self._buffer.end - utterance.start
+        if length - utterance.partial_at < interval:
+            return
+        utterance.partial_at = length
+
+        def still_wanted() -> bool:
+            grown = self._buffer.end - utterance.start - length
+            return self._utterance is utterance and grown <= interval
+
+        audio = self._buffer.slice(utterance.start, self._buffer.end)
+        self._partial_running = True
+        self._spawn(self._partial(utterance, audio, still_wanted))
+
+    async def _partial(
+        self, utterance: _Utterance, audio: np.ndarray, still_wanted: Callable[[], bool]
+    ) -> None:
+        try:
+            result = await self._decode(audio, DecodeKind.PARTIAL, still_wanted)
+        except Exception:
+            # A partial is a preview: losing one costs nothing the final will not bring.
+            logger.warning("live session %s: partial decode failed", self.id, exc_info=True)
+            result = None
+        finally:
+            self._partial_running = False
+        if result is not None and self._utterance is utterance:
+            text = result.text.strip()
+            self._emit(Partial(utterance.item_id, text, utterance.text.hypothesis(text)))
+        self._request_partial()
+
+    async def _decode(
+        self, audio: np.ndarray, kind: DecodeKind, still_wanted: Callable[[], bool]
+    ) -> EngineResult | None:
+        request = DecodeRequest(
+            self.id, self.settings.model, audio, self.settings.options, kind, still_wanted
+        )
+        result = await self._transcriber(request)
+        if result is None and kind is DecodeKind.FINAL:
+            raise ASRServeError("the transcriber dropped a final decode")
+        return result
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
