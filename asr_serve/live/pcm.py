@@ -22,8 +22,8 @@ import numpy as np
 import soxr
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from asr_serve.config import SAMPLE_RATE
 from asr_serve.errors import InvalidAudioError
-from asr_serve.live.config import SAMPLE_RATE
 
 #: ``pcm16``: signed 16-bit little-endian; ``pcmu`` / ``pcma``: G.711 μ-law / A-law, 8 kHz.
 Encoding = Literal["pcm16", "pcmu", "pcma"]

@@ -14,8 +14,8 @@ import asyncio
 import collections
 import time
 
+from asr_serve.config import LiveConfig
 from asr_serve.engines.base import EngineResult
-from asr_serve.live.config import LiveConfig
 from asr_serve.live.decode import Decode, DecodeKind, DecodeRequest
 from asr_serve.live.metrics import LiveMetrics, ShedReason
 

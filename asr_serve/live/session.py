@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from asr_serve.config import SAMPLE_RATE, LiveConfig, ServerVAD
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import (
     ASRServeError,
@@ -36,7 +37,6 @@ from asr_serve.errors import (
     PayloadTooLargeError,
 )
 from asr_serve.live.buffer import SampleBuffer
-from asr_serve.live.config import SAMPLE_RATE, LiveConfig, ServerVAD
 from asr_serve.live.decode import DecodeKind, DecodeRequest, Transcriber
 from asr_serve.live.events import (
     Cleared,

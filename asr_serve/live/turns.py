@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asr_serve.live.config import SAMPLE_RATE, ServerVAD
+from asr_serve.config import SAMPLE_RATE, ServerVAD
 from asr_serve.live.vad import FRAME
 
 #: silero's hysteresis: once in speech, a frame is silence only this far under the threshold.

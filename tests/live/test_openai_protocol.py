@@ -23,9 +23,9 @@ from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
+from asr_serve.config import LiveConfig
 from asr_serve.engines.base import EngineResult
 from asr_serve.errors import ModelNotReadyError
-from asr_serve.live.config import LiveConfig
 from asr_serve.live.decode import DecodeRequest
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols.openai_realtime import run_realtime_session

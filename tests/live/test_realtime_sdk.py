@@ -23,10 +23,9 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from asr_serve.config import ModelConfig
+from asr_serve.config import LiveConfig, ModelConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.engines.whisper import WhisperEngine
-from asr_serve.live.config import LiveConfig
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols.openai_realtime import run_realtime_session
 from asr_serve.live.scheduler import DecodeScheduler

@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
+from asr_serve.config import LiveConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
-from asr_serve.live.config import LiveConfig
 from asr_serve.live.decode import DecodeKind, DecodeRequest
 from asr_serve.live.metrics import LiveCounters, ShedReason
 from asr_serve.live.scheduler import DecodeScheduler

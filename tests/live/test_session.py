@@ -7,9 +7,9 @@ import itertools
 
 import pytest
 
+from asr_serve.config import LiveConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import InvalidAudioError, InvalidRequestError
-from asr_serve.live.config import LiveConfig
 from asr_serve.live.decode import DecodeKind, DecodeRequest
 from asr_serve.live.events import (
     Cleared,

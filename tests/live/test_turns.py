@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from asr_serve.live.config import ServerVAD
+from asr_serve.config import ServerVAD
 from asr_serve.live.turns import Cut, Start, Stop, TurnDetector
 from asr_serve.live.vad import FRAME
 

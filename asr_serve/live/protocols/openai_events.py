@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from asr_serve.config import ServerVAD
 from asr_serve.errors import InvalidRequestError
-from asr_serve.live.config import ServerVAD
 from asr_serve.live.pcm import SampleRate
 
 # Client side --------------------------------------------------------------------------------

@@ -49,9 +49,9 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.websockets import WebSocket
 
+from asr_serve.config import LiveConfig
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.errors import ASRServeError, InvalidAudioError, PayloadTooLargeError
-from asr_serve.live.config import LiveConfig
 from asr_serve.live.decode import Transcriber
 from asr_serve.live.events import (
     Cleared,
