@@ -190,6 +190,10 @@ class LiveConfig(_Strict):
     """``args.live``: WebSocket sessions of one ingress replica: utterance bounds, partials,
     limits."""
 
+    #: Sessions one ingress replica holds at once; past it a new one is closed with 1013 (try
+    #: again later). Each session holds one of the ingress's ``max_ongoing_requests`` slots
+    #: for as long as it lasts, so keep this well below that.
+    max_sessions: int = Field(64, ge=1, le=100_000)
     #: An utterance running this long is cut at its quietest frame in its second half and
     #: committed; the rest goes on as the next utterance. Keep it within the model's window.
     max_utterance_s: float = Field(30.0, ge=2.0, le=600.0)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from ray.serve import metrics
 
+from asr_serve.live.decode import DecodeKind
+from asr_serve.live.metrics import ShedReason
+
 _LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 _BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
@@ -56,6 +59,11 @@ class ASRMetrics:
             description="Engine calls that ran out of memory (their batch was split and retried).",
             tag_keys=("model",),
         )
+        self.partials_shed = metrics.Counter(
+            "asr_partials_shed_at_model_total",
+            description="Live partial results dropped at the model: requests kept it busy.",
+            tag_keys=("model",),
+        )
         self.model_loaded = metrics.Gauge(
             "asr_model_loaded",
             description="1 once the replica's model is loaded and warmed up.",
@@ -69,6 +77,7 @@ class ASRMetrics:
             self.audio_seconds,
             self.errors,
             self.out_of_memory,
+            self.partials_shed,
             self.model_loaded,
         ):
             # A fresh dict each time: Serve adds its own tags to the one passed in.
@@ -116,3 +125,59 @@ class CacheMetrics:
             description="Redis operations that failed, timed out or were skipped in backoff.",
             tag_keys=("op",),
         )
+
+
+class LiveSessionMetrics:
+    """An ingress replica's live sessions, as :class:`asr_serve.live.metrics.LiveMetrics`."""
+
+    def __init__(self) -> None:
+        self.sessions = metrics.Gauge(
+            "asr_live_sessions", description="Live sessions open on the ingress replica."
+        )
+        self.utterances = metrics.Counter(
+            "asr_live_utterances_total", description="Utterances committed in live sessions."
+        )
+        self.utterance_audio = metrics.Counter(
+            "asr_live_utterance_audio_seconds_total",
+            description="Seconds of audio in committed live utterances.",
+        )
+        self.failed = metrics.Counter(
+            "asr_live_items_failed_total",
+            description="Committed live utterances that ended in failed, by error code.",
+            tag_keys=("code",),
+        )
+        self.shed = metrics.Counter(
+            "asr_live_partials_shed_total",
+            description="Partial results dropped because they would have been stale, by reason.",
+            tag_keys=("reason",),
+        )
+        self.latency = metrics.Histogram(
+            "asr_live_decode_seconds",
+            description="Live decode latency from request to result (waiting included), by "
+            "kind: final (a committed utterance) or partial.",
+            boundaries=_LATENCY_BUCKETS_S,
+            tag_keys=("kind",),
+        )
+        self._open = 0
+        self.sessions.set(0)
+
+    def session_opened(self) -> None:
+        self._open += 1
+        self.sessions.set(self._open)
+
+    def session_closed(self) -> None:
+        self._open -= 1
+        self.sessions.set(self._open)
+
+    def utterance_committed(self, audio_s: float) -> None:
+        self.utterances.inc()
+        self.utterance_audio.inc(audio_s)
+
+    def item_failed(self, code: str) -> None:
+        self.failed.inc(tags={"code": code})
+
+    def partial_shed(self, reason: ShedReason) -> None:
+        self.shed.inc(tags={"reason": str(reason)})
+
+    def decoded(self, kind: DecodeKind, seconds: float) -> None:
+        self.latency.observe(seconds, tags={"kind": str(kind)})

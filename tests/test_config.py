@@ -9,6 +9,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from asr_serve.config import AppConfig, asr_deployment_name
+from asr_serve.deployments.ingress import Ingress
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["serve_config.yaml", "serve_config.cpu.yaml"]
@@ -41,16 +42,24 @@ def test_config_validates_against_serve_and_project_schemas(name: str) -> None:
     decoder = deployments["AudioDecoder"]
     assert decoder.ray_actor_options.num_gpus == 0
     assert decoder.max_ongoing_requests >= MIN_DECODER_ONGOING
+    # Each live session holds an ingress slot while it lasts: files must keep most of them.
+    ingress = (
+        deployments["Ingress"]
+        .model_dump(exclude_unset=True)
+        .get("max_ongoing_requests", Ingress.max_ongoing_requests)
+    )
+    assert config.live.max_sessions <= ingress // 2
 
 
 def test_deployment_defaults_queue_in_replicas() -> None:
     """The decorators' defaults (used by graphs built in Python) follow the same rule."""
-    from asr_serve.config import BatchingConfig
+    from asr_serve.config import BatchingConfig, LiveConfig
     from asr_serve.deployments.asr import ASR
     from asr_serve.deployments.decoder import AudioDecoder
 
     assert AudioDecoder.max_ongoing_requests >= MIN_DECODER_ONGOING
     assert ASR.max_ongoing_requests >= 2 * BatchingConfig().max_batch_size
+    assert LiveConfig().max_sessions <= Ingress.max_ongoing_requests // 2
 
 
 def test_production_config_targets_fun_asr_nano_on_fractional_gpus() -> None:

@@ -123,6 +123,33 @@ class APIKeyVerifier:
             raise AuthenticationError("Incorrect API key provided.")
 
 
+#: Browsers cannot set headers on a WebSocket, so OpenAI's browser clients send the key as
+#: a subprotocol of this form. It travels in a header any proxy may log, and the page's user
+#: can read it: give browsers keys of their own that can be revoked.
+KEY_SUBPROTOCOL = "openai-insecure-api-key."
+
+
+def offered_subprotocols(connection: HTTPConnection) -> list[str]:
+    """The ``Sec-WebSocket-Protocol`` values a WebSocket client offered."""
+    return list(connection.scope.get("subprotocols", []))
+
+
+def check_websocket(verifier: APIKeyVerifier, connection: HTTPConnection) -> None:
+    """A WebSocket's key: ``Authorization: Bearer``, or else the browser subprotocol form."""
+    if not verifier.enabled:
+        return
+    if "authorization" in connection.headers:
+        verifier.check(connection.headers["authorization"])
+        return
+    keys = [p for p in offered_subprotocols(connection) if p.startswith(KEY_SUBPROTOCOL)]
+    if not keys:
+        raise AuthenticationError(
+            "Missing API key: send 'Authorization: Bearer <key>' or, from a browser, the "
+            f"subprotocol '{KEY_SUBPROTOCOL}<key>'."
+        )
+    verifier.check_key(keys[0].removeprefix(KEY_SUBPROTOCOL))
+
+
 def authenticated(connection: HTTPConnection) -> None:
     """FastAPI dependency: the request's key, checked against the app's verifier
     (``app.state.api_keys``, set by :func:`asr_serve.api.app.build_api`) before the route

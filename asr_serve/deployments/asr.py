@@ -65,12 +65,25 @@ class ASR:
         self._batched.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
         logger.info("batching for %s set to %s", self.model.name, self.batching)
 
-    async def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> EngineResult:
-        """One request's audio; it shares an engine call with whatever else is waiting."""
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        options: TranscribeOptions,
+        partial_max_wait_s: float | None = None,
+    ) -> EngineResult | None:
+        """One item's audio; it shares an engine call with whatever else is waiting.
+
+        With ``partial_max_wait_s`` the item is a live partial result: it goes in only
+        behind every waiting request, and gives up (``None``) after that long.
+        """
         self.engine.check_options(options)
         cost = item_cost(len(audio) / SAMPLE_RATE, self.batching)
         item = BatchItem(audio=audio, options=options, cost=cost)
-        await self.gate.wait_until_idle()
+        if partial_max_wait_s is None:
+            await self.gate.wait_until_idle()
+        elif not await self.gate.wait_behind_requests(partial_max_wait_s):
+            self.metrics.partials_shed.inc()
+            return None
         result = await self._batched(item)
         if isinstance(result, InsufficientMemoryError):  # alone, still out of memory
             raise result

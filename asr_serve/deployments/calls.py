@@ -21,6 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from asr_serve.audio.decode import DecodedAudio
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import ASRServeError, InternalError, OverloadedError
+from asr_serve.live.decode import Decode, DecodeKind, DecodeRequest
 
 logger = logging.getLogger("ray.serve")
 
@@ -102,6 +103,20 @@ class Downstream:
     ) -> EngineResult:
         handle = self._models[model]
         return await call_downstream(lambda: handle.transcribe.remote(audio, options), target=model)
+
+    def live_decode(self, partial_max_wait_s: float) -> Decode:
+        """Live sessions' decodes: finals as requests; partials marked, so the model's
+        replica takes them only behind requests and drops them after ``partial_max_wait_s``."""
+
+        async def decode(request: DecodeRequest) -> EngineResult | None:
+            wait = partial_max_wait_s if request.kind is DecodeKind.PARTIAL else None
+            handle = self._models[request.model]
+            return await call_downstream(
+                lambda: handle.transcribe.remote(request.audio, request.options, wait),
+                target=request.model,
+            )
+
+        return decode
 
     async def ready(self) -> dict[str, bool]:
         """Per model: whether a replica has loaded and warmed it up (answers within 2 s)."""

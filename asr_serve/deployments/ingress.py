@@ -9,6 +9,7 @@ CORS are :mod:`asr_serve.api`. The replica builds its FastAPI app once it is con
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime.
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Annotated
@@ -18,6 +19,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.websockets import WebSocket
 
 from asr_serve.api.app import build_api
 from asr_serve.api.auth import APIKeyVerifier, authenticated
@@ -28,7 +30,9 @@ from asr_serve.api.upload import read_upload
 from asr_serve.config import AppConfig
 from asr_serve.deployments.calls import Downstream
 from asr_serve.errors import ModelNotFoundError
-from asr_serve.metrics import CacheMetrics
+from asr_serve.live.protocols.openai_realtime import run_realtime_session
+from asr_serve.live.sessions import LiveSessions
+from asr_serve.metrics import CacheMetrics, LiveSessionMetrics
 from asr_serve.serving.cache import NO_CACHE, RedisCache, ResultCache
 from asr_serve.serving.pipeline import TranscriptionPipeline
 from asr_serve.web import index_html
@@ -43,6 +47,7 @@ class IngressState:
     config: AppConfig
     downstream: Downstream
     pipeline: TranscriptionPipeline
+    live: LiveSessions
 
 
 def _state(connection: HTTPConnection) -> IngressState:
@@ -84,6 +89,13 @@ async def get_model(name: str, ingress: State) -> ModelCard:
     if name not in {m.name for m in ingress.config.models}:
         raise ModelNotFoundError(f"model {name!r} does not exist", param="model")
     return ModelCard.of(ingress.config.model(name))
+
+
+@public.websocket("/v1/realtime")
+async def realtime(websocket: WebSocket, ingress: State) -> None:
+    """OpenAI's Realtime transcription sessions (``client.realtime.connect``); the API key
+    is checked by the live sessions, from the header or the browser subprotocol."""
+    await ingress.live.serve(websocket, run_realtime_session)
 
 
 @public.get("/", include_in_schema=False)
@@ -130,7 +142,25 @@ class Ingress:
         pipeline = TranscriptionPipeline(
             app_config, decode=downstream.decode, transcribe=downstream.transcribe, cache=cache
         )
-        self.state = IngressState(config=app_config, downstream=downstream, pipeline=pipeline)
+        live = LiveSessions(
+            app_config.live,
+            decode=downstream.live_decode(app_config.live.partial_max_wait_s),
+            metrics=LiveSessionMetrics(),
+            api_keys=self.api_keys,
+            models=[m.name for m in app_config.models],
+            default_model=app_config.default_model or app_config.models[0].name,
+        )
+        self.state = IngressState(
+            config=app_config, downstream=downstream, pipeline=pipeline, live=live
+        )
+
+    async def live_stats(self) -> dict:
+        """Live sessions and asyncio tasks of this replica, for tests and operators."""
+        return {
+            "sessions": self.state.live.active,
+            "partials_running": self.state.live.scheduler.partials_running,
+            "tasks": len(asyncio.all_tasks()),
+        }
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this once the constructor is done: the replica's own app."""

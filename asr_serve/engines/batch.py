@@ -45,14 +45,41 @@ class EngineGate:
     requests queued behind them. Held here instead, items reach ``@serve.batch`` the moment
     the engine is free, all at once, so a batch takes everything that queued meanwhile
     (up to ``max_batch_size``); and an idle replica adds only ``batch_wait_timeout_s``.
+
+    Items come in two priorities. Requests (files, live finals) go first; a live partial
+    result is best effort: it enters only once no request is waiting, so it rides along in
+    spare room, and it gives up after ``max_wait_s`` (by then a newer partial is due), which
+    sheds partials first under load and never a request.
     """
 
     def __init__(self) -> None:
         self._idle = asyncio.Event()
         self._idle.set()
+        self._requests_waiting = 0
 
     async def wait_until_idle(self) -> None:
-        await self._idle.wait()
+        """A request's turn: the engine is free (or forming the next batch)."""
+        self._requests_waiting += 1
+        try:
+            await self._idle.wait()
+        finally:
+            self._requests_waiting -= 1
+
+    async def wait_behind_requests(self, max_wait_s: float) -> bool:
+        """A partial's turn: the engine is free and no request is waiting to go in.
+
+        ``False`` if that did not happen within ``max_wait_s``.
+        """
+        try:
+            async with asyncio.timeout(max_wait_s):
+                while True:
+                    await self._idle.wait()
+                    if not self._requests_waiting:
+                        return True
+                    # The requests woken with this one go first; then look again.
+                    await asyncio.sleep(0)
+        except TimeoutError:
+            return False
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:

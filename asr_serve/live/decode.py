@@ -38,5 +38,6 @@ class DecodeRequest:
 #: Decodes a request; ``None`` means "this partial was shed". Finals never return ``None``.
 Transcriber = Callable[[DecodeRequest], Awaitable[EngineResult | None]]
 
-#: Runs the model: ``decode(model, audio, options)``; a Serve handle call, or an engine.
-Decode = Callable[[str, np.ndarray, TranscribeOptions], Awaitable[EngineResult]]
+#: Runs the model for a request; a Serve handle call, or an engine. ``None``: a partial the
+#: model's replica dropped because requests kept it busy (finals never get ``None``).
+Decode = Callable[[DecodeRequest], Awaitable[EngineResult | None]]

@@ -22,6 +22,8 @@ class ShedReason(enum.StrEnum):
     WAITED = "waited"
     #: The session already had a partial running or waiting.
     DUPLICATE = "duplicate"
+    #: The model's replica dropped it: requests (files, finals) kept it busy past the wait.
+    MODEL_BUSY = "model_busy"
 
 
 class LiveMetrics(Protocol):

@@ -50,8 +50,8 @@ class DecodeScheduler:
             self._metrics.decoded(request.kind, time.monotonic() - started)
         return result
 
-    async def _run(self, request: DecodeRequest) -> EngineResult:
-        return await self._decode(request.model, request.audio, request.options)
+    async def _run(self, request: DecodeRequest) -> EngineResult | None:
+        return await self._decode(request)
 
     async def _partial(self, request: DecodeRequest) -> EngineResult | None:
         if request.session_id in self._sessions:
@@ -66,7 +66,10 @@ class DecodeScheduler:
                 if not request.still_wanted():
                     self._metrics.partial_shed(ShedReason.STALE)
                     return None
-                return await self._run(request)
+                result = await self._run(request)
+                if result is None:
+                    self._metrics.partial_shed(ShedReason.MODEL_BUSY)
+                return result
             finally:
                 self._release()
         finally:

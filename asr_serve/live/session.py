@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,6 +130,9 @@ class LiveSession:
         self._partial_running = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._opened_at = time.monotonic()
+        #: Items committed and items failed, for the session's log line.
+        self._items = self._failed = 0
         metrics.session_opened()
 
     async def append(self, data: bytes) -> None:
@@ -206,6 +210,14 @@ class LiveSession:
         if self._tasks:
             await asyncio.wait(list(self._tasks))
         self._metrics.session_closed()
+        logger.info(
+            "live session %s ended after %.1f s: audio_s=%.1f items=%d failed=%d",
+            self.id,
+            time.monotonic() - self._opened_at,
+            self._received_s,
+            self._items,
+            self._failed,
+        )
 
     # Worker thread: conversion, VAD and turn detection (state only these methods touch).
 
@@ -255,6 +267,7 @@ class LiveSession:
             Committed(utterance.item_id, self._previous_item, _ms(utterance.start), _ms(end))
         )
         self._previous_item = utterance.item_id
+        self._items += 1
         self._metrics.utterance_committed(len(audio) / SAMPLE_RATE)
         self._last_final = self._spawn(
             self._finish(utterance, audio, (utterance.start, end), self._last_final)
@@ -284,6 +297,7 @@ class LiveSession:
         if previous is not None:
             await asyncio.wait([previous])
         if isinstance(outcome, ASRServeError):
+            self._failed += 1
             self._metrics.item_failed(outcome.code)
             self._emit(Failed(utterance.item_id, outcome))
             return

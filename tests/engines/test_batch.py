@@ -84,3 +84,29 @@ def test_gate_reopens_when_the_batch_fails() -> None:
         await asyncio.wait_for(gate.wait_until_idle(), 1)
 
     asyncio.run(scenario())
+
+
+def test_partials_go_in_only_behind_waiting_requests_and_give_up_after_their_wait() -> None:
+    async def scenario() -> None:
+        gate = EngineGate()
+        assert await gate.wait_behind_requests(1.0)  # idle, nobody waiting: at once
+        order: list[str] = []
+
+        async def request(name: str) -> None:
+            await gate.wait_until_idle()
+            order.append(name)
+
+        async def partial(name: str, wait_s: float) -> None:
+            order.append(name if await gate.wait_behind_requests(wait_s) else f"{name}-shed")
+
+        with gate.busy():
+            # The partial waits first, yet the requests that queue after it go in first.
+            waiting = [asyncio.ensure_future(partial("p", 5.0))]
+            await asyncio.sleep(0.01)
+            waiting += [asyncio.ensure_future(request(f"r{i}")) for i in range(2)]
+            waiting.append(asyncio.ensure_future(partial("late", 0.05)))
+            await asyncio.sleep(0.2)  # the engine stays busy past the late partial's wait
+        await asyncio.wait_for(asyncio.gather(*waiting), 1)
+        assert order == ["late-shed", "r0", "r1", "p"]
+
+    asyncio.run(scenario())

@@ -62,10 +62,6 @@ def pcm16(audio: np.ndarray, rate: int) -> bytes:
     return (np.clip(resampled, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
-def chunks(data: bytes, size: int) -> list[bytes]:
-    return [data[i : i + size] for i in range(0, len(data), size)]
-
-
 class FakeTranscriber:
     """Answers each decode with one word per half second of audio: ``w0 w1 ...``.
 

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from asr_serve.errors import InvalidAudioError
 from asr_serve.live.pcm import InputFormat, PCMDecoder
-from tests.live.conftest import SR, chunks
+from tests.live.conftest import SR
+from tests.support.realtime import chunks
 
 
 def _sine(freq: float, seconds: float, rate: int) -> np.ndarray:

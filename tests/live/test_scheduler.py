@@ -23,10 +23,10 @@ class _Model:
         self.started: list[str] = []
         self.release = asyncio.Event()
 
-    async def __call__(self, model: str, audio: np.ndarray, options: TranscribeOptions):
-        self.started.append(model)
+    async def __call__(self, request: DecodeRequest) -> EngineResult:
+        self.started.append(request.model)
         await self.release.wait()
-        return EngineResult(text=model, duration=len(audio) / 16_000)
+        return EngineResult(text=request.model, duration=len(request.audio) / 16_000)
 
 
 def _request(name: str, kind: DecodeKind, session: str | None = None, wanted=lambda: True):
@@ -124,7 +124,7 @@ async def test_a_cancelled_waiter_gives_its_turn_to_the_next() -> None:
 
 
 async def test_errors_reach_the_caller_and_free_the_slot() -> None:
-    async def broken(model: str, audio: np.ndarray, options: TranscribeOptions) -> EngineResult:
+    async def broken(request: DecodeRequest) -> EngineResult:
         raise RuntimeError("model down")
 
     scheduler = DecodeScheduler(broken, LiveConfig(max_partials_in_flight=1), LiveCounters())
@@ -132,3 +132,13 @@ async def test_errors_reach_the_caller_and_free_the_slot() -> None:
         with pytest.raises(RuntimeError, match="model down"):
             await scheduler(_request("x", kind))
     assert scheduler.partials_running == 0
+
+
+async def test_a_partial_the_model_drops_is_counted_as_shed() -> None:
+    async def busy(request: DecodeRequest) -> EngineResult | None:
+        return None  # the replica gave up on it: files and finals kept it busy
+
+    counters = LiveCounters()
+    scheduler = DecodeScheduler(busy, LiveConfig(), counters)
+    assert await scheduler(_request("p", DecodeKind.PARTIAL)) is None
+    assert counters.shed == {ShedReason.MODEL_BUSY: 1}

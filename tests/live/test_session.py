@@ -30,7 +30,8 @@ from asr_serve.live.session import (
     SessionSettings,
 )
 from asr_serve.testing.text import SENTENCES
-from tests.live.conftest import SR, FakeTranscriber, Speech, chunks, pcm16, speech_with_pauses
+from tests.live.conftest import SR, FakeTranscriber, Speech, pcm16, speech_with_pauses
+from tests.support.realtime import chunks
 
 pytestmark = pytest.mark.anyio
 

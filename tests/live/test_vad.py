@@ -7,7 +7,8 @@ import pytest
 
 from asr_serve.live.vad import FRAME, VADStream
 from asr_serve.testing.text import SENTENCES
-from tests.live.conftest import Speech, chunks, speech_with_pauses
+from tests.live.conftest import Speech, speech_with_pauses
+from tests.support.realtime import chunks
 
 
 @pytest.fixture(scope="module")
