@@ -9,7 +9,7 @@ from __future__ import annotations
 from ray.serve import metrics
 
 from asr_serve.live.decode import DecodeKind
-from asr_serve.live.metrics import ShedReason
+from asr_serve.live.metrics import LiveCounters, ShedReason
 
 _LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 _BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -127,57 +127,62 @@ class CacheMetrics:
         )
 
 
-class LiveSessionMetrics:
-    """An ingress replica's live sessions, as :class:`asr_serve.live.metrics.LiveMetrics`."""
+class LiveSessionMetrics(LiveCounters):
+    """An ingress replica's live sessions, as :class:`asr_serve.live.metrics.LiveMetrics`:
+    exported to Prometheus, and kept as totals (:class:`LiveCounters`) for ``live_stats``."""
 
     def __init__(self) -> None:
-        self.sessions = metrics.Gauge(
+        super().__init__()
+        self.open_sessions = metrics.Gauge(
             "asr_live_sessions", description="Live sessions open on the ingress replica."
         )
-        self.utterances = metrics.Counter(
+        self.utterances_total = metrics.Counter(
             "asr_live_utterances_total", description="Utterances committed in live sessions."
         )
         self.utterance_audio = metrics.Counter(
             "asr_live_utterance_audio_seconds_total",
             description="Seconds of audio in committed live utterances.",
         )
-        self.failed = metrics.Counter(
+        self.failed_total = metrics.Counter(
             "asr_live_items_failed_total",
             description="Committed live utterances that ended in failed, by error code.",
             tag_keys=("code",),
         )
-        self.shed = metrics.Counter(
+        self.shed_total = metrics.Counter(
             "asr_live_partials_shed_total",
             description="Partial results dropped because they would have been stale, by reason.",
             tag_keys=("reason",),
         )
-        self.latency = metrics.Histogram(
+        self.decode_seconds = metrics.Histogram(
             "asr_live_decode_seconds",
             description="Live decode latency from request to result (waiting included), by "
             "kind: final (a committed utterance) or partial.",
             boundaries=_LATENCY_BUCKETS_S,
             tag_keys=("kind",),
         )
-        self._open = 0
-        self.sessions.set(0)
+        self.open_sessions.set(0)
 
     def session_opened(self) -> None:
-        self._open += 1
-        self.sessions.set(self._open)
+        super().session_opened()
+        self.open_sessions.set(self.active_sessions)
 
     def session_closed(self) -> None:
-        self._open -= 1
-        self.sessions.set(self._open)
+        super().session_closed()
+        self.open_sessions.set(self.active_sessions)
 
     def utterance_committed(self, audio_s: float) -> None:
-        self.utterances.inc()
+        super().utterance_committed(audio_s)
+        self.utterances_total.inc()
         self.utterance_audio.inc(audio_s)
 
     def item_failed(self, code: str) -> None:
-        self.failed.inc(tags={"code": code})
+        super().item_failed(code)
+        self.failed_total.inc(tags={"code": code})
 
     def partial_shed(self, reason: ShedReason) -> None:
-        self.shed.inc(tags={"reason": str(reason)})
+        super().partial_shed(reason)
+        self.shed_total.inc(tags={"reason": str(reason)})
 
     def decoded(self, kind: DecodeKind, seconds: float) -> None:
-        self.latency.observe(seconds, tags={"kind": str(kind)})
+        super().decoded(kind, seconds)
+        self.decode_seconds.observe(seconds, tags={"kind": str(kind)})

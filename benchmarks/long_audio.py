@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from asr_serve.audio.decode import decode_audio
-from asr_serve.audio.vad import PieceSplitter, transcription_spans
+from asr_serve.audio.vad import PieceSplitter
 from asr_serve.config import SAMPLE_RATE, SplittingConfig
 from asr_serve.engines import TranscribeOptions, create_engine
 from asr_serve.serving.longform import transcribe_long
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
         samples = decode_audio(upload, max_duration_s=audio_s + 1).samples
         transcribe_long(engine, samples, TranscribeOptions(), splitter)
         inprocess.append(time.perf_counter() - started)
-    pieces = len(transcription_spans(splitter.split(samples), len(samples)))
+    pieces = len(splitter.split(samples) or ((0, len(samples)),))
     del engine
 
     served: list[float] = []

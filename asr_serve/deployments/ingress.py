@@ -156,9 +156,12 @@ class Ingress:
 
     async def live_stats(self) -> dict:
         """Live sessions and asyncio tasks of this replica, for tests and operators."""
+        live = self.state.live
         return {
-            "sessions": self.state.live.active,
-            "partials_running": self.state.live.scheduler.partials_running,
+            "sessions": live.active,
+            "partials_running": live.scheduler.partials_running,
+            "partials_shed": sum(live.metrics.shed.values()),
+            "utterances": live.metrics.utterances,
             "tasks": len(asyncio.all_tasks()),
         }
 

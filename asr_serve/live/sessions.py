@@ -25,7 +25,7 @@ from asr_serve.api.auth import (
 from asr_serve.config import LiveConfig
 from asr_serve.errors import AuthenticationError
 from asr_serve.live.decode import Decode, Transcriber
-from asr_serve.live.metrics import LiveMetrics
+from asr_serve.live.metrics import LiveCounters, LiveMetrics
 from asr_serve.live.scheduler import DecodeScheduler
 
 logger = logging.getLogger("ray.serve")
@@ -69,7 +69,7 @@ class LiveSessions:
         config: LiveConfig,
         *,
         decode: Decode,
-        metrics: LiveMetrics,
+        metrics: LiveCounters,
         api_keys: APIKeyVerifier,
         models: Sequence[str],
         default_model: str,

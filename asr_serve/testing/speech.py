@@ -153,3 +153,47 @@ def _resample(audio: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=dst_rate)
     frames = resampler.resample(frame) + resampler.resample(None)
     return np.concatenate([f.to_ndarray()[0] for f in frames])
+
+
+#: Samples quieter than this are silence when a sentence's audible bounds are measured.
+_SILENCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Speech:
+    """Sentences spoken with known pauses: what a live session's client streams."""
+
+    audio: np.ndarray  # 16 kHz mono float32
+    texts: tuple[str, ...]
+    #: Each sentence's audible ``[start, end)`` in samples.
+    spans: tuple[tuple[int, int], ...]
+
+    def sentence(self, i: int, pad_s: float = 0.3) -> np.ndarray:
+        """Sentence ``i`` alone, with ``pad_s`` of its surrounding silence."""
+        start, end = self.spans[i]
+        pad = round(pad_s * SAMPLE_RATE)
+        return self.audio[max(0, start - pad) : end + pad]
+
+
+def speech_with_pauses(texts: list[str], pause_s: float) -> Speech:
+    """The sentences spoken one after another with exactly ``pause_s`` of silence between
+    them (espeak's own leading and trailing silence trimmed), 0.5 s before and 1 s after
+    (enough for any ``silence_duration_ms`` the tests use to end the last one)."""
+    lead = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+    tail = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    pause = np.zeros(round(pause_s * SAMPLE_RATE), dtype=np.float32)
+    parts, spans, at = [lead], [], len(lead)
+    for i, text in enumerate(texts):
+        voice = synthesize(text, lead_s=0.0)
+        audible = np.flatnonzero(np.abs(voice) > _SILENCE)
+        voice = voice[audible[0] : audible[-1] + 1]
+        spans.append((at, at + len(voice)))
+        parts += [voice, pause if i < len(texts) - 1 else tail]
+        at += len(voice) + len(parts[-1])
+    return Speech(np.concatenate(parts), tuple(texts), tuple(spans))
+
+
+def pcm16(audio: np.ndarray, rate: int) -> bytes:
+    """16 kHz float32 as a client sends it: PCM16 little-endian at ``rate``."""
+    resampled = _resample(audio.astype(np.float32), SAMPLE_RATE, rate)
+    return (np.clip(resampled, -1.0, 1.0) * 32767).astype("<i2").tobytes()

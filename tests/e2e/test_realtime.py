@@ -22,10 +22,9 @@ import ray
 import websockets
 from ray import serve
 
-from asr_serve.testing.speech import encode
+from asr_serve.testing.speech import Speech, encode, pcm16, speech_with_pauses
 from asr_serve.testing.text import SENTENCES
 from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
-from tests.live.conftest import Speech, pcm16, speech_with_pauses
 from tests.support.realtime import COMPLETED, DELTA, check_items, client_for, stream_with_sdk
 from tests.support.replica_probe import replica_actors, replica_memory
 

@@ -3,63 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
-import numpy as np
 import pytest
-import soxr
 
 from asr_serve.engines.base import EngineResult
 from asr_serve.live.decode import DecodeRequest
-from asr_serve.testing.speech import synthesize
 
 SR = 16_000
-#: Samples quieter than this are silence when a sentence's audible bounds are measured.
-_SILENCE = 1e-3
-
-
-@dataclass(frozen=True)
-class Speech:
-    audio: np.ndarray  # 16 kHz mono float32
-    texts: tuple[str, ...]
-    #: Each sentence's audible ``[start, end)`` in samples.
-    spans: tuple[tuple[int, int], ...]
-
-    def sentence(self, i: int, pad_s: float = 0.3) -> np.ndarray:
-        """Sentence ``i`` alone, with ``pad_s`` of its surrounding silence."""
-        start, end = self.spans[i]
-        pad = round(pad_s * SR)
-        return self.audio[max(0, start - pad) : end + pad]
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     """Async tests (``pytest.mark.anyio``) run on asyncio, as Serve does."""
     return "asyncio"
-
-
-def speech_with_pauses(texts: list[str], pause_s: float) -> Speech:
-    """The sentences spoken one after another with exactly ``pause_s`` of silence between
-    them (espeak's own leading and trailing silence trimmed), 0.5 s before and 1 s after
-    (enough for any ``silence_duration_ms`` the tests use to end the last one)."""
-    lead = np.zeros(SR // 2, dtype=np.float32)
-    tail = np.zeros(SR, dtype=np.float32)
-    pause = np.zeros(round(pause_s * SR), dtype=np.float32)
-    parts, spans, at = [lead], [], len(lead)
-    for i, text in enumerate(texts):
-        voice = synthesize(text, lead_s=0.0)
-        audible = np.flatnonzero(np.abs(voice) > _SILENCE)
-        voice = voice[audible[0] : audible[-1] + 1]
-        spans.append((at, at + len(voice)))
-        parts += [voice, pause if i < len(texts) - 1 else tail]
-        at += len(voice) + len(parts[-1])
-    return Speech(np.concatenate(parts), tuple(texts), tuple(spans))
-
-
-def pcm16(audio: np.ndarray, rate: int) -> bytes:
-    """16 kHz float32 as a client sends it: PCM16 little-endian at ``rate``."""
-    resampled = audio if rate == SR else soxr.resample(audio, SR, rate)
-    return (np.clip(resampled, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
 class FakeTranscriber:

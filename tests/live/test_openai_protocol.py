@@ -29,8 +29,9 @@ from asr_serve.errors import ModelNotReadyError
 from asr_serve.live.decode import DecodeRequest
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols.openai_realtime import run_realtime_session
+from asr_serve.testing.speech import pcm16, speech_with_pauses
 from asr_serve.testing.text import SENTENCES
-from tests.live.conftest import FakeTranscriber, pcm16, speech_with_pauses
+from tests.live.conftest import FakeTranscriber
 from tests.support.realtime import chunks
 
 _STRICT = TypeAdapter(RealtimeServerEvent)

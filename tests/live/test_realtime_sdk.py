@@ -27,8 +27,8 @@ from asr_serve.live.decode import DecodeRequest
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols.openai_realtime import run_realtime_session
 from asr_serve.live.scheduler import DecodeScheduler
+from asr_serve.testing.speech import Speech, pcm16, speech_with_pauses
 from asr_serve.testing.text import SENTENCES
-from tests.live.conftest import Speech, pcm16, speech_with_pauses
 from tests.support.realtime import DELTA, check_items, client_for, stream_with_sdk
 
 pytestmark = pytest.mark.anyio
