@@ -121,15 +121,28 @@ class ServeRun:
                     return arg.split("=", 1)[1]
         raise RuntimeError("no Ray process of this serve run names its GCS address")
 
-    def stats(self, app: str) -> list[dict]:
-        """``stats()`` of every ASR replica of ``app`` (replicas told apart by pid)."""
+    def _attach(self) -> None:
+        """A Ray driver on this ``serve run``'s cluster, to call replicas through handles."""
         import ray
-        from ray import serve
 
         if not self._driver:
             os.environ.update(_NO_AUTH)
             ray.init(address=self._gcs_address(), log_to_driver=False, configure_logging=False)
             self._driver = True
+
+    def live_stats(self, app: str) -> dict:
+        """The ingress replica's live sessions (one ingress replica per application)."""
+        from ray import serve
+
+        self._attach()
+        handle = serve.get_deployment_handle("Ingress", app_name=app)
+        return handle.live_stats.remote().result(timeout_s=60)
+
+    def stats(self, app: str) -> list[dict]:
+        """``stats()`` of every ASR replica of ``app`` (replicas told apart by pid)."""
+        from ray import serve
+
+        self._attach()
         handle = serve.get_deployment_handle(self.model.deployment_name, app_name=app)
         replicas: dict[int, dict] = {}
         for _ in range(8):  # the router picks replicas at random: ask until both answered
