@@ -52,7 +52,7 @@ from asr_serve.live.events import (
 from asr_serve.live.metrics import LiveMetrics
 from asr_serve.live.partials import StableText
 from asr_serve.live.pcm import InputFormat, PCMDecoder
-from asr_serve.live.turns import Cut, Start, Stop, Turn, TurnDetector, ms_to_samples
+from asr_serve.live.turns import Cut, Pause, Resume, Start, Stop, Turn, TurnDetector, ms_to_samples
 from asr_serve.live.vad import VADStream
 
 logger = logging.getLogger("ray.serve")
@@ -128,6 +128,9 @@ class LiveSession:
         self._lock = asyncio.Lock()
         self._last_final: asyncio.Task[None] | None = None
         self._partial_running = False
+        self._partial_task: asyncio.Task[None] | None = None
+        #: The speaker is silent within the open utterance (server VAD): no new partials.
+        self._pausing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._opened_at = time.monotonic()
@@ -245,10 +248,15 @@ class LiveSession:
                 case Cut(at):
                     self._close_utterance(at)
                     self._open_utterance(at)
+                case Pause():
+                    self._pausing = True
+                case Resume():
+                    self._pausing = False
         self._buffer.drop_before(self._turns.keep_from)
         self._request_partial()
 
     def _open_utterance(self, start: int) -> None:
+        self._pausing = False
         vad = self.settings.turn_detection
         self._utterance = _Utterance(f"item_{secrets.token_hex(10)}", start, vad is not None)
         if vad is not None:
@@ -260,6 +268,10 @@ class LiveSession:
         utterance = self._utterance
         assert utterance is not None
         self._utterance = None
+        self._pausing = False
+        if self._partial_task is not None:
+            # Its result could only be stale now; if it still waits for the model, it goes.
+            self._partial_task.cancel()
         if utterance.announced:
             self._emit(SpeechStopped(utterance.item_id, _ms(end)))
         audio = self._buffer.slice(utterance.start, end)
@@ -319,6 +331,9 @@ class LiveSession:
         if (
             utterance is None
             or self._partial_running
+            # The speaker paused: the utterance may end within silence_duration_ms, and a
+            # partial running then would hold the model while its final waits.
+            or self._pausing
             or not (self.config.partials and self.settings.partials)
         ):
             return
@@ -334,7 +349,7 @@ class LiveSession:
 
         audio = self._buffer.slice(utterance.start, self._buffer.end)
         self._partial_running = True
-        self._spawn(self._partial(utterance, audio, still_wanted))
+        self._partial_task = self._spawn(self._partial(utterance, audio, still_wanted))
 
     async def _partial(
         self, utterance: _Utterance, audio: np.ndarray, still_wanted: Callable[[], bool]
@@ -347,6 +362,7 @@ class LiveSession:
             result = None
         finally:
             self._partial_running = False
+            self._partial_task = None
         if result is not None and self._utterance is utterance:
             text = result.text.strip()
             self._emit(Partial(utterance.item_id, text, utterance.text.hypothesis(text)))

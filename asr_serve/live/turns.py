@@ -47,7 +47,20 @@ class Cut:
     at: int
 
 
-Turn = Start | Stop | Cut
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Within an utterance the speaker went silent at ``at``; it ends here unless speech
+    resumes (then :class:`Resume`) within ``silence_duration_ms``."""
+
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Speech came back before the pause ended the utterance."""
+
+
+Turn = Start | Stop | Cut | Pause | Resume
 
 
 def ms_to_samples(ms: float) -> int:
@@ -122,17 +135,21 @@ class TurnDetector:
             pad = ms_to_samples(self.vad.prefix_padding_ms)
             self._start = max(self._floor, frame * FRAME - pad)
             return [Start(self._start)]
+        turns: list[Turn] = []
         if p >= self.vad.threshold:
+            if self._silence_from is not None:
+                turns.append(Resume())
             self._silence_from = None
         elif p < self.vad.threshold - _HYSTERESIS and self._silence_from is None:
             self._silence_from = frame * FRAME
+            turns.append(Pause(self._silence_from))
         end = (frame + 1) * FRAME
         if self._silence_from is not None and end - self._silence_from >= ms_to_samples(
             self.vad.silence_duration_ms
         ):
             self.reset(end)
-            return [Stop(end)]
-        return []
+            return [*turns, Stop(end)]
+        return turns
 
     def _cut_if_too_long(self) -> list[Turn]:
         start = self.utterance_start

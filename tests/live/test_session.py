@@ -153,6 +153,59 @@ async def test_partials_send_deltas_that_join_to_the_final_transcript(two_senten
     assert last_partial < last_stop
 
 
+async def test_no_partial_starts_while_the_speaker_pauses(two_sentences) -> None:
+    """A partial begun in the silence before a stop would hold the model while the final
+    waits: partials cover speech, and a pause inside the utterance starts none."""
+    transcriber = FakeTranscriber()
+    run = _Run(SessionSettings(model="m"), transcriber)
+    # Each commit closes the partials of its utterance: count the requests made by then.
+    by_commit: list[int] = []
+    emit = run.session._emit
+    run.session._emit = lambda e: (  # type: ignore[method-assign]
+        by_commit.append(len(transcriber.requests)) if isinstance(e, Committed) else None,
+        emit(e),
+    )
+    await run.stream(pcm16(two_sentences.audio, 24_000), size=960)  # 20 ms appends
+    await run.session.close(drain=True)
+    assert len(by_commit) == 2
+    first, second = by_commit[0], by_commit[1]
+    for requests, (start, end) in zip(
+        (transcriber.requests[:first], transcriber.requests[first + 1 : second]),
+        two_sentences.spans,
+        strict=True,
+    ):
+        partials = [r for r in requests if r.kind is DecodeKind.PARTIAL]
+        assert partials
+        # The utterance so far: 300 ms of padding, then speech; a partial's audio ends at
+        # most a few frames (hysteresis) past the speech, never in the 500 ms of silence.
+        longest = max(_ms(len(r.audio)) for r in partials)
+        assert longest <= 300 + _ms(end - start) + 150, (longest, _ms(end - start))
+
+
+async def test_committing_cancels_the_partial_still_in_flight(two_sentences) -> None:
+    cancelled: list[int] = []
+
+    class SlowPartials(FakeTranscriber):
+        async def __call__(self, request: DecodeRequest) -> EngineResult:
+            if request.kind is DecodeKind.PARTIAL:
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    cancelled.append(len(request.audio))
+                    raise
+            return await super().__call__(request)
+
+    run = _Run(MANUAL, SlowPartials())
+    # Manual turns still decode partials in the core; commit while one is held.
+    await run.stream(pcm16(two_sentences.sentence(1), 24_000))
+    await asyncio.sleep(0.05)
+    await run.session.commit()
+    await asyncio.sleep(0.05)
+    assert cancelled, "the partial of the committed utterance kept running"
+    await run.session.close(drain=True)
+    assert len(run.of(Completed)) == 1
+
+
 async def test_no_partials_when_the_replica_or_the_session_turns_them_off(two_sentences) -> None:
     for settings, config in (
         (SessionSettings(model="m"), {"partials": False}),
