@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+import soundfile
 
 from asr_serve.config import SAMPLE_RATE
 from asr_serve.errors import ASRServeError, InvalidAudioError, PayloadTooLargeError
@@ -71,7 +72,7 @@ def decode_audio(
     if not data:
         raise InvalidAudioError("The audio file is empty.", param="file")
     try:
-        audio = _decode(data, max_duration_s)
+        audio = _read_native_wav(data, max_duration_s) or _decode(data, max_duration_s)
     except ASRServeError:
         raise
     except Exception as exc:  # PyAV raises many types on hostile input; all mean "not audio".
@@ -94,6 +95,56 @@ def decode_audio(
             param="file",
         )
     return audio
+
+
+#: WAV already at 16 kHz, in the sample formats libsndfile turns into float32 exactly as
+#: FFmpeg does (integers divided by their full scale): the bulk of what ASR clients upload.
+#: libsndfile's subtype -> FFmpeg's codec name, so logs name the codec the same either way.
+_NATIVE_WAV_CODECS = {
+    "PCM_16": "pcm_s16le",
+    "PCM_24": "pcm_s24le",
+    "PCM_32": "pcm_s32le",
+    "FLOAT": "pcm_f32le",
+}
+
+
+def _read_native_wav(data: bytes, max_duration_s: float) -> DecodedAudio | None:
+    """A 16 kHz PCM or float WAV read by libsndfile straight into float32; ``None`` for
+    anything else, which PyAV decodes.
+
+    Not PyAV here, because a WAV needs no decoding and no resampling, and FFmpeg's demuxer,
+    decoder and resampler cost an order of magnitude more for the same samples (about 1 ms
+    against 14 ms for a 2 s clip on the 2-core dev machine, measured while loaded); the
+    samples are bit-identical (tests/audio/test_decode.py). WAV only: its samples are at
+    most the upload's bytes, so nothing here can be a decompression bomb.
+    """
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as wav:
+            if (
+                wav.format not in ("WAV", "WAVEX")
+                or wav.subtype not in _NATIVE_WAV_CODECS
+                or wav.samplerate != SAMPLE_RATE
+                or not 0 < wav.channels <= MAX_CHANNELS
+            ):
+                return None
+            frames = wav.read(dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError):
+        return None  # PyAV judges it, and names the problem
+    channels = frames.shape[1]
+    # As the PyAV path does: channels averaged in numpy, one contiguous float32 array.
+    samples = np.ascontiguousarray(frames[:, 0] if channels == 1 else frames.mean(axis=1))
+    if samples.size / SAMPLE_RATE > max_duration_s + _ROUNDING_S:
+        raise _too_long(max_duration_s, samples.size / SAMPLE_RATE)
+    if samples.size == 0:
+        return None
+    return DecodedAudio(
+        samples=samples,
+        duration_s=samples.size / SAMPLE_RATE,
+        source_sample_rate=SAMPLE_RATE,
+        source_channels=channels,
+        codec=_NATIVE_WAV_CODECS[wav.subtype],
+        container="wav",
+    )
 
 
 def _open(data: bytes) -> av.container.InputContainer:

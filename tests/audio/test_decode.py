@@ -421,3 +421,32 @@ def test_ffmpeg_out_of_memory_is_invalid_audio_but_ours_propagates(
     monkeypatch.setattr(decode_mod, "_decode", process_oom)
     with pytest.raises(MemoryError):
         decode_audio(b"x" * 100, max_duration_s=5)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT"])
+@pytest.mark.parametrize("channels", [1, 2, 5])
+def test_16_khz_wav_takes_the_native_path_with_the_same_samples(subtype, channels) -> None:
+    """libsndfile reads 16 kHz PCM/float WAV without FFmpeg; what comes out is bit for bit
+    what the PyAV path gives (the cache key and funasr parity depend on it)."""
+    import soundfile
+
+    base = noise(1.5, seed=3)
+    frames = np.stack([base * (0.3 + 0.1 * c) for c in range(channels)], axis=1)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, frames, SAMPLE_RATE, subtype=subtype, format="WAV")
+    data = buffer.getvalue()
+    native = decode_mod._read_native_wav(data, max_duration_s=600)
+    assert native is not None
+    assert np.array_equal(native.samples, decode_mod._decode(data, 600).samples)
+    assert native.samples.flags.c_contiguous and native.samples.dtype == np.float32
+    assert decode_audio(data, max_duration_s=600).codec == native.codec
+
+
+@pytest.mark.parametrize(("rate", "fmt"), [(48_000, "wav"), (16_000, "flac"), (16_000, "mp3")])
+def test_anything_else_goes_through_pyav(rate: int, fmt: str) -> None:
+    assert decode_mod._read_native_wav(encode(noise(1.0, seed=1), rate, fmt), 600) is None
+
+
+def test_the_native_path_enforces_the_duration_limit() -> None:
+    with pytest.raises(PayloadTooLargeError, match="2.0 s"):
+        decode_audio(encode(noise(2.0, seed=1), SAMPLE_RATE, "wav"), max_duration_s=1.5)
