@@ -13,7 +13,8 @@ utterance's final decode starts at once; results are emitted in commit order, an
 committed item ends in ``Completed`` or ``Failed`` (a decode past ``final_timeout_s`` fails).
 While an utterance is open, every ``partial_interval_s`` of new audio it is decoded again
 (one partial at a time per session) and the text that became stable is emitted as a delta
-(:mod:`asr_serve.live.partials`).
+(:mod:`asr_serve.live.partials`). Partials never ask for timestamps, whatever the options
+say: only their text is read, and timestamps take slower engine paths.
 """
 
 from __future__ import annotations
@@ -108,8 +109,12 @@ class LiveSession:
         transcriber: Transcriber,
         emit: Sink,
         metrics: LiveMetrics,
+        *,
+        protocol: str,
     ) -> None:
         self.id = f"sess_{secrets.token_hex(10)}"
+        #: The adapter's name; only a label on the session's metrics.
+        self.protocol = protocol
         self.settings = settings
         self.config = config
         self._transcriber = transcriber
@@ -129,7 +134,7 @@ class LiveSession:
         self._partial_running = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        metrics.session_opened()
+        metrics.session_opened(protocol)
 
     async def append(self, data: bytes) -> None:
         """Take a chunk of the client's audio, in the session's input format.
@@ -205,7 +210,7 @@ class LiveSession:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks))
-        self._metrics.session_closed()
+        self._metrics.session_closed(self.protocol)
 
     # Worker thread: conversion, VAD and turn detection (state only these methods touch).
 
@@ -255,7 +260,7 @@ class LiveSession:
             Committed(utterance.item_id, self._previous_item, _ms(utterance.start), _ms(end))
         )
         self._previous_item = utterance.item_id
-        self._metrics.utterance_committed(len(audio) / SAMPLE_RATE)
+        self._metrics.utterance_committed(self.protocol, len(audio) / SAMPLE_RATE)
         self._last_final = self._spawn(
             self._finish(utterance, audio, (utterance.start, end), self._last_final)
         )
@@ -284,7 +289,7 @@ class LiveSession:
         if previous is not None:
             await asyncio.wait([previous])
         if isinstance(outcome, ASRServeError):
-            self._metrics.item_failed(outcome.code)
+            self._metrics.item_failed(self.protocol, outcome.code)
             self._emit(Failed(utterance.item_id, outcome))
             return
         transcript = outcome.text.strip()
@@ -335,15 +340,20 @@ class LiveSession:
             self._partial_running = False
         if result is not None and self._utterance is utterance:
             text = result.text.strip()
-            self._emit(Partial(utterance.item_id, text, utterance.text.hypothesis(text)))
+            delta = utterance.text.hypothesis(text)
+            self._emit(Partial(utterance.item_id, text, delta, _ms(utterance.start)))
         self._request_partial()
 
     async def _decode(
         self, audio: np.ndarray, kind: DecodeKind, still_wanted: Callable[[], bool]
     ) -> EngineResult | None:
-        request = DecodeRequest(
-            self.id, self.settings.model, audio, self.settings.options, kind, still_wanted
-        )
+        options = self.settings.options
+        if kind is DecodeKind.PARTIAL and (options.word_timestamps or options.segment_timestamps):
+            # A partial is read for its text only; timestamps cost a slower engine path.
+            options = options.model_copy(
+                update={"word_timestamps": False, "segment_timestamps": False}
+            )
+        request = DecodeRequest(self.id, self.settings.model, audio, options, kind, still_wanted)
         result = await self._transcriber(request)
         if result is None and kind is DecodeKind.FINAL:
             raise ASRServeError("the transcriber dropped a final decode")
