@@ -195,6 +195,9 @@ class FunASREngine(Engine):
             # FunASRNano reads ``hotwords`` (a list, put into its prompt); the contextual
             # Paraformers read ``hotword`` (a string). Each model ignores the other.
             kwargs += [("hotwords", hotwords), ("hotword", options.prompt)]
+        if options.itn is not None and options.itn != self.config.itn:
+            # Only a change: the model's own setting is already in AutoModel's kwargs.
+            kwargs.append(("itn", options.itn))
         if options.word_timestamps:
             kwargs.append(("output_timestamp", True))  # SenseVoice; others ignore it
         return tuple(kwargs)
