@@ -67,6 +67,18 @@ class ProtocolError(InvalidRequestError):
         self.code = code
 
 
+def accepted_subprotocol(websocket: WebSocket, supported: Sequence[str]) -> str | None:
+    """The subprotocol to accept the socket with: the first the client offers that the
+    protocol names in ``supported``, or ``None``.
+
+    Browsers fail a handshake whose answer names none of the subprotocols they offered (and
+    OpenAI's browser clients offer ``realtime`` beside their key); a key subprotocol
+    (:data:`asr_serve.api.auth.KEY_SUBPROTOCOL_PREFIX`) is never echoed back.
+    """
+    offered = websocket.scope.get("subprotocols", ())
+    return next((p for p in offered if p in supported), None)
+
+
 def requested_model(websocket: WebSocket, models: Sequence[str], default_model: str) -> str:
     """The model ``?model=`` names, or the default; :class:`ProtocolError` if not served."""
     model = websocket.query_params.get("model", default_model)

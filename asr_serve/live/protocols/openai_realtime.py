@@ -84,6 +84,9 @@ from asr_serve.live.protocols.openai_events import (
 )
 from asr_serve.live.session import LiveSession, SessionSettings
 
+#: Subprotocols to accept with: OpenAI's browser clients offer ``realtime`` beside their key.
+SUBPROTOCOLS = ("realtime",)
+
 _ENCODINGS = {"audio/pcm": "pcm16", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}
 
 

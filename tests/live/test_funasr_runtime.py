@@ -1,0 +1,281 @@
+"""FunASR's runtime protocol end to end: a client written from ``websocket_protocol.md`` (with
+the ``websockets`` library) over a real WebSocket (uvicorn) to the adapter, the core and the
+real engine: Whisper tiny.en on espeak speech, the tiny Fun-ASR-Nano for parity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from asr_serve.config import LiveConfig
+from asr_serve.live.metrics import LiveCounters
+from asr_serve.live.protocols.funasr_runtime import ClientFrame
+from asr_serve.live.scheduler import DecodeScheduler
+from asr_serve.testing.speech import encode
+from asr_serve.testing.text import normalize, wer, word_errors
+from tests.live.conftest import FakeTranscriber, Recorder, Speech, chunks, pcm16
+from tests.live.server import LiveServer, engine_decode
+
+pytestmark = pytest.mark.anyio
+
+#: What FunASR's own clients send first (``funasr_wss_client.py``), hints included.
+CONFIG = {
+    "mode": "2pass",
+    "chunk_size": [5, 10, 5],
+    "chunk_interval": 10,
+    "encoder_chunk_look_back": 4,
+    "decoder_chunk_look_back": 0,
+    "audio_fs": 16000,
+    "wav_name": "mic",
+    "wav_format": "pcm",
+    "is_speaking": True,
+    "hotwords": "",
+    "itn": True,
+}
+#: 60 ms of 16 kHz PCM16: the reference clients' frame.
+FRAME = 1920
+
+
+async def _receive(ws: ClientConnection) -> dict[str, Any]:
+    return json.loads(await ws.recv())
+
+
+async def _transcribe(
+    url: str,
+    audio: bytes,
+    *,
+    speed: float | None,
+    frame: int = FRAME,
+    end: dict[str, Any] | None = None,
+    **config: Any,
+) -> list[dict[str, Any]]:
+    """One input: the configuration, the audio (16 kHz PCM16, or a file) at ``speed`` times
+    real time (``None``: as fast as it goes), ``{"is_speaking": false, **end}``; every
+    answer until the final one."""
+    messages: list[dict[str, Any]] = []
+    async with asyncio.timeout(120), connect(url, subprotocols=["binary"]) as ws:
+        assert ws.subprotocol == "binary"
+        await ws.send(json.dumps({**CONFIG, **config}))
+
+        async def send() -> None:
+            loop = asyncio.get_running_loop()
+            start, sent = loop.time(), 0
+            for chunk in chunks(audio, frame):
+                await ws.send(chunk)
+                sent += len(chunk)
+                if speed is not None:
+                    await asyncio.sleep(max(0.0, start + sent / 32_000 / speed - loop.time()))
+            await ws.send(json.dumps({"is_speaking": False, **(end or {})}))
+
+        sender = asyncio.create_task(send())
+        while not messages or not messages[-1]["is_final"]:
+            messages.append(await _receive(ws))
+        await sender
+    return messages
+
+
+def _results(messages: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
+    return [m for m in messages if m.get("mode") == mode]
+
+
+@pytest.fixture(scope="module")
+def server(whisper) -> Iterator[LiveServer]:
+    with LiveServer(engine=whisper) as server:
+        yield server
+
+
+async def test_2pass_at_real_time_pace(server, speech: Speech, references) -> None:
+    messages = await _transcribe(server.url("/v1/funasr/ws"), pcm16(speech.audio, 16_000), speed=1)
+    assert {m["wav_name"] for m in messages} == {"mic"}
+    assert [m["is_final"] for m in messages] == [False] * (len(messages) - 1) + [True]
+    assert {m["mode"] for m in messages} == {"2pass-online", "2pass-offline"}
+    offline = _results(messages, "2pass-offline")
+    assert messages[-1] is offline[-1]
+    assert wer(references, [m["text"] for m in offline]) <= 0.1, (references, offline)
+    # Each sentence's online text grows while it is spoken; its offline text replaces it
+    # (and agrees with it: the online text is what two hypotheses in a row agreed on).
+    start = 0
+    for result in offline:
+        end = messages.index(result)
+        online = normalize("".join(m["text"] for m in messages[start:end]))
+        final = normalize(result["text"])[: len(online)]
+        assert word_errors(" ".join(online), " ".join(final)) <= 1, (online, final)
+        start = end + 1
+    assert _results(messages[: messages.index(offline[1])], "2pass-online")
+    # Word timings, as the runtime sends them: a JSON string of [start_ms, end_ms] per word.
+    for result, (begin, finish) in zip(offline, speech.spans, strict=True):
+        pairs = json.loads(result["timestamp"])
+        assert len(pairs) == len(result["text"].split())
+        assert all(s <= e for s, e in pairs) and pairs == sorted(pairs)
+        assert abs(pairs[0][0] - begin / 16) < 400 and abs(pairs[-1][1] - finish / 16) < 400
+        [sentence] = result["stamp_sents"]
+        assert sentence["ts_list"] == pairs
+        assert normalize(sentence["text_seg"]) == normalize(result["text"])
+        assert (sentence["start"], sentence["end"]) == (pairs[0][0], pairs[-1][1])
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+async def test_online_and_offline_modes(server, speech: Speech, references, mode: str) -> None:
+    messages = await _transcribe(
+        server.url("/v1/funasr/ws"), pcm16(speech.audio, 16_000), speed=None, mode=mode
+    )
+    assert {m["mode"] for m in messages} == {mode}
+    assert messages[-1]["is_final"] and not any(m["is_final"] for m in messages[:-1])
+    text = "".join(m["text"] for m in messages)
+    assert wer([" ".join(references)], [text]) <= 0.1, (references, text)
+    if mode == "offline":
+        assert len(messages) == 2 and all("timestamp" in m for m in messages)
+    else:
+        assert not any("timestamp" in m for m in messages)
+
+
+async def test_a_whole_wav_file(server, speech: Speech, references) -> None:
+    wav = encode(speech.audio, 16_000, "wav")
+    messages = await _transcribe(
+        server.url("/v1/funasr/ws"),
+        wav,
+        speed=None,
+        frame=65_536,
+        mode="offline",
+        wav_format="wav",
+        audio_fs=8000,  # the file's own rate wins
+        end={"is_end": True},
+    )
+    assert [m["mode"] for m in messages] == ["offline", "offline"]
+    assert wer(references, [m["text"] for m in messages]) <= 0.1
+    assert messages[-1]["is_end"] is True and "is_end" not in messages[0]
+
+
+async def test_the_tiny_fun_asr_nano_says_what_it_says_for_the_same_audio(
+    tiny_funasr, speech: Speech
+) -> None:
+    config = LiveConfig()
+    recorder = Recorder(DecodeScheduler(engine_decode(tiny_funasr), config, LiveCounters()))
+    with LiveServer(transcriber=recorder, config=config) as server:
+        messages = await _transcribe(
+            server.url("/v1/funasr/ws"), pcm16(speech.audio, 16_000), speed=None
+        )
+    offline = [m["text"] for m in _results(messages, "2pass-offline")]
+    expected = [r.text for r in recorder.finals_alone(tiny_funasr)]
+    assert len(expected) == 2 and offline == [t for t in expected if t]
+
+
+# Client mistakes, with a fake model --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def strict() -> Iterator[LiveServer]:
+    config = LiveConfig(max_append_bytes=9600, max_file_bytes=20_000)
+    with LiveServer(transcriber=FakeTranscriber(), config=config) as server:
+        yield server
+
+
+async def _connect(server: LiveServer, query: str = "") -> ClientConnection:
+    return await connect(server.url(f"/v1/funasr/ws{query}"))
+
+
+async def _error(ws: ClientConnection) -> dict[str, Any]:
+    message = await _receive(ws)
+    assert set(message) == {"wav_name", "text", "is_final", "error", "code"}, message
+    assert message["text"] == "" and message["is_final"] is False
+    return message
+
+
+async def _assert_usable(ws: ClientConnection, **config: Any) -> None:
+    """The connection still transcribes: one second of audio, then the input's end."""
+    await ws.send(json.dumps({**CONFIG, "mode": "offline", **config}))
+    await ws.send(bytes(9600))
+    await ws.send(json.dumps({"is_speaking": False}))
+    final = await _receive(ws)
+    assert final["is_final"] is True and final["mode"] == "offline"
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "param"),
+    [
+        ("not json", "invalid_json", None),
+        ("[1, 2]", "invalid_json", None),
+        (b"\x00\x01", "configuration_required", None),
+        ('{"mode": "3pass"}', "invalid_value", "mode"),
+        ('{"audio_fs": 4000}', "invalid_value", "audio_fs"),
+        ('{"hotwords": 7}', "invalid_value", "hotwords"),
+    ],
+)
+async def test_a_bad_first_frame_is_an_error_and_the_connection_goes_on(
+    strict, frame: str | bytes, code: str, param: str | None
+) -> None:
+    async with await _connect(strict) as ws:
+        await ws.send(frame)
+        error = await _error(ws)
+        assert (error["code"], error["wav_name"]) == (code, "wav-default-id")
+        await _assert_usable(ws)
+
+
+async def test_audio_mistakes_are_errors_and_change_nothing(strict) -> None:
+    async with await _connect(strict) as ws:
+        await ws.send(json.dumps(CONFIG))
+        await ws.send(bytes(9601))
+        assert (await _error(ws))["code"] == "payload_too_large"
+        await ws.send(bytes(3))
+        error = await _error(ws)
+        assert error["code"] == "invalid_audio" and error["wav_name"] == "mic"
+        await ws.send(bytes(3200))
+        await ws.send(json.dumps({"audio_fs": 8000}))
+        assert (await _error(ws))["code"] == "invalid_value"  # not in the middle of an input
+        await _assert_usable(ws)
+
+
+async def test_an_input_without_speech_still_ends_with_one_final_message(strict) -> None:
+    async with await _connect(strict) as ws:
+        await ws.send(json.dumps(CONFIG))
+        await ws.send(bytes(3200))
+        await ws.send(json.dumps({"is_speaking": False, "is_end": True}))
+        final = await _receive(ws)
+        assert final == {
+            "mode": "2pass-offline",
+            "wav_name": "mic",
+            "text": "",
+            "is_final": True,
+            "is_end": True,
+        }
+
+
+async def test_file_mistakes_are_errors_and_the_input_still_ends(strict) -> None:
+    async with await _connect(strict) as ws:
+        file = {**CONFIG, "mode": "offline", "wav_format": "mp3"}
+        await ws.send(json.dumps(file))
+        await ws.send(b"these are not audio samples" * 10)
+        await ws.send(json.dumps({"is_speaking": False}))
+        assert (await _error(ws))["code"] == "invalid_audio"
+        assert (await _receive(ws))["is_final"] is True
+        await ws.send(json.dumps(file))
+        for _ in range(3):
+            await ws.send(bytes(9000))
+        assert (await _error(ws))["code"] == "payload_too_large"
+        await ws.send(json.dumps({"is_speaking": False}))
+        assert (await _receive(ws))["is_final"] is True
+        await _assert_usable(ws, wav_format="pcm")
+
+
+async def test_an_unknown_model_is_refused_and_closed(strict) -> None:
+    async with await _connect(strict, "?model=nope") as ws:
+        error = await _error(ws)
+        assert error["code"] == "model_not_found"
+        await ws.wait_closed()
+        assert ws.close_code == 1008
+
+
+def test_hotwords_as_the_runtime_sends_them() -> None:
+    assert ClientFrame(hotwords='{"阿里巴巴": 20, "达摩院": 10}').hotwords == ("阿里巴巴", "达摩院")
+    assert ClientFrame(hotwords="quick brown fox, lazy dog").hotwords == (
+        "quick brown fox",
+        "lazy dog",
+    )
+    assert ClientFrame(hotwords="阿里巴巴 达摩院").hotwords == ("阿里巴巴", "达摩院")
+    assert ClientFrame(hotwords="").hotwords == ()
