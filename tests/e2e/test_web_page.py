@@ -1,7 +1,10 @@
 """The page at ``GET /`` in a real headless Chromium against the served graph.
 
 Playwright drives Debian's ``chromium`` (no browser download); the page is opened under
-the application's route prefix, as a deployment behind a path would serve it.
+the application's route prefix, as a deployment behind a path would serve it. Live mode is
+tested against the page and the OpenAI Realtime door served by uvicorn in process, over
+Whisper tiny.en, with a fake microphone that plays espeak speech (the Serve routes for the
+live doors are not there yet).
 """
 
 from __future__ import annotations
@@ -11,13 +14,21 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
 
+from asr_serve.api.protocol import ModelCard, ModelList
+from asr_serve.engines.base import TranscribeOptions
 from asr_serve.testing.speech import encode, synthesize
-from asr_serve.testing.text import normalize
+from asr_serve.testing.text import SENTENCES, normalize, wer
+from asr_serve.web import index_html
 from tests.e2e.serving import WHISPER, deploy, whisper_model
+from tests.live.server import LiveServer, whisper_engine
 
 pytestmark = pytest.mark.e2e
 
@@ -47,14 +58,25 @@ def page_url(serve_url: str) -> Iterator[str]:
     serve.delete(APP)
 
 
+#: A fake microphone, granted without a prompt (it beeps unless given a file to play).
+FAKE_MIC = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def playwright() -> Iterator[Playwright]:
     with sync_playwright() as pw:
-        # A fake microphone (a beep), granted without a prompt, for the recording test.
-        fake_mic = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_mic)
-        yield browser
-        browser.close()
+        yield pw
+
+
+def _launch(pw: Playwright, *args: str) -> Browser:
+    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + list(args))
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = _launch(playwright, *FAKE_MIC)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
@@ -109,3 +131,108 @@ def test_microphone_recording_is_sent_as_webm(page: Page) -> None:
     expect(page.locator("#result")).to_be_visible(timeout=60_000)
     assert page.is_hidden("#error")
     assert "file=@recording.webm" in page.inner_text("#curl")
+
+
+# Live mode -----------------------------------------------------------------------------------
+
+LIVE_SENTENCE = SENTENCES[0]
+
+
+@pytest.fixture(scope="module")
+def live_speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A WAV the fake microphone plays (over and over), and what Whisper says for it."""
+    silence = np.zeros(24_000, dtype=np.float32)  # 1.5 s: the VAD ends the utterance
+    audio = np.concatenate([synthesize(LIVE_SENTENCE), silence])
+    path = tmp_path_factory.mktemp("mic") / "speech.wav"
+    path.write_bytes(encode(audio, 48_000, "wav"))
+    reference = whisper_engine().transcribe([audio], [TranscribeOptions()])[0].text
+    return path, reference
+
+
+@pytest.fixture(scope="module")
+def live_url() -> Iterator[str]:
+    """The page, a model list and the OpenAI Realtime door, with one model the door does not
+    serve (so the page can be refused)."""
+    engine = whisper_engine()
+    cards = ModelList(
+        data=[
+            ModelCard.of(engine.config),
+            ModelCard.of(engine.config.model_copy(update={"name": "unserved"})),
+        ]
+    )
+
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(index_html())
+
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse(cards.model_dump())
+
+    routes = [Route("/", page), Route("/v1/models", models)]
+    with LiveServer(engine=engine, routes=routes) as server:
+        yield server.url("/", scheme="http")
+
+
+#: Keeps every text the first utterance shows before it is final, in ``window.growing``.
+_RECORD_GROWING_TEXT = """() => {
+  window.growing = [];
+  new MutationObserver(() => {
+    const first = document.querySelector("#live-transcript p");
+    if (first && !first.classList.contains("final") && first.textContent)
+      window.growing.push(first.textContent);
+  }).observe(document.getElementById("live-transcript"),
+             {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def _live_page(browser: Browser, url: str) -> Page:
+    page = browser.new_page()
+    page.goto(url)
+    expect(page.locator("#model option")).to_have_count(2)
+    return page
+
+
+def test_live_mode_shows_the_words_as_they_are_spoken(
+    playwright: Playwright, live_url: str, live_speech: tuple[Path, str]
+) -> None:
+    wav, reference = live_speech
+    browser = _launch(playwright, *FAKE_MIC, f"--use-file-for-fake-audio-capture={wav}")
+    try:
+        page = _live_page(browser, live_url)
+        page.evaluate(_RECORD_GROWING_TEXT)
+        page.click("#live")
+        expect(page.locator("#live")).to_have_text("■ Stop live")
+        expect(page.locator("#speaking")).to_be_visible(timeout=30_000)
+        final = page.locator("#live-transcript p.final").first
+        expect(final).to_be_visible(timeout=60_000)
+        text = final.inner_text()
+        assert wer([reference], [text]) <= 0.1, (reference, text)
+        # Before it was final, the utterance showed its stable words as they came.
+        growing = page.evaluate("window.growing")
+        assert growing and all(text.startswith(g) for g in growing), (growing, text)
+        page.click("#live")
+        expect(page.locator("#live-status")).to_have_text("stopped", timeout=15_000)
+        expect(page.locator("#live")).to_have_text("◉ Live")
+        assert page.is_hidden("#error")
+    finally:
+        browser.close()
+
+
+def test_a_refused_microphone_is_explained(playwright: Playwright, live_url: str) -> None:
+    browser = _launch(playwright, "--use-fake-device-for-media-stream", "--deny-permission-prompts")
+    try:
+        page = _live_page(browser, live_url)
+        page.click("#live")
+        expect(page.locator("#error")).to_contain_text("Microphone refused (NotAllowedError)")
+        assert page.is_hidden("#live-box")
+    finally:
+        browser.close()
+
+
+def test_a_refused_session_shows_what_the_close_code_means(browser: Browser, live_url: str) -> None:
+    page = _live_page(browser, live_url)
+    page.select_option("#model", "unserved")
+    page.click("#live")
+    error = page.locator("#error")
+    expect(error).to_contain_text("Live session ended: 1008 the server refused the session")
+    expect(error).to_contain_text("model_not_found")
+    expect(page.locator("#live-status")).to_have_text("ended")
