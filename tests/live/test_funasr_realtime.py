@@ -232,6 +232,8 @@ async def test_audio_mistakes_during_a_session(strict) -> None:
 
 
 async def test_start_again_starts_a_new_clock_and_stop_always_answers(strict) -> None:
+    counters = strict.counters
+    sessions = counters.sessions["funasr_realtime"]
     async with connect(strict.url("/v1/funasr/realtime?endpoint_mode=client")) as ws:
         assert await _command(ws, "STOP") == {"event": "stopped"}
         await _command(ws, "START")
@@ -240,6 +242,8 @@ async def test_start_again_starts_a_new_clock_and_stop_always_answers(strict) ->
         await ws.send(bytes(6400))
         final = await _command(ws, "COMMIT")
         assert final["duration_ms"] == 200
+        # Each START is a session, counted under the protocol.
+        assert counters.sessions["funasr_realtime"] == sessions + 2
 
 
 async def test_an_idle_connection_is_closed_and_a_bad_query_refused(strict) -> None:

@@ -279,3 +279,21 @@ def test_hotwords_as_the_runtime_sends_them() -> None:
     )
     assert ClientFrame(hotwords="阿里巴巴 达摩院").hotwords == ("阿里巴巴", "达摩院")
     assert ClientFrame(hotwords="").hotwords == ()
+
+
+async def test_inputs_one_after_another_each_end_with_their_own_final(strict, speech) -> None:
+    pcm = pcm16(speech.sentence(0), 16_000)
+    sessions = strict.counters.sessions["funasr_runtime"]
+    async with await _connect(strict) as ws:
+        # The second input starts before the first one's result is back.
+        for name in ("a.wav", "b.wav"):
+            await ws.send(json.dumps({**CONFIG, "mode": "offline", "wav_name": name}))
+            for chunk in chunks(pcm, 9600):
+                await ws.send(chunk)
+            await ws.send(json.dumps({"is_finished": True}))
+        first, second = await _receive(ws), await _receive(ws)
+    assert (first["wav_name"], second["wav_name"]) == ("a.wav", "b.wav")
+    assert first["is_final"] and second["is_final"]
+    assert first["text"] == second["text"] and first["text"].startswith("w0 w1")
+    # One connection is one session, counted under its protocol.
+    assert strict.counters.sessions["funasr_runtime"] == sessions + 1

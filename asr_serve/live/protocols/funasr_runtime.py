@@ -61,6 +61,7 @@ import contextlib
 import json
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -285,6 +286,17 @@ async def run_funasr_runtime_session(
     await connection.run()
 
 
+@dataclass(eq=False)
+class _Input:
+    """One input: from its configuration (or first audio) to the message that ends it."""
+
+    config: InputConfig
+    start_ms: int  # where it starts on the session's clock: its timestamps count from here
+    items: list[str] = field(default_factory=list)  # utterances committed during it
+    final_item: str | None = None  # the one whose result ends it, once it is over
+    ack: bool = False  # its end asked for ``is_end`` on its final message
+
+
 class _Connection(LiveConnection):
     protocol = "funasr_runtime"
 
@@ -304,17 +316,13 @@ class _Connection(LiveConnection):
         self._model = default_model
         self._metrics = metrics
         self._decode = decode
-        self._input = InputConfig()
+        self._input = _Input(InputConfig(), start_ms=0)
         self._core: LiveSession | None = None  # from the first configuration frame on
         self._file = bytearray()  # the current input's file, when it sends one
         self._file_refused = False  # it went over max_file_bytes: the rest is dropped
+        self._audio_bytes = 0  # audio the current input sent
         self._clock_ms = 0.0  # audio taken, on the session's clock
-        self._input_start_ms = 0  # where the current input started on it
-        self._input_bytes = 0  # audio bytes of the current input
-        #: Committed items not ended yet, in order, with where their input started.
-        self._open_items: dict[str, int] = {}
-        self._final_item: str | None = None  # the one that ends the input
-        self._ack = False  # the client asked for is_end on the final message
+        self._items: dict[str, _Input] = {}  # committed items not ended yet, and their input
         self._sent: dict[str, str] = {}  # online text sent per open item
 
     async def open(self) -> None:
@@ -326,15 +334,16 @@ class _Connection(LiveConnection):
 
     async def on_text(self, text: str) -> None:
         frame = parse_frame(text)
-        config = self._input.merged(frame)
-        if self._input_bytes and (
-            config.wav_format != self._input.wav_format or config.audio_fs != self._input.audio_fs
+        current = self._input.config
+        config = current.merged(frame)
+        if self._audio_bytes and (
+            config.wav_format != current.wav_format or config.audio_fs != current.audio_fs
         ):
             raise ProtocolError(
                 "invalid_value",
                 "wav_format and audio_fs cannot change in the middle of an input; send "
                 '{"is_speaking": false} first',
-                param="wav_format" if config.wav_format != self._input.wav_format else "audio_fs",
+                param="wav_format" if config.wav_format != current.wav_format else "audio_fs",
             )
         if self._core is None:
             self._core = LiveSession(
@@ -345,9 +354,9 @@ class _Connection(LiveConnection):
                 self._metrics,
                 protocol=self.protocol,
             )
-        elif config != self._input:
+        elif config != current:
             await self._core.update(self._settings(config))
-        self._input = config
+        self._input.config = config
         if frame.ends_input:
             await self._end_input(ack=bool(frame.is_end))
 
@@ -359,17 +368,20 @@ class _Connection(LiveConnection):
                 "is_speaking ...) before any audio",
             )
         self.check_frame_size(data)
-        if self._input.is_file:
+        config = self._input.config
+        if config.is_file:
             self._take_file(data)
         else:
             await self._core.append(data)
-            self._clock_ms += len(data) * 500 / self._input.audio_fs  # PCM16: 2 bytes a sample
-        self._input_bytes += len(data)
+            self._clock_ms += len(data) * 500 / config.audio_fs  # PCM16: 2 bytes a sample
+        self._audio_bytes += len(data)
         self.audio_taken()
 
     def send_error(self, error: ASRServeError) -> None:
-        message = ErrorMessage(wav_name=self._input.wav_name, error=error.message, code=error.code)
-        self.send(message.model_dump_json())
+        wav_name = self._input.config.wav_name
+        self.send(
+            ErrorMessage(wav_name=wav_name, error=error.message, code=error.code).model_dump_json()
+        )
 
     def _settings(self, config: InputConfig) -> SessionSettings:
         return SessionSettings(
@@ -396,7 +408,7 @@ class _Connection(LiveConnection):
 
     async def _end_input(self, *, ack: bool) -> None:
         """The input is over: decode its file if it sent one, close its last utterance, and
-        make sure its last message says ``is_final``."""
+        make sure its last message says ``is_final``; what follows is a new input."""
         assert self._core is not None
         data, self._file, self._file_refused = bytes(self._file), bytearray(), False
         if data:
@@ -411,70 +423,65 @@ class _Connection(LiveConnection):
             await self._core.commit()
         except CommitEmptyError:  # no speech open, or too little to decode: drop it
             await self._core.clear()
-        self._ack = ack
-        if self._open_items:
-            self._final_item = next(reversed(self._open_items))
+        ended, self._input = self._input, _Input(self._input.config, round(self._clock_ms))
+        self._audio_bytes = 0
+        ended.ack = ack
+        open_items = [item for item in ended.items if item in self._items]
+        if open_items:
+            ended.final_item = open_items[-1]
         else:
-            self._send_result("", final=True)
-        self._input_start_ms = round(self._clock_ms)
-        self._input_bytes = 0
+            self._send_result(ended, "", final=True)
 
     def _render(self, event: LiveEvent) -> None:
         """The core's events as the runtime's messages."""
         match event:
             case Committed(item_id):
-                self._open_items[item_id] = self._input_start_ms
-            case Partial(item_id, _, delta, _) if delta and self._input.mode != "offline":
+                self._input.items.append(item_id)
+                self._items[item_id] = self._input
+            case Partial(item_id, _, delta, _) if delta and self._input.config.mode != "offline":
                 self._sent[item_id] = self._sent.get(item_id, "") + delta
-                self._send_result(delta, final=False, online=True)
+                self._send_result(self._input, delta, final=False, online=True)
             case Completed(item_id, transcript, delta, start_ms, _, result):
-                input_start_ms = self._open_items[item_id]
-                final = self._item_ended(item_id)
+                owner = self._items.pop(item_id)
+                final = item_id == owner.final_item
                 sent = self._sent.pop(item_id, "")
-                if self._input.mode == "online":
+                if owner.config.mode == "online":
                     # Online clients only append: the rest of the text or, where the final
                     # revised what was sent, its words past as many as were sent.
                     rest = delta
                     if rest is None:
                         rest = "".join(units(transcript)[len(units(sent)) :])
                     if rest or final:
-                        self._send_result(rest, final=final)
+                        self._send_result(owner, rest, final=final)
                 elif transcript or final:
-                    timing = stamps(result, start_ms - input_start_ms)
-                    self._send_result(transcript, final=final, timing=timing)
+                    timing = stamps(result, start_ms - owner.start_ms)
+                    self._send_result(owner, transcript, final=final, timing=timing)
             case Failed(item_id, error):
-                final = self._item_ended(item_id)
+                owner = self._items.pop(item_id)
                 self._sent.pop(item_id, None)
                 self.send_error(error)
-                if final:
-                    self._send_result("", final=True)
-
-    def _item_ended(self, item_id: str) -> bool:
-        """Forget an item; ``True`` if it is the one that ends the input."""
-        del self._open_items[item_id]
-        if item_id != self._final_item:
-            return False
-        self._final_item = None
-        return True
+                if item_id == owner.final_item:
+                    self._send_result(owner, "", final=True)
 
     def _send_result(
         self,
+        owner: _Input,
         text: str,
         *,
         final: bool,
         online: bool = False,
         timing: tuple[str, list[StampSentence]] | None = None,
     ) -> None:
-        """A result in the current mode's terms: ``online`` for a partial's text, else an
-        utterance's (or the input's final) result."""
+        """A result of the input ``owner`` in its mode's terms: ``online`` for a partial's
+        text, else an utterance's (or the input's final) result."""
         timestamp, stamp_sents = timing or (None, None)
         message = Result(
-            mode=_ANSWER_MODES[self._input.mode][0 if online else 1],
-            wav_name=self._input.wav_name,
+            mode=_ANSWER_MODES[owner.config.mode][0 if online else 1],
+            wav_name=owner.config.wav_name,
             text=text,
             is_final=final,
             timestamp=timestamp,
             stamp_sents=stamp_sents,
-            is_end=True if final and self._ack else None,
+            is_end=True if final and owner.ack else None,
         )
         self.send(message.model_dump_json(exclude_none=True))
