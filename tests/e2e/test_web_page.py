@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from asr_serve.testing.speech import encode, synthesize
 from asr_serve.testing.text import SENTENCES, normalize, wer
 from asr_serve.web import index_html
 from tests.e2e.serving import WHISPER, deploy, whisper_model
+from tests.live.conftest import FakeTranscriber
 from tests.live.server import LiveServer, whisper_engine
 
 pytestmark = pytest.mark.e2e
@@ -149,16 +151,12 @@ def live_speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return path, reference
 
 
-@pytest.fixture(scope="module")
-def live_url() -> Iterator[str]:
-    """The page, a model list and the OpenAI Realtime door, with one model the door does not
-    serve (so the page can be refused)."""
-    engine = whisper_engine()
+def _serve_page(**doors: Any) -> LiveServer:
+    """The page, a model list and the live doors (over ``doors``: an engine or a
+    transcriber); the list has one model the doors do not serve, so the page can be refused."""
+    config = whisper_engine().config
     cards = ModelList(
-        data=[
-            ModelCard.of(engine.config),
-            ModelCard.of(engine.config.model_copy(update={"name": "unserved"})),
-        ]
+        data=[ModelCard.of(config), ModelCard.of(config.model_copy(update={"name": "unserved"}))]
     )
 
     async def page(request: Request) -> HTMLResponse:
@@ -167,9 +165,28 @@ def live_url() -> Iterator[str]:
     async def models(request: Request) -> JSONResponse:
         return JSONResponse(cards.model_dump())
 
-    routes = [Route("/", page), Route("/v1/models", models)]
-    with LiveServer(engine=engine, routes=routes) as server:
+    return LiveServer(routes=[Route("/", page), Route("/v1/models", models)], **doors)
+
+
+@pytest.fixture(scope="module")
+def live_url() -> Iterator[str]:
+    with _serve_page(engine=whisper_engine()) as server:
         yield server.url("/", scheme="http")
+
+
+@pytest.fixture(scope="module")
+def fake_live_url() -> Iterator[str]:
+    """As ``live_url``, over a model that answers at once with a word per 0.5 s of audio."""
+    with _serve_page(transcriber=FakeTranscriber()) as server:
+        yield server.url("/", scheme="http")
+
+
+@pytest.fixture
+def speaking_browser(playwright: Playwright, live_speech: tuple[Path, str]) -> Iterator[Browser]:
+    """A browser whose microphone says the sentence, over and over."""
+    browser = _launch(playwright, *FAKE_MIC, f"--use-file-for-fake-audio-capture={live_speech[0]}")
+    yield browser
+    browser.close()
 
 
 #: Keeps every text the first utterance shows before it is final, in ``window.growing``.
@@ -191,30 +208,36 @@ def _live_page(browser: Browser, url: str) -> Page:
     return page
 
 
-def test_live_mode_shows_the_words_as_they_are_spoken(
-    playwright: Playwright, live_url: str, live_speech: tuple[Path, str]
+def test_live_mode_shows_what_was_said(
+    speaking_browser: Browser, live_url: str, live_speech: tuple[Path, str]
 ) -> None:
-    wav, reference = live_speech
-    browser = _launch(playwright, *FAKE_MIC, f"--use-file-for-fake-audio-capture={wav}")
-    try:
-        page = _live_page(browser, live_url)
-        page.evaluate(_RECORD_GROWING_TEXT)
-        page.click("#live")
-        expect(page.locator("#live")).to_have_text("■ Stop live")
-        expect(page.locator("#speaking")).to_be_visible(timeout=30_000)
-        final = page.locator("#live-transcript p.final").first
-        expect(final).to_be_visible(timeout=60_000)
-        text = final.inner_text()
-        assert wer([reference], [text]) <= 0.1, (reference, text)
-        # Before it was final, the utterance showed its stable words as they came.
-        growing = page.evaluate("window.growing")
-        assert growing and all(text.startswith(g) for g in growing), (growing, text)
-        page.click("#live")
-        expect(page.locator("#live-status")).to_have_text("stopped", timeout=15_000)
-        expect(page.locator("#live")).to_have_text("◉ Live")
-        assert page.is_hidden("#error")
-    finally:
-        browser.close()
+    page = _live_page(speaking_browser, live_url)
+    page.click("#live")
+    expect(page.locator("#live")).to_have_text("■ Stop live")
+    expect(page.locator("#speaking")).to_be_visible(timeout=30_000)
+    final = page.locator("#live-transcript p.final").first
+    expect(final).to_be_visible(timeout=60_000)
+    reference = live_speech[1]
+    assert wer([reference], [final.inner_text()]) <= 0.1, (reference, final.inner_text())
+    page.click("#live")
+    expect(page.locator("#live-status")).to_have_text("stopped", timeout=15_000)
+    expect(page.locator("#live")).to_have_text("◉ Live")
+    assert page.is_hidden("#error")
+
+
+def test_live_text_grows_while_speaking_then_the_final_replaces_it(
+    speaking_browser: Browser, fake_live_url: str
+) -> None:
+    page = _live_page(speaking_browser, fake_live_url)
+    page.evaluate(_RECORD_GROWING_TEXT)
+    page.click("#live")
+    final = page.locator("#live-transcript p.final").first
+    expect(final).to_be_visible(timeout=30_000)
+    text = final.inner_text()
+    growing = page.evaluate("window.growing")
+    # Deltas appended as they became stable: "w0", "w0 w1", ... each a start of the final.
+    assert len(growing) >= 2 and all(text.startswith(g) for g in growing), (growing, text)
+    assert growing == sorted(growing, key=len)
 
 
 def test_a_refused_microphone_is_explained(playwright: Playwright, live_url: str) -> None:

@@ -81,7 +81,15 @@ async def _transcribe(
 
 
 def _results(messages: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
-    return [m for m in messages if m.get("mode") == mode]
+    """The ``mode`` messages with text: the input's final message may be an empty one of its
+    own, when its utterances were all done before the input ended."""
+    return [m for m in messages if m.get("mode") == mode and m["text"]]
+
+
+def _check_final(messages: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
+    """Exactly one final message, the last: the last utterance's result, or an empty one."""
+    assert [m["is_final"] for m in messages] == [False] * (len(messages) - 1) + [True]
+    assert messages[-1] is results[-1] or messages[-1]["text"] == ""
 
 
 @pytest.fixture(scope="module")
@@ -90,16 +98,15 @@ def server(whisper) -> Iterator[LiveServer]:
         yield server
 
 
-async def test_2pass_at_real_time_pace(server, speech: Speech, references) -> None:
-    messages = await _transcribe(server.url("/v1/funasr/ws"), pcm16(speech.audio, 16_000), speed=1)
+async def test_2pass(server, speech: Speech, references) -> None:
+    audio = pcm16(speech.audio, 16_000)
+    messages = await _transcribe(server.url("/v1/funasr/ws"), audio, speed=2)
     assert {m["wav_name"] for m in messages} == {"mic"}
-    assert [m["is_final"] for m in messages] == [False] * (len(messages) - 1) + [True]
-    assert {m["mode"] for m in messages} == {"2pass-online", "2pass-offline"}
+    assert {m["mode"] for m in messages} <= {"2pass-online", "2pass-offline"}
     offline = _results(messages, "2pass-offline")
-    assert messages[-1] is offline[-1]
+    _check_final(messages, offline)
     assert wer(references, [m["text"] for m in offline]) <= 0.1, (references, offline)
-    # Each sentence's online text grows while it is spoken; its offline text replaces it
-    # (and agrees with it: the online text is what two hypotheses in a row agreed on).
+    # Online text, where the machine had time for it, is what the offline text then says.
     start = 0
     for result in offline:
         end = messages.index(result)
@@ -107,7 +114,6 @@ async def test_2pass_at_real_time_pace(server, speech: Speech, references) -> No
         final = normalize(result["text"])[: len(online)]
         assert word_errors(" ".join(online), " ".join(final)) <= 1, (online, final)
         start = end + 1
-    assert _results(messages[: messages.index(offline[1])], "2pass-online")
     # Word timings, as the runtime sends them: a JSON string of [start_ms, end_ms] per word.
     for result, (begin, finish) in zip(offline, speech.spans, strict=True):
         pairs = json.loads(result["timestamp"])
@@ -120,17 +126,38 @@ async def test_2pass_at_real_time_pace(server, speech: Speech, references) -> No
         assert (sentence["start"], sentence["end"]) == (pairs[0][0], pairs[-1][1])
 
 
+async def test_2pass_online_text_grows_then_the_offline_text_replaces_it(
+    strict, speech: Speech
+) -> None:
+    """With a model that answers at once (a word per 0.5 s of audio), the message flow."""
+    messages = await _transcribe(
+        strict.url("/v1/funasr/ws"), pcm16(speech.audio, 16_000), speed=None, frame=9600
+    )
+    offline = _results(messages, "2pass-offline")
+    assert len(offline) == 2
+    _check_final(messages, offline)
+    start = 0
+    for result in offline:
+        end = messages.index(result)
+        online = messages[start:end]
+        assert online and {m["mode"] for m in online} == {"2pass-online"}
+        assert result["text"].startswith("".join(m["text"] for m in online))
+        assert "timestamp" not in result  # the fake gives no word timings
+        start = end + 1
+
+
 @pytest.mark.parametrize("mode", ["online", "offline"])
 async def test_online_and_offline_modes(server, speech: Speech, references, mode: str) -> None:
     messages = await _transcribe(
         server.url("/v1/funasr/ws"), pcm16(speech.audio, 16_000), speed=None, mode=mode
     )
     assert {m["mode"] for m in messages} == {mode}
-    assert messages[-1]["is_final"] and not any(m["is_final"] for m in messages[:-1])
-    text = "".join(m["text"] for m in messages)
+    results = _results(messages, mode)
+    _check_final(messages, results)
+    text = "".join(m["text"] for m in results)
     assert wer([" ".join(references)], [text]) <= 0.1, (references, text)
     if mode == "offline":
-        assert len(messages) == 2 and all("timestamp" in m for m in messages)
+        assert len(results) == 2 and all("timestamp" in m for m in results)
     else:
         assert not any("timestamp" in m for m in messages)
 
@@ -147,9 +174,11 @@ async def test_a_whole_wav_file(server, speech: Speech, references) -> None:
         audio_fs=8000,  # the file's own rate wins
         end={"is_end": True},
     )
-    assert [m["mode"] for m in messages] == ["offline", "offline"]
-    assert wer(references, [m["text"] for m in messages]) <= 0.1
-    assert messages[-1]["is_end"] is True and "is_end" not in messages[0]
+    assert {m["mode"] for m in messages} == {"offline"}
+    results = _results(messages, "offline")
+    _check_final(messages, results)
+    assert wer(references, [m["text"] for m in results]) <= 0.1
+    assert messages[-1]["is_end"] is True and not any("is_end" in m for m in messages[:-1])
 
 
 async def test_the_tiny_fun_asr_nano_says_what_it_says_for_the_same_audio(
@@ -162,6 +191,7 @@ async def test_the_tiny_fun_asr_nano_says_what_it_says_for_the_same_audio(
             server.url("/v1/funasr/ws"), pcm16(speech.audio, 16_000), speed=None
         )
     offline = [m["text"] for m in _results(messages, "2pass-offline")]
+    _check_final(messages, _results(messages, "2pass-offline"))
     expected = [r.text for r in recorder.finals_alone(tiny_funasr)]
     assert len(expected) == 2 and offline == [t for t in expected if t]
 
