@@ -211,8 +211,12 @@ class LiveConfig(_Strict):
     idle_timeout_s: float = Field(60.0, gt=0.0)
     #: Audio one session may send in all; past it the session is closed (close code 4001).
     max_session_audio_s: float = Field(1800.0, gt=0.0)
-    #: Largest audio payload of one append, in decoded bytes; 15 MiB as OpenAI's API.
+    #: Largest audio payload of one append (or binary frame), in decoded bytes; 15 MiB as
+    #: OpenAI's API.
     max_append_bytes: int = Field(15 * 1024 * 1024, ge=1024)
+    #: Largest whole file one FunASR runtime input may send (``wav_format`` other than
+    #: ``pcm``); 25 MB, as an upload.
+    max_file_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     #: Shortest buffer a client may commit (OpenAI's "expected at least 100ms of audio").
     min_commit_ms: int = Field(100, ge=0)
 
@@ -232,7 +236,8 @@ class AppConfig(_Strict):
     cors: CorsConfig = Field(default_factory=CorsConfig)
     #: Results in Redis, keyed by the decoded audio, model and options; off by default.
     cache: CacheConfig = Field(default_factory=CacheConfig)
-    #: Live transcription sessions over WebSocket (``/v1/realtime``).
+    #: Live transcription sessions over WebSocket (``/v1/realtime``, ``/v1/funasr/ws``,
+    #: ``/v1/funasr/realtime``).
     live: LiveConfig = Field(default_factory=LiveConfig)
 
     @model_validator(mode="after")

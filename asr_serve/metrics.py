@@ -129,24 +129,30 @@ class CacheMetrics:
 
 class LiveSessionMetrics(LiveCounters):
     """An ingress replica's live sessions, as :class:`asr_serve.live.metrics.LiveMetrics`:
-    exported to Prometheus, and kept as totals (:class:`LiveCounters`) for ``live_stats``."""
+    exported to Prometheus, labelled by protocol (the door a session came in by), and kept
+    as totals (:class:`LiveCounters`) for the ingress's ``live_stats``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.open_sessions = metrics.Gauge(
-            "asr_live_sessions", description="Live sessions open on the ingress replica."
+            "asr_live_sessions",
+            description="Live sessions open on the ingress replica, by protocol.",
+            tag_keys=("protocol",),
         )
         self.utterances_total = metrics.Counter(
-            "asr_live_utterances_total", description="Utterances committed in live sessions."
+            "asr_live_utterances_total",
+            description="Utterances committed in live sessions, by protocol.",
+            tag_keys=("protocol",),
         )
         self.utterance_audio = metrics.Counter(
             "asr_live_utterance_audio_seconds_total",
-            description="Seconds of audio in committed live utterances.",
+            description="Seconds of audio in committed live utterances, by protocol.",
+            tag_keys=("protocol",),
         )
         self.failed_total = metrics.Counter(
             "asr_live_items_failed_total",
-            description="Committed live utterances that ended in failed, by error code.",
-            tag_keys=("code",),
+            description="Committed live utterances that ended in failed, by protocol and code.",
+            tag_keys=("protocol", "code"),
         )
         self.shed_total = metrics.Counter(
             "asr_live_partials_shed_total",
@@ -160,24 +166,23 @@ class LiveSessionMetrics(LiveCounters):
             boundaries=_LATENCY_BUCKETS_S,
             tag_keys=("kind",),
         )
-        self.open_sessions.set(0)
 
-    def session_opened(self) -> None:
-        super().session_opened()
-        self.open_sessions.set(self.active_sessions)
+    def session_opened(self, protocol: str) -> None:
+        super().session_opened(protocol)
+        self.open_sessions.set(self.active_sessions[protocol], tags={"protocol": protocol})
 
-    def session_closed(self) -> None:
-        super().session_closed()
-        self.open_sessions.set(self.active_sessions)
+    def session_closed(self, protocol: str) -> None:
+        super().session_closed(protocol)
+        self.open_sessions.set(self.active_sessions[protocol], tags={"protocol": protocol})
 
-    def utterance_committed(self, audio_s: float) -> None:
-        super().utterance_committed(audio_s)
-        self.utterances_total.inc()
-        self.utterance_audio.inc(audio_s)
+    def utterance_committed(self, protocol: str, audio_s: float) -> None:
+        super().utterance_committed(protocol, audio_s)
+        self.utterances_total.inc(tags={"protocol": protocol})
+        self.utterance_audio.inc(audio_s, tags={"protocol": protocol})
 
-    def item_failed(self, code: str) -> None:
-        super().item_failed(code)
-        self.failed_total.inc(tags={"code": code})
+    def item_failed(self, protocol: str, code: str) -> None:
+        super().item_failed(protocol, code)
+        self.failed_total.inc(tags={"protocol": protocol, "code": code})
 
     def partial_shed(self, reason: ShedReason) -> None:
         super().partial_shed(reason)

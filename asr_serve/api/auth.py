@@ -9,6 +9,14 @@ but yields no key stops the ingress from starting instead of leaving the API ope
 Keys are compared as SHA-256 digests with :func:`hmac.compare_digest`, against every key,
 so neither the length nor the position of a match shows in the answer's timing. Neither a
 key nor the header is ever logged.
+
+WebSocket clients cannot always send headers: a browser's ``WebSocket`` takes only a URL and
+subprotocols. :meth:`APIKeyVerifier.check_websocket` takes the key from
+``Authorization: Bearer`` first, else from the ``openai-insecure-api-key.<key>`` subprotocol
+(what OpenAI's browser clients send), else from ``?api_key=``. The last two are less safe:
+the subprotocol is sent in the clear inside the handshake like the header, but the query
+string also lands in access logs, proxies' logs and browser history; use them only where the
+client can do nothing else, over TLS.
 """
 
 from __future__ import annotations
@@ -110,6 +118,26 @@ class APIKeyVerifier:
             raise AuthenticationError("Missing API key: send it as 'Authorization: Bearer <key>'.")
         self.check_key(token.strip())
 
+    def check_websocket(self, connection: HTTPConnection) -> None:
+        """Raise :class:`AuthenticationError` unless a WebSocket handshake carries a known key:
+        in ``Authorization: Bearer`` if it has that header, else in the
+        ``openai-insecure-api-key.<key>`` subprotocol or ``?api_key=``
+        (:func:`websocket_api_key`). Call it before accepting the socket."""
+        if not self.enabled:
+            return
+        header = connection.headers.get("authorization")
+        if header is not None:
+            self.check(header)
+            return
+        key = websocket_api_key(connection)
+        if not key:
+            raise AuthenticationError(
+                "Missing API key: send it as 'Authorization: Bearer <key>', or where a client "
+                f"cannot set headers as the subprotocol '{KEY_SUBPROTOCOL_PREFIX}<key>' or the "
+                f"query parameter '{KEY_QUERY_PARAM}=<key>'."
+            )
+        self.check_key(key)
+
     def check_key(self, key: str) -> None:
         """Raise :class:`AuthenticationError` (401) unless ``key`` is a configured key."""
         if not self.enabled:
@@ -123,31 +151,22 @@ class APIKeyVerifier:
             raise AuthenticationError("Incorrect API key provided.")
 
 
-#: Browsers cannot set headers on a WebSocket, so OpenAI's browser clients send the key as
-#: a subprotocol of this form. It travels in a header any proxy may log, and the page's user
-#: can read it: give browsers keys of their own that can be revoked.
-KEY_SUBPROTOCOL = "openai-insecure-api-key."
+#: The subprotocol prefix OpenAI's browser clients put the key in (``openai`` JS SDK:
+#: ``new WebSocket(url, ["realtime", "openai-insecure-api-key." + key])``).
+KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
+#: The query parameter WebSocket clients that can set neither may put the key in.
+KEY_QUERY_PARAM = "api_key"
 
 
-def offered_subprotocols(connection: HTTPConnection) -> list[str]:
-    """The ``Sec-WebSocket-Protocol`` values a WebSocket client offered."""
-    return list(connection.scope.get("subprotocols", []))
+def websocket_api_key(connection: HTTPConnection) -> str | None:
+    """The key a WebSocket client sent in a subprotocol or in ``?api_key=`` (not the header).
 
-
-def check_websocket(verifier: APIKeyVerifier, connection: HTTPConnection) -> None:
-    """A WebSocket's key: ``Authorization: Bearer``, or else the browser subprotocol form."""
-    if not verifier.enabled:
-        return
-    if "authorization" in connection.headers:
-        verifier.check(connection.headers["authorization"])
-        return
-    keys = [p for p in offered_subprotocols(connection) if p.startswith(KEY_SUBPROTOCOL)]
-    if not keys:
-        raise AuthenticationError(
-            "Missing API key: send 'Authorization: Bearer <key>' or, from a browser, the "
-            f"subprotocol '{KEY_SUBPROTOCOL}<key>'."
-        )
-    verifier.check_key(keys[0].removeprefix(KEY_SUBPROTOCOL))
+    A browser's ``WebSocket`` can set no header, so these are the ways it has.
+    """
+    for protocol in connection.scope.get("subprotocols", ()):
+        if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
+            return protocol.removeprefix(KEY_SUBPROTOCOL_PREFIX)
+    return connection.query_params.get(KEY_QUERY_PARAM)
 
 
 def authenticated(connection: HTTPConnection) -> None:

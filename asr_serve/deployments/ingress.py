@@ -30,7 +30,7 @@ from asr_serve.api.upload import read_upload
 from asr_serve.config import AppConfig
 from asr_serve.deployments.calls import Downstream
 from asr_serve.errors import ModelNotFoundError
-from asr_serve.live.protocols.openai_realtime import run_realtime_session
+from asr_serve.live.protocols import funasr_realtime, funasr_runtime, openai_realtime
 from asr_serve.live.sessions import LiveSessions
 from asr_serve.metrics import CacheMetrics, LiveSessionMetrics
 from asr_serve.serving.cache import NO_CACHE, RedisCache, ResultCache
@@ -91,11 +91,34 @@ async def get_model(name: str, ingress: State) -> ModelCard:
     return ModelCard.of(ingress.config.model(name))
 
 
+# Live sessions: the API key is checked by ingress.live, from the header, OpenAI's browser
+# subprotocol or ?api_key=, before the socket is accepted.
+
+
 @public.websocket("/v1/realtime")
 async def realtime(websocket: WebSocket, ingress: State) -> None:
-    """OpenAI's Realtime transcription sessions (``client.realtime.connect``); the API key
-    is checked by the live sessions, from the header or the browser subprotocol."""
-    await ingress.live.serve(websocket, run_realtime_session)
+    """OpenAI's Realtime transcription sessions (``client.realtime.connect``)."""
+    door = openai_realtime
+    await ingress.live.serve(websocket, door.run_realtime_session, door.SUBPROTOCOLS)
+
+
+@public.websocket("/v1/funasr/ws")
+async def funasr_ws(websocket: WebSocket, ingress: State) -> None:
+    """FunASR's runtime protocol (2pass, online, offline), whole files through the decoder."""
+    door = funasr_runtime
+    await ingress.live.serve(
+        websocket,
+        door.run_funasr_runtime_session,
+        door.SUBPROTOCOLS,
+        decode=ingress.downstream.decode,
+    )
+
+
+@public.websocket("/v1/funasr/realtime")
+async def funasr_live(websocket: WebSocket, ingress: State) -> None:
+    """funasr's Fun-ASR-Nano realtime protocol (START, HOTWORDS, LANGUAGE, COMMIT, STOP)."""
+    door = funasr_realtime
+    await ingress.live.serve(websocket, door.run_funasr_realtime_session, door.SUBPROTOCOLS)
 
 
 @public.get("/", include_in_schema=False)
@@ -161,7 +184,7 @@ class Ingress:
             "sessions": live.active,
             "partials_running": live.scheduler.partials_running,
             "partials_shed": sum(live.metrics.shed.values()),
-            "utterances": live.metrics.utterances,
+            "utterances": sum(live.metrics.utterances.values()),
             "tasks": len(asyncio.all_tasks()),
         }
 

@@ -25,6 +25,9 @@ class TranscribeOptions(BaseModel):
     temperature: float = 0.0
     word_timestamps: bool = False
     segment_timestamps: bool = False
+    #: Inverse text normalisation for this item; ``None``: the model's ``itn`` setting.
+    #: Engines without such a switch (Whisper writes normalised text) ignore it.
+    itn: bool | None = None
 
 
 class Word(BaseModel):

@@ -52,6 +52,7 @@ class Partial:
     item_id: str
     text: str
     delta: str
+    audio_start_ms: int  # where the utterance starts
 
 
 @dataclass(frozen=True, slots=True)

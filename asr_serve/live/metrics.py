@@ -3,6 +3,11 @@
 The core and the scheduler call a :class:`LiveMetrics`; the Serve deployment supplies one
 that forwards to ``ray.serve.metrics`` (which only exists inside a replica), and everything
 else, tests included, uses :class:`LiveCounters`, which keeps the numbers in memory.
+
+Session-level numbers carry the ``protocol`` label of the adapter that opened the session
+(``openai_realtime``, ``funasr_runtime``, ``funasr_realtime``), so each door's traffic and
+failures show apart. Decode latency and shedding are the replica's shared decode tier, which
+treats every protocol alike, so they carry none.
 """
 
 from __future__ import annotations
@@ -27,13 +32,13 @@ class ShedReason(enum.StrEnum):
 
 
 class LiveMetrics(Protocol):
-    def session_opened(self) -> None: ...
+    def session_opened(self, protocol: str) -> None: ...
 
-    def session_closed(self) -> None: ...
+    def session_closed(self, protocol: str) -> None: ...
 
-    def utterance_committed(self, audio_s: float) -> None: ...
+    def utterance_committed(self, protocol: str, audio_s: float) -> None: ...
 
-    def item_failed(self, code: str) -> None: ...
+    def item_failed(self, protocol: str, code: str) -> None: ...
 
     def partial_shed(self, reason: ShedReason) -> None: ...
 
@@ -50,31 +55,34 @@ class LatencyTotals:
 
 @dataclass
 class LiveCounters:
-    """In-memory :class:`LiveMetrics`: totals only, so it stays small however long it runs."""
+    """In-memory :class:`LiveMetrics`: totals only, so it stays small however long it runs.
 
-    active_sessions: int = 0
-    sessions: int = 0
-    utterances: int = 0
-    utterance_audio_s: float = 0.0
-    failed: collections.Counter[str] = field(default_factory=collections.Counter)
+    Session-level counters are keyed by protocol; ``failed`` by ``(protocol, code)``.
+    """
+
+    active_sessions: collections.Counter[str] = field(default_factory=collections.Counter)
+    sessions: collections.Counter[str] = field(default_factory=collections.Counter)
+    utterances: collections.Counter[str] = field(default_factory=collections.Counter)
+    utterance_audio_s: collections.Counter[str] = field(default_factory=collections.Counter)
+    failed: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     shed: collections.Counter[ShedReason] = field(default_factory=collections.Counter)
     latency: dict[DecodeKind, LatencyTotals] = field(
         default_factory=lambda: {kind: LatencyTotals() for kind in DecodeKind}
     )
 
-    def session_opened(self) -> None:
-        self.active_sessions += 1
-        self.sessions += 1
+    def session_opened(self, protocol: str) -> None:
+        self.active_sessions[protocol] += 1
+        self.sessions[protocol] += 1
 
-    def session_closed(self) -> None:
-        self.active_sessions -= 1
+    def session_closed(self, protocol: str) -> None:
+        self.active_sessions[protocol] -= 1
 
-    def utterance_committed(self, audio_s: float) -> None:
-        self.utterances += 1
-        self.utterance_audio_s += audio_s
+    def utterance_committed(self, protocol: str, audio_s: float) -> None:
+        self.utterances[protocol] += 1
+        self.utterance_audio_s[protocol] += audio_s
 
-    def item_failed(self, code: str) -> None:
-        self.failed[code] += 1
+    def item_failed(self, protocol: str, code: str) -> None:
+        self.failed[protocol, code] += 1
 
     def partial_shed(self, reason: ShedReason) -> None:
         self.shed[reason] += 1

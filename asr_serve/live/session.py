@@ -13,7 +13,8 @@ utterance's final decode starts at once; results are emitted in commit order, an
 committed item ends in ``Completed`` or ``Failed`` (a decode past ``final_timeout_s`` fails).
 While an utterance is open, every ``partial_interval_s`` of new audio it is decoded again
 (one partial at a time per session) and the text that became stable is emitted as a delta
-(:mod:`asr_serve.live.partials`).
+(:mod:`asr_serve.live.partials`). Partials never ask for timestamps, whatever the options
+say: only their text is read, and timestamps take slower engine paths.
 """
 
 from __future__ import annotations
@@ -109,8 +110,12 @@ class LiveSession:
         transcriber: Transcriber,
         emit: Sink,
         metrics: LiveMetrics,
+        *,
+        protocol: str,
     ) -> None:
         self.id = f"sess_{secrets.token_hex(10)}"
+        #: The adapter's name; only a label on the session's metrics.
+        self.protocol = protocol
         self.settings = settings
         self.config = config
         self._transcriber = transcriber
@@ -136,7 +141,7 @@ class LiveSession:
         self._opened_at = time.monotonic()
         #: Items committed and items failed, for the session's log line.
         self._items = self._failed = 0
-        metrics.session_opened()
+        metrics.session_opened(protocol)
 
     async def append(self, data: bytes) -> None:
         """Take a chunk of the client's audio, in the session's input format.
@@ -212,10 +217,12 @@ class LiveSession:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks))
-        self._metrics.session_closed()
+        self._metrics.session_closed(self.protocol)
         logger.info(
-            "live session %s ended after %.1f s: audio_s=%.1f items=%d failed=%d",
+            "live session %s (%s, %s) ended after %.1f s: audio_s=%.1f items=%d failed=%d",
             self.id,
+            self.protocol,
+            self.settings.model,
             time.monotonic() - self._opened_at,
             self._received_s,
             self._items,
@@ -280,7 +287,7 @@ class LiveSession:
         )
         self._previous_item = utterance.item_id
         self._items += 1
-        self._metrics.utterance_committed(len(audio) / SAMPLE_RATE)
+        self._metrics.utterance_committed(self.protocol, len(audio) / SAMPLE_RATE)
         self._last_final = self._spawn(
             self._finish(utterance, audio, (utterance.start, end), self._last_final)
         )
@@ -310,7 +317,7 @@ class LiveSession:
             await asyncio.wait([previous])
         if isinstance(outcome, ASRServeError):
             self._failed += 1
-            self._metrics.item_failed(outcome.code)
+            self._metrics.item_failed(self.protocol, outcome.code)
             self._emit(Failed(utterance.item_id, outcome))
             return
         transcript = outcome.text.strip()
@@ -365,15 +372,20 @@ class LiveSession:
             self._partial_task = None
         if result is not None and self._utterance is utterance:
             text = result.text.strip()
-            self._emit(Partial(utterance.item_id, text, utterance.text.hypothesis(text)))
+            delta = utterance.text.hypothesis(text)
+            self._emit(Partial(utterance.item_id, text, delta, _ms(utterance.start)))
         self._request_partial()
 
     async def _decode(
         self, audio: np.ndarray, kind: DecodeKind, still_wanted: Callable[[], bool]
     ) -> EngineResult | None:
-        request = DecodeRequest(
-            self.id, self.settings.model, audio, self.settings.options, kind, still_wanted
-        )
+        options = self.settings.options
+        if kind is DecodeKind.PARTIAL and (options.word_timestamps or options.segment_timestamps):
+            # A partial is read for its text only; timestamps cost a slower engine path.
+            options = options.model_copy(
+                update={"word_timestamps": False, "segment_timestamps": False}
+            )
+        request = DecodeRequest(self.id, self.settings.model, audio, options, kind, still_wanted)
         result = await self._transcriber(request)
         if result is None and kind is DecodeKind.FINAL:
             raise ASRServeError("the transcriber dropped a final decode")

@@ -17,6 +17,7 @@ import numpy as np
 
 from asr_serve.audio.decode import decode_audio
 from asr_serve.config import SAMPLE_RATE
+from asr_serve.live.pcm import encode_pcm16
 
 
 @dataclass(frozen=True)
@@ -195,5 +196,4 @@ def speech_with_pauses(texts: list[str], pause_s: float) -> Speech:
 
 def pcm16(audio: np.ndarray, rate: int) -> bytes:
     """16 kHz float32 as a client sends it: PCM16 little-endian at ``rate``."""
-    resampled = _resample(audio.astype(np.float32), SAMPLE_RATE, rate)
-    return (np.clip(resampled, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    return encode_pcm16(_resample(audio.astype(np.float32), SAMPLE_RATE, rate))

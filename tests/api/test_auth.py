@@ -6,6 +6,7 @@ import hmac
 from pathlib import Path
 
 import pytest
+from starlette.requests import HTTPConnection
 
 from asr_serve.api import auth
 from asr_serve.api.auth import APIKeyVerifier, AuthConfig, AuthConfigError, load_keys
@@ -153,3 +154,60 @@ def test_keys_cannot_be_put_in_the_config() -> None:
                 "auth": {"api_keys": ["plain-text-key"]},
             }
         )
+
+
+def _handshake(
+    *, headers: dict[str, str] | None = None, query: str = "", subprotocols: tuple[str, ...] = ()
+) -> HTTPConnection:
+    """A WebSocket handshake's connection, as a route sees it before accepting."""
+    return HTTPConnection(
+        {
+            "type": "websocket",
+            "path": "/v1/realtime",
+            "query_string": query.encode(),
+            "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+            "subprotocols": list(subprotocols),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        _handshake(headers={"Authorization": "Bearer k2"}),
+        _handshake(subprotocols=("realtime", "openai-insecure-api-key.k2")),
+        _handshake(query="model=m&api_key=k2"),
+        # The header wins over the others.
+        _handshake(headers={"Authorization": "Bearer k1"}, query="api_key=wrong"),
+    ],
+)
+def test_a_websocket_key_from_the_header_a_subprotocol_or_the_query(connection) -> None:
+    APIKeyVerifier(["k1", "k2"]).check_websocket(connection)
+
+
+@pytest.mark.parametrize(
+    ("connection", "message"),
+    [
+        (_handshake(), "Missing API key"),
+        (_handshake(subprotocols=("realtime",)), "Missing API key"),
+        (_handshake(query="api_key="), "Missing API key"),
+        (_handshake(headers={"Authorization": "Bearer wrong"}, query="api_key=k1"), "Incorrect"),
+        (_handshake(subprotocols=("openai-insecure-api-key.k1x",)), "Incorrect"),
+        (_handshake(query="api_key=k"), "Incorrect"),
+    ],
+)
+def test_a_websocket_without_a_good_key_is_refused(connection, message: str) -> None:
+    with pytest.raises(AuthenticationError, match=message) as exc_info:
+        APIKeyVerifier(["k1", "k2"]).check_websocket(connection)
+    assert "k1" not in exc_info.value.message
+
+
+def test_websocket_auth_is_off_without_keys() -> None:
+    APIKeyVerifier([]).check_websocket(_handshake())
+
+
+def test_the_key_is_read_from_the_subprotocol_before_the_query() -> None:
+    connection = _handshake(subprotocols=("openai-insecure-api-key.a",), query="api_key=b")
+    assert auth.websocket_api_key(connection) == "a"
+    assert auth.websocket_api_key(_handshake(query="api_key=b")) == "b"
+    assert auth.websocket_api_key(_handshake()) is None

@@ -1,7 +1,11 @@
 """The page at ``GET /`` in a real headless Chromium against the served graph.
 
 Playwright drives Debian's ``chromium`` (no browser download); the page is opened under
-the application's route prefix, as a deployment behind a path would serve it.
+the application's route prefix, as a deployment behind a path would serve it. Live mode
+runs through Serve too (the page's microphone to ``/v1/realtime`` under that prefix, with
+a fake microphone that plays espeak speech); how its text grows, a refused microphone and a
+refused session are checked against the page and the door served by uvicorn in process,
+over a fake model and over Whisper.
 """
 
 from __future__ import annotations
@@ -10,14 +14,24 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
 
+from asr_serve.api.protocol import ModelCard, ModelList
+from asr_serve.engines.base import TranscribeOptions
 from asr_serve.testing.speech import encode, synthesize
-from asr_serve.testing.text import normalize
+from asr_serve.testing.text import SENTENCES, normalize, wer
+from asr_serve.web import index_html
 from tests.e2e.serving import WHISPER, deploy, whisper_model
+from tests.live.conftest import FakeTranscriber
+from tests.live.server import LiveServer, whisper_engine
 
 pytestmark = pytest.mark.e2e
 
@@ -25,6 +39,7 @@ APP = "web"
 #: The README's screenshot, refreshed only when asked (``ASR_SERVE_SCREENSHOT=1``): every run
 #: shows another port and timing, and a test run should not leave the tree changed.
 README_SCREENSHOT = Path(__file__).parents[2] / "docs" / "web-page.png"
+README_LIVE_SCREENSHOT = README_SCREENSHOT.with_name("web-page-live.png")
 CHROMIUM = "/usr/bin/chromium"
 #: Headless on a closed network: without the background-networking flags Chromium's own
 #: connections (updates, sync) are refused and slow everything down.
@@ -47,14 +62,25 @@ def page_url(serve_url: str) -> Iterator[str]:
     serve.delete(APP)
 
 
+#: A fake microphone, granted without a prompt (it beeps unless given a file to play).
+FAKE_MIC = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def playwright() -> Iterator[Playwright]:
     with sync_playwright() as pw:
-        # A fake microphone (a beep), granted without a prompt, for the recording test.
-        fake_mic = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_mic)
-        yield browser
-        browser.close()
+        yield pw
+
+
+def _launch(pw: Playwright, *args: str) -> Browser:
+    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + list(args))
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = _launch(playwright, *FAKE_MIC)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
@@ -109,3 +135,135 @@ def test_microphone_recording_is_sent_as_webm(page: Page) -> None:
     expect(page.locator("#result")).to_be_visible(timeout=60_000)
     assert page.is_hidden("#error")
     assert "file=@recording.webm" in page.inner_text("#curl")
+
+
+# Live mode -----------------------------------------------------------------------------------
+
+LIVE_SENTENCE = SENTENCES[0]
+
+
+@pytest.fixture(scope="module")
+def live_speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A WAV the fake microphone plays (over and over), and what Whisper says for it."""
+    silence = np.zeros(24_000, dtype=np.float32)  # 1.5 s: the VAD ends the utterance
+    audio = np.concatenate([synthesize(LIVE_SENTENCE), silence])
+    path = tmp_path_factory.mktemp("mic") / "speech.wav"
+    path.write_bytes(encode(audio, 48_000, "wav"))
+    reference = whisper_engine().transcribe([audio], [TranscribeOptions()])[0].text
+    return path, reference
+
+
+def _serve_page(**doors: Any) -> LiveServer:
+    """The page, a model list and the live doors (over ``doors``: an engine or a
+    transcriber); the list has one model the doors do not serve, so the page can be refused."""
+    config = whisper_engine().config
+    cards = ModelList(
+        data=[ModelCard.of(config), ModelCard.of(config.model_copy(update={"name": "unserved"}))]
+    )
+
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(index_html())
+
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse(cards.model_dump())
+
+    return LiveServer(routes=[Route("/", page), Route("/v1/models", models)], **doors)
+
+
+@pytest.fixture(scope="module")
+def live_url() -> Iterator[str]:
+    with _serve_page(engine=whisper_engine()) as server:
+        yield server.url("/", scheme="http")
+
+
+@pytest.fixture(scope="module")
+def fake_live_url() -> Iterator[str]:
+    """As ``live_url``, over a model that answers at once with a word per 0.5 s of audio."""
+    with _serve_page(transcriber=FakeTranscriber()) as server:
+        yield server.url("/", scheme="http")
+
+
+@pytest.fixture
+def speaking_browser(playwright: Playwright, live_speech: tuple[Path, str]) -> Iterator[Browser]:
+    """A browser whose microphone says the sentence, over and over."""
+    browser = _launch(playwright, *FAKE_MIC, f"--use-file-for-fake-audio-capture={live_speech[0]}")
+    yield browser
+    browser.close()
+
+
+#: Keeps every text the first utterance shows before it is final, in ``window.growing``.
+_RECORD_GROWING_TEXT = """() => {
+  window.growing = [];
+  new MutationObserver(() => {
+    const first = document.querySelector("#live-transcript p");
+    if (first && !first.classList.contains("final") && first.textContent)
+      window.growing.push(first.textContent);
+  }).observe(document.getElementById("live-transcript"),
+             {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def _live_page(browser: Browser, url: str) -> Page:
+    page = browser.new_page()
+    page.goto(url)
+    expect(page.locator("#model option")).to_have_count(2)
+    return page
+
+
+def test_live_mode_shows_what_was_said(
+    speaking_browser: Browser, page_url: str, live_speech: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Through Serve: the page under its route prefix, the microphone to /v1/realtime."""
+    page = speaking_browser.new_page(viewport={"width": 900, "height": 720})
+    page.goto(page_url)
+    expect(page.locator("#model option")).to_have_text([WHISPER])
+    page.click("#live")
+    expect(page.locator("#live")).to_have_text("■ Stop live")
+    expect(page.locator("#speaking")).to_be_visible(timeout=30_000)
+    final = page.locator("#live-transcript p.final").first
+    expect(final).to_be_visible(timeout=60_000)
+    reference = live_speech[1]
+    assert wer([reference], [final.inner_text()]) <= 0.1, (reference, final.inner_text())
+    live = os.environ.get("ASR_SERVE_SCREENSHOT")
+    shot = README_LIVE_SCREENSHOT if live else tmp_path / "live.png"
+    page.screenshot(path=shot, full_page=True)
+    page.click("#live")
+    expect(page.locator("#live-status")).to_have_text("stopped", timeout=15_000)
+    expect(page.locator("#live")).to_have_text("◉ Live")
+    assert page.is_hidden("#error")
+
+
+def test_live_text_grows_while_speaking_then_the_final_replaces_it(
+    speaking_browser: Browser, fake_live_url: str
+) -> None:
+    page = _live_page(speaking_browser, fake_live_url)
+    page.evaluate(_RECORD_GROWING_TEXT)
+    page.click("#live")
+    final = page.locator("#live-transcript p.final").first
+    expect(final).to_be_visible(timeout=30_000)
+    text = final.inner_text()
+    growing = page.evaluate("window.growing")
+    # Deltas appended as they became stable: "w0", "w0 w1", ... each a start of the final.
+    assert len(growing) >= 2 and all(text.startswith(g) for g in growing), (growing, text)
+    assert growing == sorted(growing, key=len)
+
+
+def test_a_refused_microphone_is_explained(playwright: Playwright, live_url: str) -> None:
+    browser = _launch(playwright, "--use-fake-device-for-media-stream", "--deny-permission-prompts")
+    try:
+        page = _live_page(browser, live_url)
+        page.click("#live")
+        expect(page.locator("#error")).to_contain_text("Microphone refused (NotAllowedError)")
+        assert page.is_hidden("#live-box")
+    finally:
+        browser.close()
+
+
+def test_a_refused_session_shows_what_the_close_code_means(browser: Browser, live_url: str) -> None:
+    page = _live_page(browser, live_url)
+    page.select_option("#model", "unserved")
+    page.click("#live")
+    error = page.locator("#error")
+    expect(error).to_contain_text("Live session ended: 1008 the server refused the session")
+    expect(error).to_contain_text("model_not_found")
+    expect(page.locator("#live-status")).to_have_text("ended")

@@ -107,6 +107,25 @@ def test_options_reach_the_prompt_and_change_the_text(tiny_engine: FunASREngine,
     assert _texts(tiny_engine, clips[:1], [TranscribeOptions(prompt="Kubernetes")]) != plain
 
 
+def test_itn_per_item_reaches_the_prompt_only_when_it_differs(
+    tiny_engine: FunASREngine, clips, monkeypatch
+) -> None:
+    model = tiny_engine._model.model
+    prompts: list[bool] = []
+    real_prompt = model.get_prompt
+
+    def get_prompt(hotwords: list[str], language: str | None = None, itn: bool = True) -> str:
+        prompts.append(itn)
+        return real_prompt(hotwords, language, itn)
+
+    monkeypatch.setattr(model, "get_prompt", get_prompt)
+    options = [TranscribeOptions(itn=False), TranscribeOptions(itn=True), PLAIN]
+    _texts(tiny_engine, clips[:3], options)
+    # itn=True is the model's setting: that item decodes in one batch with the plain one.
+    assert sorted(prompts) == [False, True]
+    assert tiny_engine._generate_kwargs(TranscribeOptions(itn=True)) == ()
+
+
 def test_language_is_reported(tiny_engine: FunASREngine, clips) -> None:
     [with_code, without] = tiny_engine.transcribe(
         clips[:2], [TranscribeOptions(language="EN"), PLAIN]

@@ -28,7 +28,8 @@ from asr_serve.engines.base import EngineResult
 from asr_serve.errors import ModelNotReadyError
 from asr_serve.live.decode import DecodeRequest
 from asr_serve.live.metrics import LiveCounters
-from asr_serve.live.protocols.openai_realtime import run_realtime_session
+from asr_serve.live.protocols.connection import accepted_subprotocol
+from asr_serve.live.protocols.openai_realtime import SUBPROTOCOLS, run_realtime_session
 from asr_serve.testing.speech import pcm16, speech_with_pauses
 from asr_serve.testing.text import SENTENCES
 from tests.live.conftest import FakeTranscriber
@@ -385,3 +386,17 @@ def test_the_session_audio_limit_closes_the_session() -> None:
         error = client.error()
         assert (error["code"], error["param"]) == ("session_audio_limit", "audio")
         assert client.closed()[0] == 4001
+
+
+@pytest.mark.parametrize(
+    ("offered", "accepted"),
+    [
+        (["realtime", "openai-insecure-api-key.sk-1"], "realtime"),
+        (["openai-insecure-api-key.sk-1", "realtime"], "realtime"),
+        (["openai-insecure-api-key.realtime"], None),
+        ([], None),
+    ],
+)
+def test_the_socket_is_accepted_with_the_protocol_never_the_key(offered, accepted) -> None:
+    websocket = WebSocket({"type": "websocket", "subprotocols": offered}, None, None)
+    assert accepted_subprotocol(websocket, SUBPROTOCOLS) == accepted

@@ -9,7 +9,7 @@ import soxr
 from pydantic import ValidationError
 
 from asr_serve.errors import InvalidAudioError
-from asr_serve.live.pcm import InputFormat, PCMDecoder
+from asr_serve.live.pcm import InputFormat, PCMDecoder, encode_pcm16
 from tests.live.conftest import SR
 from tests.support.realtime import chunks
 
@@ -58,6 +58,13 @@ def test_16k_pcm_passes_through_unchanged() -> None:
     samples = np.array([0, 16384, -32768, 32767], dtype="<i2")
     out = PCMDecoder(InputFormat(rate=SR)).decode(samples.tobytes())
     np.testing.assert_array_equal(out, samples / 32768)
+
+
+def test_pcm16_read_back_encodes_to_the_same_bytes() -> None:
+    samples = np.array([0, 1, -1, 16384, -32768, 32767], dtype="<i2")
+    decoded = PCMDecoder(InputFormat(rate=SR)).decode(samples.tobytes())
+    assert encode_pcm16(decoded) == samples.tobytes()
+    assert encode_pcm16(np.array([1.5, -1.5], dtype=np.float32)) == b"\xff\x7f\x00\x80"
 
 
 def test_an_odd_byte_count_is_refused_and_takes_nothing() -> None:

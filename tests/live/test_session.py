@@ -54,6 +54,7 @@ class _Run:
             transcriber,
             self.events.append,
             self.counters,
+            protocol="test",
         )
 
     async def stream(self, data: bytes, size: int = CHUNK) -> None:
@@ -101,7 +102,7 @@ async def test_server_vad_finds_each_sentence_and_chains_its_items(two_sentences
     for c, e in zip(committed, completed, strict=True):
         assert (e.audio_start_ms, e.audio_end_ms) == (c.audio_start_ms, c.audio_end_ms)
         assert e.result.duration == pytest.approx((c.audio_end_ms - c.audio_start_ms) / 1000)
-    assert run.counters.utterances == 2 and run.counters.active_sessions == 0
+    assert run.counters.utterances == {"test": 2} and run.counters.active_sessions == {"test": 0}
 
 
 @pytest.mark.parametrize(("pause_s", "utterances"), [(0.3, 1), (0.7, 2)])
@@ -136,15 +137,22 @@ async def test_an_overlong_utterance_is_committed_at_a_pause_and_goes_on() -> No
 
 async def test_partials_send_deltas_that_join_to_the_final_transcript(two_sentences) -> None:
     transcriber = FakeTranscriber()
-    run = _Run(SessionSettings(model="m"), transcriber)
+    options = TranscribeOptions(word_timestamps=True, segment_timestamps=True)
+    run = _Run(SessionSettings(model="m", options=options), transcriber)
     await run.stream(pcm16(two_sentences.audio, 24_000))
     await run.session.close(drain=True)
 
     partial_requests = [r for r in transcriber.requests if r.kind is DecodeKind.PARTIAL]
     assert len(partial_requests) >= 10  # 12 s of speech, one every 0.5 s
+    # Timestamps are asked for the finals only: nobody reads a partial's.
+    assert {r.options for r in partial_requests} == {TranscribeOptions()}
+    finals = [r for r in transcriber.requests if r.kind is DecodeKind.FINAL]
+    assert {r.options for r in finals} == {options}
     for completed in run.of(Completed):
         item = completed.item_id
-        deltas = [e.delta for e in run.of(Partial) if e.item_id == item]
+        partials = [e for e in run.of(Partial) if e.item_id == item]
+        assert {p.audio_start_ms for p in partials} == {completed.audio_start_ms}
+        deltas = [p.delta for p in partials]
         assert deltas and any(deltas)
         assert "".join(deltas) + (completed.delta or "") == completed.transcript
     # Partials of an item come before its speech stops.
@@ -267,9 +275,9 @@ async def test_failed_and_timed_out_decodes_fail_their_item_and_the_session_goes
     ends = [e.item_id for e in run.events if isinstance(e, Completed | Failed)]
     assert ends == [c.item_id for c in run.of(Committed)]
     assert run.counters.failed == {
-        "invalid_request": 1,
-        "deadline_exceeded": 1,
-        "internal_error": 1,
+        ("test", "invalid_request"): 1,
+        ("test", "deadline_exceeded"): 1,
+        ("test", "internal_error"): 1,
     }
 
 
@@ -379,4 +387,4 @@ async def test_closing_without_drain_cancels_the_decodes() -> None:
     await run.session.close(drain=False)
     assert cancelled.is_set()
     assert run.of(Completed) == run.of(Failed) == []
-    assert run.counters.active_sessions == 0
+    assert run.counters.active_sessions == {"test": 0}

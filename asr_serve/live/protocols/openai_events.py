@@ -17,8 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from asr_serve.config import ServerVAD
-from asr_serve.errors import InvalidRequestError
 from asr_serve.live.pcm import SampleRate
+from asr_serve.live.protocols.connection import ProtocolError, invalid_message
 
 # Client side --------------------------------------------------------------------------------
 
@@ -165,14 +165,13 @@ _CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
 }
 
 
-class ClientEventError(InvalidRequestError):
+class ClientEventError(ProtocolError):
     """A client event this server refuses; ``event_id`` is the client's, to echo back."""
 
     def __init__(
         self, code: str, message: str, *, param: str | None = None, event_id: str | None = None
     ) -> None:
-        super().__init__(message, param=param)
-        self.code = code
+        super().__init__(code, message, param=param)
         self.event_id = event_id
 
 
@@ -203,19 +202,8 @@ def parse_client_event(text: str) -> ClientEvent:
 
 def validation_error(exc: ValidationError, event_id: str | None) -> ClientEventError:
     """The first problem pydantic found, with the offending field as ``param``."""
-    error = exc.errors()[0]
-    param = ".".join(str(part) for part in error["loc"])
-    if error["type"] in ("extra_forbidden", "none_required"):
-        # Unknown fields, and OpenAI's fields this server has nothing behind (null only).
-        code, message = "unknown_parameter", f"{param} is not supported by this server"
-        if error["type"] == "none_required":
-            code, message = "unsupported_value", f"{message} (only null)"
-    elif error["type"] == "missing":
-        code, message = "missing_required_parameter", f"Missing required parameter: {param}"
-    else:
-        code = "invalid_value"
-        message = f"Invalid value for {param}: {error['msg'].removeprefix('Value error, ')}"
-    return ClientEventError(code, message, param=param, event_id=event_id)
+    error = invalid_message(exc)
+    return ClientEventError(error.code, error.message, param=error.param, event_id=event_id)
 
 
 def merge(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

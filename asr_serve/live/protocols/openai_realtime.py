@@ -17,32 +17,16 @@ session is over and the socket closed.
 - A malformed or refused client event gets an ``error`` event naming it (``event_id``) and
   the session goes on.
 
-Close codes:
-
-======  ==========================================================================================
- code   when
-======  ==========================================================================================
- 1000   normal: the client closed (the server never closes a healthy, active session)
- 1008    policy: ``?model=`` names no served model, or ``?intent=`` is not ``transcription``
-         (an ``error`` event says which first); the route also uses it for a bad API key
- 1009   a frame over the server's WebSocket frame limit (uvicorn closes it itself; uvicorn's
-         default is 16 MiB, less than a base64 append of OpenAI's 15 MiB maximum)
- 1011   internal error; the SDK may reconnect
- 1013   try again later: the replica has its maximum of sessions (the route, at connect)
- 4000   idle: no audio for ``idle_timeout_s``
- 4001   the session has sent ``max_session_audio_s`` of audio
-======  ==========================================================================================
-
-Before a 4000 or 4001 the items already committed are finished and sent.
+Close codes are every door's (:mod:`asr_serve.live.protocols.connection`); 1008 also
+answers ``?intent=`` other than ``transcription`` (an ``error`` event says which first).
+A frame past uvicorn's 16 MiB limit is closed with 1009: less than a base64 append of
+OpenAI's 15 MiB maximum.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,6 +49,7 @@ from asr_serve.live.events import (
 )
 from asr_serve.live.metrics import LiveMetrics
 from asr_serve.live.pcm import InputFormat
+from asr_serve.live.protocols.connection import LiveConnection, requested_model
 from asr_serve.live.protocols.openai_events import (
     AppendAudio,
     Audio,
@@ -97,15 +82,10 @@ from asr_serve.live.protocols.openai_events import (
     session_object,
     validation_error,
 )
-from asr_serve.live.session import LiveSession, SessionAudioLimitError, SessionSettings
+from asr_serve.live.session import LiveSession, SessionSettings
 
-logger = logging.getLogger("ray.serve")
-
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_IDLE = 4000
-CLOSE_AUDIO_LIMIT = 4001
+#: Subprotocols to accept with: OpenAI's browser clients offer ``realtime`` beside their key.
+SUBPROTOCOLS = ("realtime",)
 
 _ENCODINGS = {"audio/pcm": "pcm16", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}
 
@@ -120,138 +100,94 @@ async def run_realtime_session(
     metrics: LiveMetrics,
 ) -> None:
     """Serve one accepted WebSocket until the client leaves or the session must end."""
-    model = websocket.query_params.get("model", default_model)
-    intent = websocket.query_params.get("intent", "transcription")
-    refusal = None
-    if intent != "transcription":
-        refusal = ClientEventError(
-            "invalid_intent",
-            f"intent {intent!r} is not served here; this server only transcribes "
-            "(intent=transcription)",
-            param="intent",
-        )
-    elif model not in models:
-        refusal = ClientEventError(
-            "model_not_found",
-            f"The model {model!r} does not exist; available: {', '.join(models)}",
-            param="model",
-        )
-    if refusal is not None:
-        await websocket.send_text(_error_event(refusal, None).model_dump_json())
-        await websocket.close(CLOSE_POLICY, refusal.code)
-        return
-    connection = _Connection(websocket, transcriber, models, model, config, metrics)
-    await connection.run()
+    await _Connection(websocket, transcriber, models, default_model, config, metrics).run()
 
 
-def _error_event(exc: ASRServeError, event_id: str | None) -> ErrorEvent:
-    return ErrorEvent(
-        error=ClientErrorDetail(
-            type=exc.error_type,
-            code=exc.code,
-            message=exc.message,
-            param=exc.param,
-            event_id=event_id,
-        )
-    )
+class _Connection(LiveConnection):
+    """One client's session: its events in order, ours rendered from the core's."""
 
-
-class _Connection:
-    """One client's session: reads its events in order, writes ours from a queue."""
+    protocol = "openai_realtime"
 
     def __init__(
         self,
         websocket: WebSocket,
         transcriber: Transcriber,
         models: Sequence[str],
-        model: str,
+        default_model: str,
         config: LiveConfig,
         metrics: LiveMetrics,
     ) -> None:
-        self._ws = websocket
+        super().__init__(websocket, config)
+        self._transcriber = transcriber
         self._models = models
-        self._model = model  # the connection's, for a session whose model is set to null
-        self._config = config
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._default_model = default_model
+        self._metrics = metrics
+        self._model = default_model  # the connection's, for a session whose model is null
+        self._state = TranscriptionSession()
+        self._core: LiveSession | None = None
+        #: The client event being handled, echoed in the errors it causes.
+        self._event_id: str | None = None
+
+    async def open(self) -> None:
+        intent = self.websocket.query_params.get("intent", "transcription")
+        if intent != "transcription":
+            raise ClientEventError(
+                "invalid_intent",
+                f"intent {intent!r} is not served here; this server only transcribes "
+                "(intent=transcription)",
+                param="intent",
+            )
+        self._model = requested_model(self.websocket, self._models, self._default_model)
         self._state = TranscriptionSession(
-            audio=Audio(input=AudioInput(transcription=Transcription(model=model)))
+            audio=Audio(input=AudioInput(transcription=Transcription(model=self._model)))
         )
         self._core = LiveSession(
-            self._settings(self._state), config, transcriber, self._render, metrics
+            self._settings(self._state),
+            self.config,
+            self._transcriber,
+            self._render,
+            self._metrics,
+            protocol=self.protocol,
         )
-        self._loop = asyncio.get_running_loop()
-        self._last_audio = self._loop.time()
-
-    async def run(self) -> None:
-        writer = asyncio.create_task(self._write())
         self._send(SessionCreated(session=session_object(self._state, self._core.id)))
-        close: tuple[int, str] | None = (CLOSE_INTERNAL_ERROR, "internal error")
-        try:
-            close = await self._read()
-        except Exception:
-            logger.exception("realtime session %s failed", self._core.id)
-        finally:
-            # Committed items are finished for a client that is still there.
-            await self._core.close(drain=close is not None)
-            self._outbox.put_nowait(None)
-            await writer
-        if close is not None:
-            with contextlib.suppress(Exception):  # it may have gone meanwhile
-                await self._ws.close(*close)
 
-    async def _read(self) -> tuple[int, str] | None:
-        """Handle client events until the session must end: the close code and reason, or
-        ``None`` when the client left."""
-        while True:
-            idle_s = self._last_audio + self._config.idle_timeout_s - self._loop.time()
-            try:
-                async with asyncio.timeout(max(idle_s, 0.0)):
-                    message = await self._ws.receive()
-            except TimeoutError:
-                return CLOSE_IDLE, f"no audio for {self._config.idle_timeout_s:g} s"
-            if message["type"] == "websocket.disconnect":
-                return None
-            if await self._handle(message.get("text")):
-                return CLOSE_AUDIO_LIMIT, "session audio limit reached"
+    async def end(self, *, drain: bool) -> None:
+        if self._core is not None:
+            await self._core.close(drain=drain)
 
-    async def _handle(self, text: str | None) -> bool:
-        """Act on one text frame (``None``: a binary one); ``True`` if the session must end."""
-        if text is None:
-            self._error(
-                ClientEventError(
-                    "invalid_event",
-                    "Binary frames are not part of this protocol; send audio as base64 in "
-                    "input_audio_buffer.append events",
-                ),
-                None,
-            )
-            return False
-        try:
-            event = parse_client_event(text)
-        except ClientEventError as exc:
-            self._error(exc, exc.event_id)
-            return False
-        try:
-            match event:
-                case AppendAudio():
-                    await self._append(event.audio)
-                case CommitAudio():
-                    await self._core.commit()
-                case ClearAudio():
-                    await self._core.clear()
-                case SessionUpdate():
-                    await self._update(event.session.model_dump(exclude_unset=True), beta=False)
-                case BetaSessionUpdate():
-                    await self._update(event.session.as_update(), beta=True)
-        except ASRServeError as exc:
-            self._error(exc, event.event_id)
-            return isinstance(exc, SessionAudioLimitError)
-        return False
+    async def on_bytes(self, data: bytes) -> None:
+        self._event_id = None
+        raise ClientEventError(
+            "invalid_event",
+            "Binary frames are not part of this protocol; send audio as base64 in "
+            "input_audio_buffer.append events",
+        )
+
+    async def on_text(self, text: str) -> None:
+        self._event_id = None
+        event = parse_client_event(text)
+        self._event_id = event.event_id
+        match event:
+            case AppendAudio():
+                await self._append(event.audio)
+            case CommitAudio():
+                await self._session.commit()
+            case ClearAudio():
+                await self._session.clear()
+            case SessionUpdate():
+                await self._update(event.session.model_dump(exclude_unset=True), beta=False)
+            case BetaSessionUpdate():
+                await self._update(event.session.as_update(), beta=True)
+
+    @property
+    def _session(self) -> LiveSession:
+        assert self._core is not None, "opened first"
+        return self._core
 
     async def _append(self, audio: str) -> None:
-        if len(audio) // 4 * 3 > self._config.max_append_bytes:
+        if len(audio) // 4 * 3 > self.config.max_append_bytes:
             raise PayloadTooLargeError(
-                f"An append may carry at most {self._config.max_append_bytes} bytes of audio; "
+                f"An append may carry at most {self.config.max_append_bytes} bytes of audio; "
                 "send it in smaller events",
                 param="audio",
             )
@@ -259,15 +195,15 @@ class _Connection:
             data = base64.b64decode(audio, validate=True)
         except binascii.Error:
             raise InvalidAudioError("audio is not valid base64", param="audio") from None
-        await self._core.append(data)
-        self._last_audio = self._loop.time()
+        await self._session.append(data)
+        self.audio_taken()
 
     async def _update(self, update: dict[str, Any], *, beta: bool) -> None:
         try:
             state = TranscriptionSession.model_validate(merge(self._state.model_dump(), update))
         except ValidationError as exc:  # a change that clashes with what the session has
             error = validation_error(exc, None)
-            error.param = f"session.{error.param}"
+            error.param = f"session.{error.param}" if error.param else "session"
             raise error from None
         model = state.audio.input.transcription.model
         if model is not None and model not in self._models:
@@ -278,12 +214,13 @@ class _Connection:
                 if beta
                 else "session.audio.input.transcription.model",
             )
-        await self._core.update(self._settings(state))
+        await self._session.update(self._settings(state))
         self._state = state
+        session_id = self._session.id
         if beta:
-            self._send(BetaSessionUpdated(session=beta_session_object(state, self._core.id)))
+            self._send(BetaSessionUpdated(session=beta_session_object(state, session_id)))
         else:
-            self._send(SessionUpdated(session=session_object(state, self._core.id)))
+            self._send(SessionUpdated(session=session_object(state, session_id)))
 
     def _settings(self, state: TranscriptionSession) -> SessionSettings:
         audio = state.audio.input
@@ -311,7 +248,7 @@ class _Connection:
                 self._send(CommittedEvent(item_id=item_id, previous_item_id=previous_item_id))
             case Cleared():
                 self._send(ClearedEvent())
-            case Partial(item_id, _, delta) if delta:
+            case Partial(item_id, _, delta, _) if delta:
                 self._send(TranscriptionDelta(item_id=item_id, delta=delta))
             case Completed(item_id, transcript, delta, start_ms, end_ms):
                 if delta:
@@ -337,14 +274,18 @@ class _Connection:
                 )
 
     def _send(self, event: ServerEvent) -> None:
-        self._outbox.put_nowait(event.model_dump_json())
+        self.send(event.model_dump_json())
 
-    def _error(self, exc: ASRServeError, event_id: str | None) -> None:
-        self._send(_error_event(exc, event_id))
-
-    async def _write(self) -> None:
-        while (text := await self._outbox.get()) is not None:
-            try:
-                await self._ws.send_text(text)
-            except Exception:  # the client is gone; the reader sees it and ends the session
-                return
+    def send_error(self, error: ASRServeError) -> None:
+        event_id = getattr(error, "event_id", None) or self._event_id
+        self._send(
+            ErrorEvent(
+                error=ClientErrorDetail(
+                    type=error.error_type,
+                    code=error.code,
+                    message=error.message,
+                    param=error.param,
+                    event_id=event_id,
+                )
+            )
+        )

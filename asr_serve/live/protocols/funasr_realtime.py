@@ -1,0 +1,383 @@
+"""funasr's Fun-ASR-Nano realtime protocol (``funasr/bin/realtime_ws.py``, funasr 1.4.16) on
+the live session core.
+
+Clients of ``funasr-realtime-server`` switch to this server by changing the URL. The route
+authenticates and accepts the WebSocket, then calls :func:`run_funasr_realtime_session`.
+
+Connection: ``?model=`` picks the model; ``?endpoint_mode=client`` is funasr's
+``--endpoint-mode client`` (the client ends each utterance with ``COMMIT``), the default
+``server`` cuts utterances at pauses with the server's VAD.
+
+Client to server: text commands (names case-insensitive, arguments as sent) and binary
+frames of PCM16 little-endian mono 16 kHz audio, any length:
+
+- ``START``: a new session (clock, sentences and audio start again; hotwords and language
+  stay) → ``{"event": "started"}``;
+- ``HOTWORDS:a,b`` → ``{"event": "hotwords_set", "hotwords": ["a", "b"]}``: the model's
+  hotwords (Fun-ASR) or prompt (Whisper); ``HOTWORDS:`` clears them;
+- ``LANGUAGE:xx`` → ``{"event": "language_set", "language": "xx"}``: an ISO code (``en``) or
+  a name as Fun-ASR-Nano's prompt takes it (``中文``, ``英文`` ...); ``LANGUAGE:`` clears it;
+- ``COMMIT`` (client endpoints only): ends the utterance → one ``is_final`` result, holding
+  the sentences since the last ``COMMIT`` (none if it was too short to decode);
+- ``STOP``: ends the session → a final result if audio came since ``START`` (client mode:
+  since the last ``COMMIT``), then ``{"event": "stopped"}`` (always).
+
+Results: ``{"sentences": [{"text", "start", "end"}], "partial", "partial_start_ms",
+"duration_ms", "is_final"}``, times in ms since ``START``. ``sentences`` are final; with
+server endpoints every result carries all of them since ``START``, with client endpoints
+those since the last ``COMMIT``. ``partial`` is the open utterance's latest hypothesis
+(replace, do not append; it may change), sent as it is decoded again, every
+``partial_interval_s`` of audio; a result also goes out as each utterance is final.
+
+Where funasr ignores a client's mistake silently or crashes on it, this answers with the
+protocol's own ``{"event": "error", "error": "<message>", "code": "<code>"}`` and the
+session goes on: audio before ``START`` or after ``STOP`` (funasr's own "Session is not
+active; send START first"), an unknown command, ``POSTPROCESS_HOTWORDS`` (not supported),
+an odd-length frame, a frame over ``max_append_bytes``, an unknown language. Close codes are
+every door's (:mod:`asr_serve.live.protocols.connection`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ValidationError
+from starlette.websockets import WebSocket
+
+from asr_serve.config import SAMPLE_RATE, LiveConfig, ServerVAD
+from asr_serve.engines.base import TranscribeOptions
+from asr_serve.engines.languages import FUN_ASR_NANO_LANGUAGES
+from asr_serve.errors import ASRServeError
+from asr_serve.live.decode import Transcriber
+from asr_serve.live.events import (
+    Committed,
+    Completed,
+    Failed,
+    LiveEvent,
+    Partial,
+    SpeechStarted,
+    SpeechStopped,
+)
+from asr_serve.live.metrics import LiveMetrics
+from asr_serve.live.pcm import InputFormat
+from asr_serve.live.protocols.connection import LiveConnection, ProtocolError, requested_model
+from asr_serve.live.session import CommitEmptyError, LiveSession, SessionSettings
+
+#: funasr's server names no subprotocol and its clients offer none.
+SUBPROTOCOLS: tuple[str, ...] = ()
+
+_COMMANDS = "START, STOP, COMMIT, HOTWORDS:<a,b>, LANGUAGE:<xx>"
+_NOT_ACTIVE = "Session is not active; send START first"  # funasr's own words
+
+
+# Client side --------------------------------------------------------------------------------
+
+
+class Command(BaseModel):
+    """One text command: ``NAME``, or ``NAME:argument`` for those that take one."""
+
+    name: Literal["START", "STOP", "COMMIT", "HOTWORDS", "LANGUAGE"]
+    argument: str | None = None
+
+
+def parse_command(text: str) -> Command:
+    """A text frame as a :class:`Command`, or :class:`ProtocolError` saying what is wrong."""
+    name, colon, argument = text.strip().partition(":")
+    name = name.strip().upper()
+    if name == "POSTPROCESS_HOTWORDS":
+        raise ProtocolError(
+            "unsupported_command",
+            "POSTPROCESS_HOTWORDS is not supported by this server; HOTWORDS biases the model",
+        )
+    try:
+        command = Command(name=name, argument=argument if colon else None)
+    except ValidationError:
+        command = None
+    if command is None or (command.argument is None) != (name in ("START", "STOP", "COMMIT")):
+        raise ProtocolError("unknown_command", f"Unknown command {text!r}; send {_COMMANDS}")
+    return command
+
+
+def language_code(value: str) -> str | None:
+    """``LANGUAGE``'s argument as the code the engines take: a code (``en``) or a name in
+    Fun-ASR-Nano's prompt vocabulary (``英文``), as funasr's clients send; "" clears it."""
+    value = value.strip()
+    if not value:
+        return None
+    if re.fullmatch(r"[A-Za-z]{2,3}", value):
+        return value.lower()
+    code = next((c for c, name in FUN_ASR_NANO_LANGUAGES.items() if name == value), None)
+    if code is None:
+        raise ProtocolError(
+            "invalid_language",
+            f"Unknown language {value!r}: send an ISO 639-1 code such as en or zh, or a "
+            "Fun-ASR-Nano language name such as 中文",
+            param="language",
+        )
+    return code
+
+
+# Server side --------------------------------------------------------------------------------
+
+
+class Started(BaseModel):
+    event: Literal["started"] = "started"
+
+
+class HotwordsSet(BaseModel):
+    event: Literal["hotwords_set"] = "hotwords_set"
+    hotwords: list[str]
+
+
+class LanguageSet(BaseModel):
+    event: Literal["language_set"] = "language_set"
+    language: str
+
+
+class Stopped(BaseModel):
+    event: Literal["stopped"] = "stopped"
+
+
+class ErrorEvent(BaseModel):
+    event: Literal["error"] = "error"
+    error: str
+    code: str
+
+
+class Sentence(BaseModel):
+    text: str
+    start: int
+    end: int
+
+
+class Result(BaseModel):
+    sentences: list[Sentence]
+    partial: str
+    partial_start_ms: int
+    duration_ms: int
+    is_final: bool
+
+
+# The connection -----------------------------------------------------------------------------
+
+
+async def run_funasr_realtime_session(
+    websocket: WebSocket,
+    *,
+    transcriber: Transcriber,
+    models: Sequence[str],
+    default_model: str,
+    config: LiveConfig,
+    metrics: LiveMetrics,
+) -> None:
+    """Serve one accepted WebSocket until the client leaves or the session must end."""
+    await _Connection(websocket, transcriber, models, default_model, config, metrics).run()
+
+
+class _Connection(LiveConnection):
+    protocol = "funasr_realtime"
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        transcriber: Transcriber,
+        models: Sequence[str],
+        default_model: str,
+        config: LiveConfig,
+        metrics: LiveMetrics,
+    ) -> None:
+        super().__init__(websocket, config)
+        self._transcriber = transcriber
+        self._models = models
+        self._model = default_model
+        self._metrics = metrics
+        self._client_endpoints = False
+        self._hotwords: tuple[str, ...] = ()
+        self._language: str | None = None
+        self._core: LiveSession | None = None  # between START and STOP
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of one session, from ``START``."""
+        self._samples = 0  # the session's clock, at 16 kHz
+        self._pending = False  # audio no final result has covered yet
+        self._sentences: list[Sentence] = []
+        self._partial = ""
+        self._partial_item: str | None = None
+        self._partial_start = 0
+        self._speech_open = False
+        self._last_committed: tuple[str, int] | None = None  # item id, end
+        self._commits: dict[str, int] = {}  # items a COMMIT ended: their end
+        self._stopping = False
+
+    async def open(self) -> None:
+        self._model = requested_model(self.websocket, self._models, self._model)
+        mode = self.websocket.query_params.get("endpoint_mode", "server")
+        if mode not in ("server", "client"):
+            raise ProtocolError(
+                "invalid_value",
+                f"endpoint_mode must be server or client, not {mode!r}",
+                param="endpoint_mode",
+            )
+        self._client_endpoints = mode == "client"
+
+    async def end(self, *, drain: bool) -> None:
+        if self._core is not None:
+            await self._core.close(drain=drain)
+
+    async def on_text(self, text: str) -> None:
+        command = parse_command(text)
+        argument = command.argument or ""
+        match command.name:
+            case "START":
+                await self._start()
+            case "HOTWORDS":
+                self._hotwords = tuple(w.strip() for w in argument.split(",") if w.strip())
+                await self._update()
+                self._send(HotwordsSet(hotwords=list(self._hotwords)))
+            case "LANGUAGE":
+                self._language = language_code(argument)
+                await self._update()
+                self._send(LanguageSet(language=argument.strip()))
+            case "COMMIT":
+                if not self._client_endpoints:
+                    raise ProtocolError(
+                        "client_endpoints_required",
+                        "COMMIT requires endpoint_mode=client: connect with ?endpoint_mode=client",
+                    )
+                await self._commit(self._active())
+            case "STOP":
+                await self._stop()
+
+    async def on_bytes(self, data: bytes) -> None:
+        core = self._active()
+        self.check_frame_size(data)
+        await core.append(data)
+        self._samples += len(data) // 2
+        self._pending = True
+        self.audio_taken()
+
+    def send_error(self, error: ASRServeError) -> None:
+        self._send(ErrorEvent(error=error.message, code=error.code))
+
+    def _active(self) -> LiveSession:
+        if self._core is None:
+            raise ProtocolError("session_not_active", _NOT_ACTIVE)
+        return self._core
+
+    def _settings(self) -> SessionSettings:
+        return SessionSettings(
+            model=self._model,
+            input_format=InputFormat(rate=SAMPLE_RATE),
+            turn_detection=None if self._client_endpoints else ServerVAD(),
+            options=TranscribeOptions(
+                language=self._language, prompt=",".join(self._hotwords) or None
+            ),
+        )
+
+    async def _update(self) -> None:
+        if self._core is not None:
+            await self._core.update(self._settings())
+
+    async def _start(self) -> None:
+        if self._core is not None:  # START again: what the old session had is dropped
+            await self._core.close(drain=False)
+        self._reset()
+        self._core = LiveSession(
+            self._settings(),
+            self.config,
+            self._transcriber,
+            self._render,
+            self._metrics,
+            protocol=self.protocol,
+        )
+        self._send(Started())
+
+    async def _commit(self, core: LiveSession) -> None:
+        """End the client's utterance; its final result follows when it is decoded."""
+        self._pending = False
+        try:
+            await core.commit()
+        except CommitEmptyError:  # as funasr, a COMMIT always gets one final result
+            await core.clear()
+            self._send_result(final=True)
+            return
+        assert self._last_committed is not None
+        item_id, end_ms = self._last_committed
+        self._commits[item_id] = end_ms
+
+    async def _stop(self) -> None:
+        core, self._core = self._core, None
+        if core is not None:
+            pending = self._pending
+            if pending and self._client_endpoints:
+                await self._commit(core)
+            elif pending:
+                self._stopping = True  # the sentences go out together, in the final result
+                try:
+                    await core.commit()
+                except CommitEmptyError:
+                    await core.clear()
+            await core.close(drain=True)
+            if pending and not self._client_endpoints:
+                self._send_result(final=True)
+        self._send(Stopped())
+
+    def _render(self, event: LiveEvent) -> None:
+        """The core's events as results."""
+        match event:
+            case SpeechStarted(_, start_ms):
+                self._speech_open, self._partial_start = True, start_ms
+            case SpeechStopped():
+                self._speech_open = False
+            case Committed(item_id, _, _, end_ms):
+                self._last_committed = item_id, end_ms
+            case Partial(item_id, text, _, start_ms):
+                self._partial, self._partial_item, self._partial_start = text, item_id, start_ms
+                if not self._stopping:
+                    self._send_result(final=False)
+            case Completed(item_id, transcript, _, start_ms, end_ms):
+                if transcript:
+                    self._sentences.append(Sentence(text=transcript, start=start_ms, end=end_ms))
+                self._item_done(item_id)
+            case Failed(item_id, error):
+                self.send_error(error)
+                self._item_done(item_id)
+
+    def _item_done(self, item_id: str) -> None:
+        if self._partial_item == item_id:
+            self._partial, self._partial_item = "", None
+        end_ms = self._commits.pop(item_id, None)
+        if end_ms is not None:
+            self._send_result(final=True, duration_ms=end_ms)
+        elif not self._stopping:
+            self._send_result(final=False)
+
+    def _send_result(self, *, final: bool, duration_ms: int | None = None) -> None:
+        if duration_ms is None:
+            duration_ms = self._samples * 1000 // SAMPLE_RATE
+        if final:
+            result = Result(
+                sentences=self._sentences,
+                partial="",
+                partial_start_ms=0,
+                duration_ms=duration_ms,
+                is_final=True,
+            )
+            if self._client_endpoints:
+                self._sentences = []
+        else:
+            ongoing = self._partial or self._speech_open
+            result = Result(
+                sentences=self._sentences,
+                partial=self._partial,
+                partial_start_ms=self._partial_start if ongoing else duration_ms,
+                duration_ms=duration_ms,
+                is_final=False,
+            )
+        self._send(result)
+
+    def _send(self, message: BaseModel) -> None:
+        self.send(message.model_dump_json())

@@ -1,0 +1,487 @@
+"""FunASR's runtime WebSocket protocol (``offline`` / ``online`` / ``2pass``) on the live core.
+
+Clients written for FunASR's C++ runtime (``runtime/docs/websocket_protocol.md``: its H5
+page, ``funasr_wss_client.py``, their many copies) switch to this server by changing the
+URL. Where FunASR's own servers disagree, this follows the C++ 2pass server. The route
+authenticates and accepts the WebSocket, then calls :func:`run_funasr_runtime_session`.
+
+Client to server: a JSON text frame configures an input; binary frames carry its audio;
+``{"is_speaking": false}`` ends it. Later text frames change the fields they carry, and a
+connection may send one input after another (each starting with a configuration frame or
+its first audio). Fields:
+
+- ``mode``: ``2pass`` (default), ``online`` or ``offline``;
+- ``wav_name``: echoed in every answer (default ``wav-default-id``, as the C++ runtime);
+- ``wav_format``: ``pcm`` (default): PCM16 little-endian mono at ``audio_fs`` Hz (8-96 kHz,
+  default 16000). Anything else (``wav``, ``mp3``, ``others`` ...): a whole file in any
+  container, sent in as many frames as it takes and decoded at the end of the input with
+  the service's decoder (at most ``max_file_bytes``); ``audio_fs`` is then the file's own;
+- ``hotwords``: FunASR's JSON object text of word to weight (``"{\\"阿里巴巴\\": 20}"``), or
+  a plain string of words separated by commas (or, without commas, by spaces): the words
+  become the model's hotwords (Fun-ASR) or prompt (Whisper). Weights are dropped: in the
+  runtime they weight its FST hotword graph, which no model here has;
+- ``itn``: inverse text normalisation, where the model has the switch (Fun-ASR; Whisper
+  always writes normalised text, as the runtime without an ITN model ignores it);
+- ``svs_lang``: the language, an ISO code (``auto``: the model's choice), as the runtime
+  reads it for SenseVoiceSmall;
+- ``is_speaking``: ``false`` ends the input (``is_finished: true`` too, as the C++ runtime);
+  ``is_end: true`` beside it asks for FunASR's Python-server acknowledgement (below).
+
+Ignored, because the runtime itself treats them as hints: ``chunk_size`` (its streaming
+Paraformer's chunk and look-ahead; partials here follow ``partial_interval_s``),
+``chunk_interval``, ``encoder_chunk_look_back``, ``decoder_chunk_look_back`` (the Python
+server's streaming settings, which the C++ runtime ignores), and ``svs_itn`` (the runtime
+reads it only for SenseVoiceSmall; ``itn`` is the switch here). Unknown fields are ignored,
+as the runtime ignores them.
+
+Server to client (JSON text): utterances are cut at pauses by the server's VAD.
+
+- ``{"mode": "2pass-online", "wav_name", "text", "is_final": false}``: text of the open
+  utterance that became stable, to append (``online`` in ``online`` mode);
+- ``{"mode": "2pass-offline", "wav_name", "text", "is_final", "timestamp", "stamp_sents"}``:
+  one per utterance, its whole text, replacing its online text (``offline`` in ``offline``
+  mode; in ``online`` mode the utterance's end is one more ``online`` message with the rest
+  of its text). ``timestamp`` is a JSON string of ``[start_ms, end_ms]`` per word and
+  ``stamp_sents`` one object per engine segment, as the runtime sends them, when the model
+  gives word timings (ms since the input's start);
+- the input's last message, after ``is_speaking: false``, has ``is_final: true``: always
+  exactly one, with empty text if the end held no speech (then it carries the mode of the
+  utterance results). With ``is_end: true`` it also carries ``"is_end": true``;
+- errors: ``{"wav_name", "text": "", "is_final": false, "error": "<message>", "code"}``;
+  no ``mode``, so clients that route results by mode skip it. A refused frame changes
+  nothing and the connection goes on; an unknown ``?model=`` gets it, then close 1008.
+
+The server never closes a healthy connection: the client does, after the last answer. Close
+codes are every door's (:mod:`asr_serve.live.protocols.connection`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import unicodedata
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from starlette.websockets import WebSocket
+
+from asr_serve.audio.decode import DecodedAudio
+from asr_serve.config import SAMPLE_RATE, LiveConfig, ServerVAD
+from asr_serve.engines.base import EngineResult, TranscribeOptions
+from asr_serve.errors import ASRServeError, PayloadTooLargeError
+from asr_serve.live.decode import Transcriber
+from asr_serve.live.events import Committed, Completed, Failed, LiveEvent, Partial
+from asr_serve.live.metrics import LiveMetrics
+from asr_serve.live.partials import units
+from asr_serve.live.pcm import InputFormat, SampleRate, encode_pcm16
+from asr_serve.live.protocols.connection import (
+    LiveConnection,
+    ProtocolError,
+    invalid_message,
+    requested_model,
+)
+from asr_serve.live.session import CommitEmptyError, LiveSession, SessionSettings
+
+#: Subprotocols to accept with: FunASR's Python server speaks ``binary``, its client offers it.
+SUBPROTOCOLS = ("binary",)
+
+Mode = Literal["2pass", "online", "offline"]
+#: Per mode: the ``mode`` of partial (online) messages and of utterance results.
+_ANSWER_MODES: dict[str, tuple[str, str]] = {
+    "2pass": ("2pass-online", "2pass-offline"),
+    "online": ("online", "online"),
+    "offline": ("offline", "offline"),
+}
+
+
+# Client side --------------------------------------------------------------------------------
+
+
+class ClientFrame(BaseModel):
+    """One configuration frame; a field it lacks (``None``) keeps its current value."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    mode: Mode | None = None
+    wav_name: str | None = None
+    wav_format: str | None = None
+    audio_fs: SampleRate | None = None
+    hotwords: tuple[str, ...] | None = None
+    itn: bool | None = None
+    svs_lang: str | None = None
+    is_speaking: bool | None = None
+    is_finished: bool | None = None
+    is_end: bool | None = None
+
+    @field_validator("hotwords", mode="before")
+    @classmethod
+    def _hotword_list(cls, value: Any) -> Any:
+        return value if value is None else hotword_list(value)
+
+    @field_validator("wav_format")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value and value.lower()
+
+    @property
+    def ends_input(self) -> bool:
+        return self.is_speaking is False or bool(self.is_finished)
+
+
+def hotword_list(value: Any) -> tuple[str, ...]:
+    """The words of FunASR's ``hotwords``: a JSON object (or its text) of word to weight,
+    or a plain string of words separated by commas or, without commas, by whitespace."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(value)
+            value = parsed if isinstance(parsed, dict) else value
+    if isinstance(value, dict):
+        words = [str(word) for word in value]
+    elif isinstance(value, str):
+        words = value.split(",") if "," in value else value.split()
+    else:
+        raise ValueError("hotwords must be a JSON object of word to weight, or a string")
+    return tuple(w.strip() for w in words if w.strip())
+
+
+class InputConfig(BaseModel):
+    """What the connection has been told so far: the current input's settings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: Mode = "2pass"
+    wav_name: str = "wav-default-id"
+    wav_format: str = "pcm"
+    audio_fs: SampleRate = SAMPLE_RATE
+    hotwords: tuple[str, ...] = ()
+    itn: bool = True
+    svs_lang: str = "auto"
+
+    def merged(self, frame: ClientFrame) -> InputConfig:
+        changes = frame.model_dump(include=set(InputConfig.model_fields), exclude_none=True)
+        return self.model_copy(update=changes)
+
+    @property
+    def is_file(self) -> bool:
+        return self.wav_format != "pcm"
+
+    def options(self) -> TranscribeOptions:
+        return TranscribeOptions(
+            language=None if self.svs_lang.lower() == "auto" else self.svs_lang.lower(),
+            prompt=",".join(self.hotwords) or None,
+            itn=self.itn,
+            # Timestamps ride on the utterance results, which online mode does not send.
+            word_timestamps=self.mode != "online",
+        )
+
+
+def parse_frame(text: str) -> ClientFrame:
+    """A text frame as a :class:`ClientFrame`, or :class:`ProtocolError` saying what is wrong."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(
+            "invalid_json", f"A text frame must be a JSON object of settings: {exc}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_json", "A text frame must be a JSON object of settings")
+    try:
+        return ClientFrame.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_message(exc) from None
+
+
+# Server side --------------------------------------------------------------------------------
+
+
+class StampSentence(BaseModel):
+    """One sentence's timing, as the C++ runtime's ``stamp_sents`` entries."""
+
+    text_seg: str  # its words, space-separated, without punctuation
+    punc: str  # the punctuation that ends it, "" if none
+    start: int
+    end: int
+    ts_list: list[list[int]]
+
+
+class Result(BaseModel):
+    mode: str
+    wav_name: str
+    text: str
+    is_final: bool
+    timestamp: str | None = None  # JSON text: [[start_ms, end_ms], ...]
+    stamp_sents: list[StampSentence] | None = None
+    is_end: Literal[True] | None = None
+
+
+class ErrorMessage(BaseModel):
+    wav_name: str
+    text: str = ""
+    is_final: bool = False
+    error: str
+    code: str
+
+
+def _is_punctuation(char: str) -> bool:
+    return unicodedata.category(char).startswith("P")  # any script's, CJK marks too
+
+
+def _without_punctuation(word: str) -> str:
+    start, end = 0, len(word)
+    while start < end and _is_punctuation(word[start]):
+        start += 1
+    while end > start and _is_punctuation(word[end - 1]):
+        end -= 1
+    return word[start:end].strip()
+
+
+def stamps(result: EngineResult, offset_ms: int) -> tuple[str, list[StampSentence]] | None:
+    """``timestamp`` and ``stamp_sents`` for a result whose segments carry word timings."""
+    sentences, pairs = [], []
+    for segment in result.segments:
+        if not segment.words:
+            continue
+        ts_list = [
+            [offset_ms + round(w.start * 1000), offset_ms + round(w.end * 1000)]
+            for w in segment.words
+        ]
+        words = [_without_punctuation(w.word) for w in segment.words]
+        text = segment.text.strip()
+        sentences.append(
+            StampSentence(
+                text_seg=" ".join(w for w in words if w),
+                punc=text[-1] if text and _is_punctuation(text[-1]) else "",
+                start=ts_list[0][0],
+                end=ts_list[-1][1],
+                ts_list=ts_list,
+            )
+        )
+        pairs += ts_list
+    if not pairs:
+        return None
+    return json.dumps(pairs, separators=(",", ":")), sentences
+
+
+# The connection -----------------------------------------------------------------------------
+
+
+async def run_funasr_runtime_session(
+    websocket: WebSocket,
+    *,
+    transcriber: Transcriber,
+    models: Sequence[str],
+    default_model: str,
+    config: LiveConfig,
+    metrics: LiveMetrics,
+    decode: Callable[[bytes], Awaitable[DecodedAudio]],
+) -> None:
+    """Serve one accepted WebSocket until the client leaves or the session must end.
+
+    ``decode`` turns a whole file (``wav_format`` other than ``pcm``) into 16 kHz samples,
+    its duration limit included; the route passes the decoder deployment's.
+    """
+    connection = _Connection(websocket, transcriber, models, default_model, config, metrics, decode)
+    await connection.run()
+
+
+@dataclass(eq=False)
+class _Input:
+    """One input: from its configuration (or first audio) to the message that ends it."""
+
+    config: InputConfig
+    start_ms: int  # where it starts on the session's clock: its timestamps count from here
+    items: list[str] = field(default_factory=list)  # utterances committed during it
+    final_item: str | None = None  # the one whose result ends it, once it is over
+    ack: bool = False  # its end asked for ``is_end`` on its final message
+
+
+class _Connection(LiveConnection):
+    protocol = "funasr_runtime"
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        transcriber: Transcriber,
+        models: Sequence[str],
+        default_model: str,
+        config: LiveConfig,
+        metrics: LiveMetrics,
+        decode: Callable[[bytes], Awaitable[DecodedAudio]],
+    ) -> None:
+        super().__init__(websocket, config)
+        self._transcriber = transcriber
+        self._models = models
+        self._model = default_model
+        self._metrics = metrics
+        self._decode = decode
+        self._input = _Input(InputConfig(), start_ms=0)
+        self._core: LiveSession | None = None  # from the first configuration frame on
+        self._file = bytearray()  # the current input's file, when it sends one
+        self._file_refused = False  # it went over max_file_bytes: the rest is dropped
+        self._audio_bytes = 0  # audio the current input sent
+        self._clock_ms = 0.0  # audio taken, on the session's clock
+        self._items: dict[str, _Input] = {}  # committed items not ended yet, and their input
+        self._sent: dict[str, str] = {}  # online text sent per open item
+
+    async def open(self) -> None:
+        self._model = requested_model(self.websocket, self._models, self._model)
+
+    async def end(self, *, drain: bool) -> None:
+        if self._core is not None:
+            await self._core.close(drain=drain)
+
+    async def on_text(self, text: str) -> None:
+        frame = parse_frame(text)
+        current = self._input.config
+        config = current.merged(frame)
+        if self._audio_bytes and (
+            config.wav_format != current.wav_format or config.audio_fs != current.audio_fs
+        ):
+            raise ProtocolError(
+                "invalid_value",
+                "wav_format and audio_fs cannot change in the middle of an input; send "
+                '{"is_speaking": false} first',
+                param="wav_format" if config.wav_format != current.wav_format else "audio_fs",
+            )
+        if self._core is None:
+            self._core = LiveSession(
+                self._settings(config),
+                self.config,
+                self._transcriber,
+                self._render,
+                self._metrics,
+                protocol=self.protocol,
+            )
+        elif config != current:
+            await self._core.update(self._settings(config))
+        self._input.config = config
+        if frame.ends_input:
+            await self._end_input(ack=bool(frame.is_end))
+
+    async def on_bytes(self, data: bytes) -> None:
+        if self._core is None:
+            raise ProtocolError(
+                "configuration_required",
+                "Send the JSON configuration frame (mode, wav_name, wav_format, audio_fs, "
+                "is_speaking ...) before any audio",
+            )
+        self.check_frame_size(data)
+        config = self._input.config
+        if config.is_file:
+            self._take_file(data)
+        else:
+            await self._core.append(data)
+            self._clock_ms += len(data) * 500 / config.audio_fs  # PCM16: 2 bytes a sample
+        self._audio_bytes += len(data)
+        self.audio_taken()
+
+    def send_error(self, error: ASRServeError) -> None:
+        wav_name = self._input.config.wav_name
+        self.send(
+            ErrorMessage(wav_name=wav_name, error=error.message, code=error.code).model_dump_json()
+        )
+
+    def _settings(self, config: InputConfig) -> SessionSettings:
+        return SessionSettings(
+            model=self._model,
+            # A file is decoded to 16 kHz before the session takes it.
+            input_format=InputFormat(rate=SAMPLE_RATE if config.is_file else config.audio_fs),
+            turn_detection=ServerVAD(),
+            options=config.options(),
+            partials=config.mode != "offline" and not config.is_file,
+        )
+
+    def _take_file(self, data: bytes) -> None:
+        if self._file_refused:
+            return
+        if len(self._file) + len(data) > self.config.max_file_bytes:
+            self._file = bytearray()
+            self._file_refused = True
+            raise PayloadTooLargeError(
+                f"A file may be at most {self.config.max_file_bytes} bytes; the rest of this "
+                "input is dropped",
+                param="audio",
+            )
+        self._file += data
+
+    async def _end_input(self, *, ack: bool) -> None:
+        """The input is over: decode its file if it sent one, close its last utterance, and
+        make sure its last message says ``is_final``; what follows is a new input."""
+        assert self._core is not None
+        data, self._file, self._file_refused = bytes(self._file), bytearray(), False
+        if data:
+            try:
+                decoded = await self._decode(data)
+            except ASRServeError as exc:  # not audio, or too long: the input ends without it
+                self.send_error(exc)
+            else:
+                await self._core.append(encode_pcm16(decoded.samples))
+                self._clock_ms += decoded.duration_s * 1000
+        try:
+            await self._core.commit()
+        except CommitEmptyError:  # no speech open, or too little to decode: drop it
+            await self._core.clear()
+        ended, self._input = self._input, _Input(self._input.config, round(self._clock_ms))
+        self._audio_bytes = 0
+        ended.ack = ack
+        open_items = [item for item in ended.items if item in self._items]
+        if open_items:
+            ended.final_item = open_items[-1]
+        else:
+            self._send_result(ended, "", final=True)
+
+    def _render(self, event: LiveEvent) -> None:
+        """The core's events as the runtime's messages."""
+        match event:
+            case Committed(item_id):
+                self._input.items.append(item_id)
+                self._items[item_id] = self._input
+            case Partial(item_id, _, delta, _) if delta and self._input.config.mode != "offline":
+                self._sent[item_id] = self._sent.get(item_id, "") + delta
+                self._send_result(self._input, delta, final=False, online=True)
+            case Completed(item_id, transcript, delta, start_ms, _, result):
+                owner = self._items.pop(item_id)
+                final = item_id == owner.final_item
+                sent = self._sent.pop(item_id, "")
+                if owner.config.mode == "online":
+                    # Online clients only append: the rest of the text or, where the final
+                    # revised what was sent, its words past as many as were sent.
+                    rest = delta
+                    if rest is None:
+                        rest = "".join(units(transcript)[len(units(sent)) :])
+                    if rest or final:
+                        self._send_result(owner, rest, final=final)
+                elif transcript or final:
+                    timing = stamps(result, start_ms - owner.start_ms)
+                    self._send_result(owner, transcript, final=final, timing=timing)
+            case Failed(item_id, error):
+                owner = self._items.pop(item_id)
+                self._sent.pop(item_id, None)
+                self.send_error(error)
+                if item_id == owner.final_item:
+                    self._send_result(owner, "", final=True)
+
+    def _send_result(
+        self,
+        owner: _Input,
+        text: str,
+        *,
+        final: bool,
+        online: bool = False,
+        timing: tuple[str, list[StampSentence]] | None = None,
+    ) -> None:
+        """A result of the input ``owner`` in its mode's terms: ``online`` for a partial's
+        text, else an utterance's (or the input's final) result."""
+        timestamp, stamp_sents = timing or (None, None)
+        message = Result(
+            mode=_ANSWER_MODES[owner.config.mode][0 if online else 1],
+            wav_name=owner.config.wav_name,
+            text=text,
+            is_final=final,
+            timestamp=timestamp,
+            stamp_sents=stamp_sents,
+            is_end=True if final and owner.ack else None,
+        )
+        self.send(message.model_dump_json(exclude_none=True))

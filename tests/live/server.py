@@ -1,0 +1,148 @@
+"""The live doors in one process, as the Serve routes will mount them: uvicorn on a free port,
+in a thread with its own event loop, over a real engine or a fake transcriber.
+
+Each door accepts as the route will (the subprotocol its clients expect) and runs its
+adapter: ``/v1/realtime`` (OpenAI), ``/v1/funasr/ws`` (FunASR's runtime protocol) and
+``/v1/funasr/realtime`` (funasr's Fun-ASR-Nano realtime protocol).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from asr_serve.audio.decode import DecodedAudio, decode_audio
+from asr_serve.config import LiveConfig, ModelConfig
+from asr_serve.engines.base import Engine, EngineResult
+from asr_serve.engines.whisper import WhisperEngine
+from asr_serve.live.decode import Decode, DecodeRequest, Transcriber
+from asr_serve.live.metrics import LiveCounters
+from asr_serve.live.protocols import funasr_realtime, funasr_runtime, openai_realtime
+from asr_serve.live.protocols.connection import accepted_subprotocol
+from asr_serve.live.scheduler import DecodeScheduler
+
+WHISPER = "whisper-tiny.en"
+
+
+@functools.cache
+def whisper_engine() -> WhisperEngine:
+    """The embedded Whisper tiny.en, loaded once per test process."""
+    config = ModelConfig(
+        name=WHISPER, engine="faster-whisper", model="embedded", device="cpu", cpu_threads=2
+    )
+    engine = WhisperEngine(config)
+    engine.load()
+    return engine
+
+
+def engine_decode(engine: Engine) -> Decode:
+    """Decode with ``engine`` one call at a time, on a worker thread, as one model replica."""
+    lock = threading.Lock()
+
+    async def decode(request: DecodeRequest) -> EngineResult:
+        def run() -> EngineResult:
+            with lock:
+                return engine.transcribe([request.audio], [request.options])[0]
+
+        return await asyncio.to_thread(run)
+
+    return decode
+
+
+async def decode_file(data: bytes) -> DecodedAudio:
+    """What the route passes FunASR's runtime door for whole files: the service's decoder."""
+    return await asyncio.to_thread(decode_audio, data, max_duration_s=600.0)
+
+
+class LiveServer:
+    """The doors over ``engine`` (through the replica's decode scheduler) or ``transcriber``."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine | None = None,
+        transcriber: Transcriber | None = None,
+        models: Sequence[str] = (WHISPER,),
+        config: LiveConfig | None = None,
+        routes: Sequence[BaseRoute] = (),
+    ) -> None:
+        self.config = config or LiveConfig(max_partials_in_flight=1)
+        self.counters = LiveCounters()
+        if transcriber is None:
+            assert engine is not None, "an engine or a transcriber"
+            transcriber = DecodeScheduler(engine_decode(engine), self.config, self.counters)
+        common = {
+            "transcriber": transcriber,
+            "models": list(models),
+            "default_model": models[0],
+            "config": self.config,
+            "metrics": self.counters,
+        }
+        doors = [
+            ("/v1/realtime", openai_realtime.run_realtime_session, openai_realtime.SUBPROTOCOLS),
+            (
+                "/v1/funasr/ws",
+                funasr_runtime.run_funasr_runtime_session,
+                funasr_runtime.SUBPROTOCOLS,
+            ),
+            (
+                "/v1/funasr/realtime",
+                funasr_realtime.run_funasr_realtime_session,
+                funasr_realtime.SUBPROTOCOLS,
+            ),
+        ]
+        extra = {"/v1/funasr/ws": {"decode": decode_file}}
+        app = Starlette(
+            routes=[
+                *routes,
+                *(
+                    WebSocketRoute(
+                        path, _door(run, subprotocols, {**common, **extra.get(path, {})})
+                    )
+                    for path, run, subprotocols in doors
+                ),
+            ]
+        )
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def url(self, path: str, scheme: str = "ws") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self._socket.close()
+
+
+def _door(
+    run: Callable[..., Awaitable[None]], subprotocols: Sequence[str], kwargs: dict[str, Any]
+) -> Callable[[WebSocket], Awaitable[None]]:
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept(subprotocol=accepted_subprotocol(websocket, subprotocols))
+        await run(websocket, **kwargs)
+
+    return endpoint
