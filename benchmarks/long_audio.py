@@ -33,7 +33,7 @@ from asr_serve.testing.long_audio import long_recording
 from asr_serve.testing.speech import encode
 from asr_serve.testing.tiny_model import ensure_tiny_model
 from benchmarks.plan import make_plan
-from benchmarks.report import command_line, machine_label
+from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.run import RESULTS_DIR
 from benchmarks.systems.served import ServeRun
 
@@ -99,10 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     report |= {"model": model.model_dump(mode="json"), "long_audio": result}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{date[:10]}-{machine}-long.json").write_text(json.dumps(report, indent=1) + "\n")
-    latest_path = args.out / "latest.json"
-    latest = json.loads(latest_path.read_text()) if latest_path.exists() else {}
-    latest["long_audio"] = {**result, "command": report["command"], "date": date}
-    latest_path.write_text(json.dumps(latest, indent=1) + "\n")
+    update_latest(args.out, {"long_audio": {**result, "command": command, "date": date}})
     print(json.dumps(result, indent=1), flush=True)
     return result
 

@@ -50,7 +50,7 @@ from asr_serve.config import SAMPLE_RATE, AppConfig, ModelConfig
 from asr_serve.engines import TranscribeOptions, create_engine
 from asr_serve.testing.speech import Speech, encode, pcm16, speech_with_pauses
 from asr_serve.testing.text import SENTENCES, wer
-from benchmarks.report import command_line, machine_label
+from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.run import RESULTS_DIR
 from benchmarks.systems.base import ROOT
 from benchmarks.systems.baselines import UvicornSystem
@@ -345,10 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
     stem = args.out / f"{date[:10]}-{machine}-realtime"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
-    latest_path = args.out / "latest.json"
-    latest = json.loads(latest_path.read_text()) if latest_path.exists() else {}
-    latest["realtime"] = {**summary, "command": report["command"], "date": date}
-    latest_path.write_text(json.dumps(latest, indent=1) + "\n")
+    update_latest(args.out, {"realtime": {**summary, "command": report["command"], "date": date}})
     print(json.dumps(summary, indent=1), flush=True)
     return report
 

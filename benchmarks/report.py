@@ -198,9 +198,16 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
     paths[0].write_text(json.dumps(full, indent=1) + "\n")
     paths[1].write_text(markdown(report, paths[2].name))
     plot(report, paths[2])
-    latest = out_dir / "latest.json"
-    latest.write_text(json.dumps(report.latest(), indent=1) + "\n")
-    return [*paths, latest]
+    return [*paths, update_latest(out_dir, report.latest())]
+
+
+def update_latest(out_dir: Path, updates: dict) -> Path:
+    """Merge ``updates`` into ``latest.json``: each benchmark refreshes its own keys and
+    leaves the others' (the main run's ratios, ``long_audio``, ``realtime``) as they are."""
+    path = out_dir / "latest.json"
+    latest = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(latest | updates, indent=1) + "\n")
+    return path
 
 
 def _fmt(value: object, digits: int = 2) -> str:

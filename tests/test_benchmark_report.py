@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from benchmarks.loadgen import Record, summarize
 from benchmarks.report import EngineReport, SystemResult
 
@@ -41,3 +43,16 @@ def test_recorded_command_is_the_one_typed(monkeypatch) -> None:
         "python -m benchmarks.cpu_breakdown --levels 4"
     )
     assert command_line("benchmarks.run", []) == "python -m benchmarks.run"  # main([])
+
+
+def test_each_benchmark_refreshes_only_its_own_keys_of_latest(tmp_path) -> None:
+    from benchmarks.report import update_latest
+
+    update_latest(tmp_path, {"served_vs_inprocess_throughput": 0.5, "long_audio": {"x": 1}})
+    update_latest(tmp_path, {"realtime": {"y": 2}})
+    path = update_latest(tmp_path, {"served_vs_inprocess_throughput": 0.8})
+    assert json.loads(path.read_text()) == {
+        "served_vs_inprocess_throughput": 0.8,
+        "long_audio": {"x": 1},
+        "realtime": {"y": 2},
+    }

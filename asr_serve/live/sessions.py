@@ -22,13 +22,19 @@ from asr_serve.config import LiveConfig
 from asr_serve.errors import AuthenticationError
 from asr_serve.live.decode import Decode
 from asr_serve.live.metrics import LiveCounters
-from asr_serve.live.protocols.connection import CLOSE_POLICY, CLOSE_TRY_AGAIN, accepted_subprotocol
+from asr_serve.live.protocols.connection import (
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
+    LiveContext,
+    accepted_subprotocol,
+)
 from asr_serve.live.scheduler import DecodeScheduler
 
 logger = logging.getLogger("ray.serve")
 
 #: A protocol adapter's entry point (``run_*_session``), run on the accepted socket until
-#: the session ends; it takes the shared pieces as keyword arguments, and door-specific ones.
+#: the session ends: it takes the replica's shared :class:`LiveContext`, and door-specific
+#: keyword arguments.
 SessionRunner = Callable[..., Awaitable[None]]
 
 
@@ -47,8 +53,7 @@ class LiveSessions:
         self.metrics = metrics
         self.scheduler = DecodeScheduler(decode, config, metrics)
         self._api_keys = api_keys
-        self._models = list(models)
-        self._default_model = default_model
+        self._context = LiveContext(self.scheduler, list(models), default_model, config, metrics)
         #: Sessions open now on this replica, all doors together.
         self.active = 0
 
@@ -78,14 +83,6 @@ class LiveSessions:
             return
         self.active += 1
         try:
-            await run(
-                websocket,
-                transcriber=self.scheduler,
-                models=self._models,
-                default_model=self._default_model,
-                config=self.config,
-                metrics=self.metrics,
-                **door,
-            )
+            await run(websocket, self._context, **door)
         finally:
             self.active -= 1

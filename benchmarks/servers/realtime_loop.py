@@ -25,6 +25,7 @@ from asr_serve.config import LiveConfig
 from asr_serve.engines import Engine, EngineResult
 from asr_serve.live.decode import DecodeRequest
 from asr_serve.live.metrics import LiveCounters
+from asr_serve.live.protocols.connection import LiveContext
 from asr_serve.live.protocols.openai_realtime import run_realtime_session
 from benchmarks.servers.common import load_engine, mark_ready, model_config
 
@@ -32,7 +33,6 @@ CONFIG = model_config()
 LIVE = LiveConfig()
 _lock = threading.Lock()
 _engine: Engine | None = None
-_counters = LiveCounters()
 
 
 def _decode_locked(request: DecodeRequest) -> EngineResult:
@@ -45,16 +45,12 @@ async def _transcriber(request: DecodeRequest) -> EngineResult:
     return await asyncio.to_thread(_decode_locked, request)
 
 
+_CONTEXT = LiveContext(_transcriber, [CONFIG.name], CONFIG.name, LIVE, LiveCounters())
+
+
 async def realtime(websocket: WebSocket) -> None:
     await websocket.accept()
-    await run_realtime_session(
-        websocket,
-        transcriber=_transcriber,
-        models=[CONFIG.name],
-        default_model=CONFIG.name,
-        config=LIVE,
-        metrics=_counters,
-    )
+    await run_realtime_session(websocket, _CONTEXT)
 
 
 async def ready(_: Request) -> JSONResponse:

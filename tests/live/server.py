@@ -28,7 +28,7 @@ from asr_serve.engines.whisper import WhisperEngine
 from asr_serve.live.decode import Decode, DecodeRequest, Transcriber
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols import funasr_realtime, funasr_runtime, openai_realtime
-from asr_serve.live.protocols.connection import accepted_subprotocol
+from asr_serve.live.protocols.connection import LiveContext, accepted_subprotocol
 from asr_serve.live.scheduler import DecodeScheduler
 
 WHISPER = "whisper-tiny.en"
@@ -81,13 +81,7 @@ class LiveServer:
         if transcriber is None:
             assert engine is not None, "an engine or a transcriber"
             transcriber = DecodeScheduler(engine_decode(engine), self.config, self.counters)
-        common = {
-            "transcriber": transcriber,
-            "models": list(models),
-            "default_model": models[0],
-            "config": self.config,
-            "metrics": self.counters,
-        }
+        context = LiveContext(transcriber, list(models), models[0], self.config, self.counters)
         doors = [
             ("/v1/realtime", openai_realtime.run_realtime_session, openai_realtime.SUBPROTOCOLS),
             (
@@ -106,9 +100,7 @@ class LiveServer:
             routes=[
                 *routes,
                 *(
-                    WebSocketRoute(
-                        path, _door(run, subprotocols, {**common, **extra.get(path, {})})
-                    )
+                    WebSocketRoute(path, _door(run, subprotocols, context, extra.get(path, {})))
                     for path, run, subprotocols in doors
                 ),
             ]
@@ -139,10 +131,13 @@ class LiveServer:
 
 
 def _door(
-    run: Callable[..., Awaitable[None]], subprotocols: Sequence[str], kwargs: dict[str, Any]
+    run: Callable[..., Awaitable[None]],
+    subprotocols: Sequence[str],
+    context: LiveContext,
+    door: dict[str, Any],
 ) -> Callable[[WebSocket], Awaitable[None]]:
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept(subprotocol=accepted_subprotocol(websocket, subprotocols))
-        await run(websocket, **kwargs)
+        await run(websocket, context, **door)
 
     return endpoint

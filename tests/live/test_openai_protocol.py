@@ -28,7 +28,7 @@ from asr_serve.engines.base import EngineResult
 from asr_serve.errors import ModelNotReadyError
 from asr_serve.live.decode import DecodeRequest
 from asr_serve.live.metrics import LiveCounters
-from asr_serve.live.protocols.connection import accepted_subprotocol
+from asr_serve.live.protocols.connection import LiveContext, accepted_subprotocol
 from asr_serve.live.protocols.openai_realtime import SUBPROTOCOLS, run_realtime_session
 from asr_serve.testing.speech import pcm16, speech_with_pauses
 from asr_serve.testing.text import SENTENCES
@@ -101,14 +101,9 @@ def _connect(
 
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
-        await run_realtime_session(
-            websocket,
-            transcriber=transcriber,
-            models=["m1", "m2"],
-            default_model="m1",
-            config=LiveConfig.model_validate(config),
-            metrics=LiveCounters(),
-        )
+        live = LiveConfig.model_validate(config)
+        context = LiveContext(transcriber, ["m1", "m2"], "m1", live, LiveCounters())
+        await run_realtime_session(websocket, context)
 
     app = Starlette(routes=[WebSocketRoute("/v1/realtime", endpoint)])
     with TestClient(app) as http, http.websocket_connect(f"/v1/realtime{query}") as ws:

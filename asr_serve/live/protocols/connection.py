@@ -36,7 +36,8 @@ import abc
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from pydantic import ValidationError
@@ -44,7 +45,10 @@ from starlette.websockets import WebSocket
 
 from asr_serve.config import LiveConfig
 from asr_serve.errors import ASRServeError, InvalidRequestError, PayloadTooLargeError
-from asr_serve.live.session import SessionAudioLimitError
+from asr_serve.live.decode import Transcriber
+from asr_serve.live.events import LiveEvent
+from asr_serve.live.metrics import LiveMetrics
+from asr_serve.live.session import LiveSession, SessionAudioLimitError, SessionSettings
 
 logger = logging.getLogger("ray.serve")
 
@@ -110,18 +114,49 @@ def invalid_message(exc: ValidationError) -> ProtocolError:
     return ProtocolError(code, message, param=param)
 
 
+@dataclass(frozen=True)
+class LiveContext:
+    """What every session of an ingress replica shares, handed to a protocol adapter whole:
+    the replica's decode scheduler, the models it serves, its live settings and metrics."""
+
+    transcriber: Transcriber
+    models: Sequence[str]
+    default_model: str
+    config: LiveConfig
+    metrics: LiveMetrics
+
+
 class LiveConnection(abc.ABC):
     """One client's connection in one protocol; :meth:`run` serves it to the end."""
 
     #: The label the protocol's sessions carry in metrics.
     protocol: ClassVar[str]
 
-    def __init__(self, websocket: WebSocket, config: LiveConfig) -> None:
+    def __init__(self, websocket: WebSocket, context: LiveContext) -> None:
         self.websocket = websocket
-        self.config = config
+        self.context = context
+        self.config = context.config
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
         self._last_audio = self._loop.time()
+
+    def requested_model(self) -> str:
+        """The model ``?model=`` names, or the replica's default (see :func:`requested_model`)."""
+        return requested_model(self.websocket, self.context.models, self.context.default_model)
+
+    def new_session(
+        self, settings: SessionSettings, emit: Callable[[LiveEvent], None]
+    ) -> LiveSession:
+        """A session core on the replica's shared pieces, labelled with this protocol."""
+        context = self.context
+        return LiveSession(
+            settings,
+            self.config,
+            context.transcriber,
+            emit,
+            context.metrics,
+            protocol=self.protocol,
+        )
 
     @abc.abstractmethod
     async def open(self) -> None:

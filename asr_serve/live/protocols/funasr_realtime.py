@@ -40,17 +40,15 @@ every door's (:mod:`asr_serve.live.protocols.connection`).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocket
 
-from asr_serve.config import SAMPLE_RATE, LiveConfig, ServerVAD
+from asr_serve.config import SAMPLE_RATE, ServerVAD
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.engines.languages import FUN_ASR_NANO_LANGUAGES
 from asr_serve.errors import ASRServeError
-from asr_serve.live.decode import Transcriber
 from asr_serve.live.events import (
     Committed,
     Completed,
@@ -60,9 +58,8 @@ from asr_serve.live.events import (
     SpeechStarted,
     SpeechStopped,
 )
-from asr_serve.live.metrics import LiveMetrics
 from asr_serve.live.pcm import InputFormat
-from asr_serve.live.protocols.connection import LiveConnection, ProtocolError, requested_model
+from asr_serve.live.protocols.connection import LiveConnection, LiveContext, ProtocolError
 from asr_serve.live.session import CommitEmptyError, LiveSession, SessionSettings
 
 #: funasr's server names no subprotocol and its clients offer none.
@@ -165,15 +162,10 @@ class Result(BaseModel):
 
 async def run_funasr_realtime_session(
     websocket: WebSocket,
-    *,
-    transcriber: Transcriber,
-    models: Sequence[str],
-    default_model: str,
-    config: LiveConfig,
-    metrics: LiveMetrics,
+    context: LiveContext,
 ) -> None:
     """Serve one accepted WebSocket until the client leaves or the session must end."""
-    await _Connection(websocket, transcriber, models, default_model, config, metrics).run()
+    await _Connection(websocket, context).run()
 
 
 class _Connection(LiveConnection):
@@ -182,17 +174,10 @@ class _Connection(LiveConnection):
     def __init__(
         self,
         websocket: WebSocket,
-        transcriber: Transcriber,
-        models: Sequence[str],
-        default_model: str,
-        config: LiveConfig,
-        metrics: LiveMetrics,
+        context: LiveContext,
     ) -> None:
-        super().__init__(websocket, config)
-        self._transcriber = transcriber
-        self._models = models
-        self._model = default_model
-        self._metrics = metrics
+        super().__init__(websocket, context)
+        self._model = context.default_model
         self._client_endpoints = False
         self._hotwords: tuple[str, ...] = ()
         self._language: str | None = None
@@ -213,7 +198,7 @@ class _Connection(LiveConnection):
         self._stopping = False
 
     async def open(self) -> None:
-        self._model = requested_model(self.websocket, self._models, self._model)
+        self._model = self.requested_model()
         mode = self.websocket.query_params.get("endpoint_mode", "server")
         if mode not in ("server", "client"):
             raise ProtocolError(
@@ -285,14 +270,7 @@ class _Connection(LiveConnection):
         if self._core is not None:  # START again: what the old session had is dropped
             await self._core.close(drain=False)
         self._reset()
-        self._core = LiveSession(
-            self._settings(),
-            self.config,
-            self._transcriber,
-            self._render,
-            self._metrics,
-            protocol=self.protocol,
-        )
+        self._core = self.new_session(self._settings(), self._render)
         self._send(Started())
 
     async def _commit(self, core: LiveSession) -> None:

@@ -60,7 +60,7 @@ from __future__ import annotations
 import contextlib
 import json
 import unicodedata
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -68,19 +68,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from starlette.websockets import WebSocket
 
 from asr_serve.audio.decode import DecodedAudio
-from asr_serve.config import SAMPLE_RATE, LiveConfig, ServerVAD
+from asr_serve.config import SAMPLE_RATE, ServerVAD
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import ASRServeError, PayloadTooLargeError
-from asr_serve.live.decode import Transcriber
 from asr_serve.live.events import Committed, Completed, Failed, LiveEvent, Partial
-from asr_serve.live.metrics import LiveMetrics
 from asr_serve.live.partials import units
 from asr_serve.live.pcm import InputFormat, SampleRate, encode_pcm16
 from asr_serve.live.protocols.connection import (
     LiveConnection,
+    LiveContext,
     ProtocolError,
     invalid_message,
-    requested_model,
 )
 from asr_serve.live.session import CommitEmptyError, LiveSession, SessionSettings
 
@@ -269,12 +267,7 @@ def stamps(result: EngineResult, offset_ms: int) -> tuple[str, list[StampSentenc
 
 async def run_funasr_runtime_session(
     websocket: WebSocket,
-    *,
-    transcriber: Transcriber,
-    models: Sequence[str],
-    default_model: str,
-    config: LiveConfig,
-    metrics: LiveMetrics,
+    context: LiveContext,
     decode: Callable[[bytes], Awaitable[DecodedAudio]],
 ) -> None:
     """Serve one accepted WebSocket until the client leaves or the session must end.
@@ -282,7 +275,7 @@ async def run_funasr_runtime_session(
     ``decode`` turns a whole file (``wav_format`` other than ``pcm``) into 16 kHz samples,
     its duration limit included; the route passes the decoder deployment's.
     """
-    connection = _Connection(websocket, transcriber, models, default_model, config, metrics, decode)
+    connection = _Connection(websocket, context, decode)
     await connection.run()
 
 
@@ -303,18 +296,11 @@ class _Connection(LiveConnection):
     def __init__(
         self,
         websocket: WebSocket,
-        transcriber: Transcriber,
-        models: Sequence[str],
-        default_model: str,
-        config: LiveConfig,
-        metrics: LiveMetrics,
+        context: LiveContext,
         decode: Callable[[bytes], Awaitable[DecodedAudio]],
     ) -> None:
-        super().__init__(websocket, config)
-        self._transcriber = transcriber
-        self._models = models
-        self._model = default_model
-        self._metrics = metrics
+        super().__init__(websocket, context)
+        self._model = context.default_model
         self._decode = decode
         self._input = _Input(InputConfig(), start_ms=0)
         self._core: LiveSession | None = None  # from the first configuration frame on
@@ -326,7 +312,7 @@ class _Connection(LiveConnection):
         self._sent: dict[str, str] = {}  # online text sent per open item
 
     async def open(self) -> None:
-        self._model = requested_model(self.websocket, self._models, self._model)
+        self._model = self.requested_model()
 
     async def end(self, *, drain: bool) -> None:
         if self._core is not None:
@@ -346,14 +332,7 @@ class _Connection(LiveConnection):
                 param="wav_format" if config.wav_format != current.wav_format else "audio_fs",
             )
         if self._core is None:
-            self._core = LiveSession(
-                self._settings(config),
-                self.config,
-                self._transcriber,
-                self._render,
-                self._metrics,
-                protocol=self.protocol,
-            )
+            self._core = self.new_session(self._settings(config), self._render)
         elif config != current:
             await self._core.update(self._settings(config))
         self._input.config = config

@@ -27,16 +27,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.websockets import WebSocket
 
-from asr_serve.config import LiveConfig
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.errors import ASRServeError, InvalidAudioError, PayloadTooLargeError
-from asr_serve.live.decode import Transcriber
 from asr_serve.live.events import (
     Cleared,
     Committed,
@@ -47,9 +44,8 @@ from asr_serve.live.events import (
     SpeechStarted,
     SpeechStopped,
 )
-from asr_serve.live.metrics import LiveMetrics
 from asr_serve.live.pcm import InputFormat
-from asr_serve.live.protocols.connection import LiveConnection, requested_model
+from asr_serve.live.protocols.connection import LiveConnection, LiveContext
 from asr_serve.live.protocols.openai_events import (
     AppendAudio,
     Audio,
@@ -92,15 +88,10 @@ _ENCODINGS = {"audio/pcm": "pcm16", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}
 
 async def run_realtime_session(
     websocket: WebSocket,
-    *,
-    transcriber: Transcriber,
-    models: Sequence[str],
-    default_model: str,
-    config: LiveConfig,
-    metrics: LiveMetrics,
+    context: LiveContext,
 ) -> None:
     """Serve one accepted WebSocket until the client leaves or the session must end."""
-    await _Connection(websocket, transcriber, models, default_model, config, metrics).run()
+    await _Connection(websocket, context).run()
 
 
 class _Connection(LiveConnection):
@@ -111,18 +102,10 @@ class _Connection(LiveConnection):
     def __init__(
         self,
         websocket: WebSocket,
-        transcriber: Transcriber,
-        models: Sequence[str],
-        default_model: str,
-        config: LiveConfig,
-        metrics: LiveMetrics,
+        context: LiveContext,
     ) -> None:
-        super().__init__(websocket, config)
-        self._transcriber = transcriber
-        self._models = models
-        self._default_model = default_model
-        self._metrics = metrics
-        self._model = default_model  # the connection's, for a session whose model is null
+        super().__init__(websocket, context)
+        self._model = context.default_model  # the connection's, for a null session model
         self._state = TranscriptionSession()
         self._core: LiveSession | None = None
         #: The client event being handled, echoed in the errors it causes.
@@ -137,18 +120,11 @@ class _Connection(LiveConnection):
                 "(intent=transcription)",
                 param="intent",
             )
-        self._model = requested_model(self.websocket, self._models, self._default_model)
+        self._model = self.requested_model()
         self._state = TranscriptionSession(
             audio=Audio(input=AudioInput(transcription=Transcription(model=self._model)))
         )
-        self._core = LiveSession(
-            self._settings(self._state),
-            self.config,
-            self._transcriber,
-            self._render,
-            self._metrics,
-            protocol=self.protocol,
-        )
+        self._core = self.new_session(self._settings(self._state), self._render)
         self._send(SessionCreated(session=session_object(self._state, self._core.id)))
 
     async def end(self, *, drain: bool) -> None:
@@ -206,10 +182,10 @@ class _Connection(LiveConnection):
             error.param = f"session.{error.param}" if error.param else "session"
             raise error from None
         model = state.audio.input.transcription.model
-        if model is not None and model not in self._models:
+        if model is not None and model not in self.context.models:
             raise ClientEventError(
                 "model_not_found",
-                f"The model {model!r} does not exist; available: {', '.join(self._models)}",
+                f"The model {model!r} does not exist; available: {', '.join(self.context.models)}",
                 param="session.input_audio_transcription.model"
                 if beta
                 else "session.audio.input.transcription.model",
