@@ -15,7 +15,7 @@ from ray import serve
 from asr_serve.config import SAMPLE_RATE, BatchingConfig, ModelConfig
 from asr_serve.engines import EngineResult, TranscribeOptions, create_engine
 from asr_serve.engines.batch import BatchItem, EngineGate, batch_cost, item_cost, run_batch
-from asr_serve.errors import InsufficientMemoryError
+from asr_serve.errors import ASRServeError, InsufficientMemoryError
 
 logger = logging.getLogger("ray.serve")
 
@@ -65,16 +65,23 @@ class ASR:
         self._batched.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
         logger.info("batching for %s set to %s", self.model.name, self.batching)
 
-    async def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> EngineResult:
-        """One request's audio; it shares an engine call with whatever else is waiting."""
-        self.engine.check_options(options)
+    async def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions
+    ) -> EngineResult | ASRServeError:
+        """One request's audio; it shares an engine call with whatever else is waiting.
+
+        The request's own errors (an option the model lacks; out of memory even alone) are
+        returned as values for the ingress to raise: Serve logs every exception a replica
+        method raises as an ERROR with its traceback, which is for our own failures.
+        """
+        try:
+            self.engine.check_options(options)
+        except ASRServeError as exc:
+            return exc
         cost = item_cost(len(audio) / SAMPLE_RATE, self.batching)
         item = BatchItem(audio=audio, options=options, cost=cost)
         await self.gate.wait_until_idle()
-        result = await self._batched(item)
-        if isinstance(result, InsufficientMemoryError):  # alone, still out of memory
-            raise result
-        return result
+        return await self._batched(item)
 
     @serve.batch(
         max_batch_size=_DEFAULT_BATCHING.max_batch_size,

@@ -52,20 +52,22 @@ SERVE_ERRORS: dict[type[BaseException], Callable[[BaseException], ASRServeError]
 READY_PROBE_TIMEOUT_S = 2.0
 
 
-async def call_downstream(call: Callable[[], Awaitable[T]], *, target: str) -> T:
+async def call_downstream(call: Callable[[], Awaitable[T | ASRServeError]], *, target: str) -> T:
     """Await ``call()``, once more if its replica died; Serve's rejections as API errors.
 
-    A replica's :class:`~asr_serve.errors.ASRServeError` arrives as itself (Ray re-raises a
-    subclass of it) and passes through. Any other exception from a replica is our failure:
-    Serve logged it there with its traceback, so here it is one line and a 500.
+    Replicas return the request's own errors (:class:`~asr_serve.errors.ASRServeError`) as
+    values, so Serve does not log a client's mistake as a failure with a traceback; they are
+    raised here. One raised in a replica arrives as itself too (Ray re-raises a subclass of
+    it) and passes through. Any other exception from a replica is our failure: Serve logged
+    it there with its traceback, so here it is one line and a 500.
     """
     try:
         try:
-            return await call()
+            return _raise_if_error(await call())
         except REPLICA_LOST as exc:
             logger.warning("%s replica lost mid-request (%r); retrying once", target, exc)
         try:
-            return await call()
+            return _raise_if_error(await call())
         except REPLICA_LOST:
             raise OverloadedError(
                 f"the {target} replica failed twice while serving this request; retry shortly"
@@ -80,6 +82,12 @@ async def call_downstream(call: Callable[[], Awaitable[T]], *, target: str) -> T
             f"The {target} deployment failed to process this request. Retry it; if this "
             "persists, report the X-Request-ID of this response."
         ) from None
+
+
+def _raise_if_error(value: T | ASRServeError) -> T:
+    if isinstance(value, ASRServeError):
+        raise value
+    return value
 
 
 class Downstream:

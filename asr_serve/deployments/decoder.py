@@ -36,8 +36,12 @@ class AudioDecoder:
         self.splitter = PieceSplitter(SplittingConfig.model_validate(splitting or {}))
         self.metrics = DecoderMetrics()
 
-    async def decode(self, data: bytes) -> DecodedAudio:
-        """Decode off the event loop (PyAV releases the GIL) and enforce the duration limit."""
+    async def decode(self, data: bytes) -> DecodedAudio | ASRServeError:
+        """Decode off the event loop (PyAV releases the GIL) and enforce the duration limit.
+
+        A bad upload is the client's error, returned as a value for the ingress to raise:
+        Serve logs every exception a replica method raises as an ERROR with its traceback.
+        """
         started = time.perf_counter()
         try:
             audio = await asyncio.to_thread(
@@ -48,7 +52,7 @@ class AudioDecoder:
             )
         except ASRServeError as exc:
             self.metrics.rejected.inc(tags={"code": exc.code})
-            raise
+            return exc
         self.metrics.decode_time.observe(time.perf_counter() - started)
         self.metrics.decoded_seconds.inc(audio.duration_s)
         if self.splitter.fits(audio.samples):  # most uploads: no VAD, no thread hop

@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from asr_serve.api.app import build_api
 from asr_serve.api.auth import APIKeyVerifier, authenticated
+from asr_serve.api.error_handlers import request_id_of
 from asr_serve.api.formats import cache_headers, render
 from asr_serve.api.protocol import HealthResponse, ModelCard, ModelList
 from asr_serve.api.streaming import stream_transcription
@@ -63,7 +64,9 @@ async def transcriptions(request: Request, ingress: State) -> Response:
     upload = await read_upload(request, max_bytes=ingress.config.limits.max_upload_bytes)
     job = await ingress.pipeline.start(upload)
     if job.request.stream:
-        return await stream_transcription(ingress.pipeline.results(job))
+        return await stream_transcription(
+            ingress.pipeline.results(job), request_id=request_id_of(request)
+        )
     done = await ingress.pipeline.finish(job)
     return render(
         done.result,

@@ -41,7 +41,7 @@ def _app(transcribe) -> TestClient:
 
     async def transcriptions(request: Request) -> Response:
         job = await pipeline.start(await read_upload(request, max_bytes=1 << 20))
-        return await stream_transcription(pipeline.results(job))
+        return await stream_transcription(pipeline.results(job), request_id="test")
 
     async def on_error(_: Request, exc: ASRServeError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=exc.status_code)
@@ -125,7 +125,9 @@ def test_closing_the_stream_cancels_pieces_in_flight() -> None:
     async def main() -> None:
         pipeline = TranscriptionPipeline(CONFIG, decode=_decode, transcribe=slow_after_first)
         upload = Upload(data=b"x", fields={"stream": "true"})
-        response = await stream_transcription(pipeline.results(await pipeline.start(upload)))
+        response = await stream_transcription(
+            pipeline.results(await pipeline.start(upload)), request_id="test"
+        )
         events = response.body_iterator
         assert "one" in await anext(events)
         await events.aclose()  # what Starlette does when the client goes away
