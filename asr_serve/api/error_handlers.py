@@ -24,6 +24,7 @@ from asr_serve.errors import (
     OverloadedError,
     PayloadTooLargeError,
     RequestTimeoutError,
+    UploadBudgetError,
     error_for_status,
 )
 
@@ -38,9 +39,9 @@ def error_response(exc: ASRServeError) -> JSONResponse:
     headers = {}
     if isinstance(exc, OverloadedError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-    elif isinstance(exc, AuthenticationError):
+    if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
-    elif isinstance(exc, PayloadTooLargeError | RequestTimeoutError):
+    if isinstance(exc, PayloadTooLargeError | RequestTimeoutError | UploadBudgetError):
         # Close rather than drain: the server would otherwise read the rest of the upload.
         headers["Connection"] = "close"
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)

@@ -25,7 +25,7 @@ from asr_serve.api.error_handlers import request_id_of
 from asr_serve.api.formats import cache_headers, render
 from asr_serve.api.protocol import HealthResponse, ModelCard, ModelList
 from asr_serve.api.streaming import stream_transcription
-from asr_serve.api.upload import read_upload
+from asr_serve.api.upload import UploadBudget, read_upload
 from asr_serve.config import AppConfig
 from asr_serve.deployments.calls import Downstream
 from asr_serve.errors import ModelNotFoundError
@@ -44,6 +44,7 @@ class IngressState:
     config: AppConfig
     downstream: Downstream
     pipeline: TranscriptionPipeline
+    uploads: UploadBudget
 
 
 def _state(connection: HTTPConnection) -> IngressState:
@@ -61,7 +62,7 @@ public = APIRouter()
 @keyed.post("/v1/audio/transcriptions")
 async def transcriptions(request: Request, ingress: State) -> Response:
     """OpenAI's ``audio.transcriptions.create``: multipart ``file`` plus form fields."""
-    upload = await read_upload(request, max_bytes=ingress.config.limits.max_upload_bytes)
+    upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
     job = await ingress.pipeline.start(upload)
     if job.request.stream:
         return await stream_transcription(
@@ -112,8 +113,17 @@ async def ready(ingress: State) -> JSONResponse:
 
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.5},
-    max_ongoing_requests=256,
+    # A request waiting here (for its upload, the decoder or the model) is a cheap coroutine
+    # (measured 40-160 KiB here, as much in the proxy; tests/README.md): room for many, so slow
+    # clients cannot take every slot; uploads themselves are capped below this by
+    # limits.max_concurrent_uploads, refused at once past it. Below 1000, Ray's default
+    # concurrency of an async actor, so Serve's health checks and probes always find room:
+    # at 2048 (then also the actor's concurrency) a replica holding ~2000 trickled uploads
+    # missed its health checks and was killed.
+    max_ongoing_requests=768,
     max_queued_requests=512,
+    # Past both: 503 with Retry-After from Serve's proxy, at once.
+    backpressure_config={"status_code": 503, "retry_after_s": 1},
     graceful_shutdown_timeout_s=60,
 )
 @serve.ingress()
@@ -133,7 +143,14 @@ class Ingress:
         pipeline = TranscriptionPipeline(
             app_config, decode=downstream.decode, transcribe=downstream.transcribe, cache=cache
         )
-        self.state = IngressState(config=app_config, downstream=downstream, pipeline=pipeline)
+        self.state = IngressState(
+            config=app_config,
+            downstream=downstream,
+            pipeline=pipeline,
+            uploads=UploadBudget(
+                app_config.limits.upload_budget_bytes, app_config.limits.max_concurrent_uploads
+            ),
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this once the constructor is done: the replica's own app."""

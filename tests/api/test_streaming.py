@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from asr_serve.api.streaming import stream_transcription
-from asr_serve.api.upload import Upload, read_upload
+from asr_serve.api.upload import Upload, UploadBudget, read_upload
 from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import AppConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
@@ -40,7 +40,8 @@ def _app(transcribe) -> TestClient:
     pipeline = TranscriptionPipeline(CONFIG, decode=_decode, transcribe=transcribe)
 
     async def transcriptions(request: Request) -> Response:
-        job = await pipeline.start(await read_upload(request, max_bytes=1 << 20))
+        upload = await read_upload(request, limits=CONFIG.limits, budget=UploadBudget(1 << 30, 10))
+        job = await pipeline.start(upload)
         return await stream_transcription(pipeline.results(job), request_id="test")
 
     async def on_error(_: Request, exc: ASRServeError) -> JSONResponse:
