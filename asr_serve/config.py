@@ -38,6 +38,10 @@ class BatchingConfig(_Strict):
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
     #: Bound a batch by its total audio too, so a few long clips cannot exhaust memory.
     max_batch_audio_s: float = Field(300.0, gt=0.0)
+    #: Admit an item only if the audio queued before it, at the engine's measured speed,
+    #: is done within this; otherwise 503 with Retry-After at once
+    #: (:mod:`asr_serve.engines.admission`). A wait a person at a terminal accepts.
+    max_queue_wait_s: float = Field(10.0, gt=0.0)
 
 
 class ModelConfig(_Strict):

@@ -56,6 +56,12 @@ class ASRMetrics:
             description="Engine calls that ran out of memory (their batch was split and retried).",
             tag_keys=("model",),
         )
+        self.refused = metrics.Counter(
+            "asr_queue_refused_total",
+            description="Items refused (503) because their queue wait would exceed "
+            "max_queue_wait_s.",
+            tag_keys=("model",),
+        )
         self.model_loaded = metrics.Gauge(
             "asr_model_loaded",
             description="1 once the replica's model is loaded and warmed up.",
@@ -68,6 +74,7 @@ class ASRMetrics:
             self.inference,
             self.audio_seconds,
             self.errors,
+            self.refused,
             self.out_of_memory,
             self.model_loaded,
         ):

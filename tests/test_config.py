@@ -45,7 +45,10 @@ def test_config_validates_against_serve_and_project_schemas(name: str) -> None:
         # Batches can only fill when a replica may hold a whole batch (ray#43288); room for
         # more, so the next batch's items wait in the replica, not in the router's backoff.
         assert asr.max_ongoing_requests >= 2 * batching.max_batch_size
-        assert asr.max_queued_requests > 0
+        # Items wait in the replica, where admission bounds their wait by time; the router's
+        # queue, which it cannot see, is only a burst buffer.
+        assert 0 < asr.max_queued_requests <= asr.max_ongoing_requests // 2
+        assert batching.max_queue_wait_s <= 30
     decoder = deployments["AudioDecoder"]
     assert decoder.ray_actor_options.num_gpus == 0
     assert decoder.max_ongoing_requests >= MIN_DECODER_ONGOING
@@ -71,6 +74,7 @@ def test_deployment_defaults_queue_in_replicas() -> None:
 
     assert AudioDecoder.max_ongoing_requests >= MIN_DECODER_ONGOING
     assert ASR.max_ongoing_requests >= 2 * BatchingConfig().max_batch_size
+    assert 0 < ASR.max_queued_requests <= ASR.max_ongoing_requests // 2
     assert MIN_INGRESS_ONGOING <= Ingress.max_ongoing_requests < RAY_ACTOR_CONCURRENCY
     spare = Ingress.max_ongoing_requests - LimitsConfig().max_concurrent_uploads
     assert spare >= MIN_SLOTS_BEYOND_UPLOADS

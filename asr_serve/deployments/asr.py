@@ -14,6 +14,7 @@ from ray import serve
 
 from asr_serve.config import SAMPLE_RATE, BatchingConfig, ModelConfig
 from asr_serve.engines import EngineResult, TranscribeOptions, create_engine
+from asr_serve.engines.admission import QueueAdmission
 from asr_serve.engines.batch import BatchItem, EngineGate, batch_cost, item_cost, run_batch
 from asr_serve.errors import ASRServeError, InsufficientMemoryError
 
@@ -25,10 +26,11 @@ _DEFAULT_BATCHING = BatchingConfig()
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "num_gpus": 0},
     # Must exceed max_batch_size or batches never fill (ray#43288); room for several
-    # batches, so items queue here (where EngineGate batches them) rather than in the
-    # caller's router, which retries a full replica with backoff of up to 0.5 s.
+    # batches, so items queue here (where EngineGate batches them and admission bounds
+    # their wait by time) rather than in the caller's router, which retries a full replica
+    # with backoff of up to 0.5 s and whose queue admission cannot see: keep it short.
     max_ongoing_requests=128,
-    max_queued_requests=256,
+    max_queued_requests=32,
     # A model that cannot load fails the deployment quickly with its message.
     max_constructor_retry_count=3,
     health_check_period_s=10,
@@ -42,14 +44,17 @@ class ASR:
         self.model = ModelConfig.model_validate(model)
         self.metrics = ASRMetrics(self.model.name)
         self.batching = self.model.batching
-        #: Recent batch sizes, for tests and the ``stats`` call.
+        #: Recent batch sizes and wall times, for tests and the ``stats`` call.
         self.recent_batches: deque[int] = deque(maxlen=1024)
+        self.recent_batch_seconds: deque[float] = deque(maxlen=1024)
         self.gate = EngineGate()
 
         started = time.perf_counter()
         self.engine = create_engine(self.model)
         self.engine.load()
-        self.engine.warmup()
+        warming = time.perf_counter()
+        warmup_audio_s = self.engine.warmup()
+        self.admission = QueueAdmission.from_warmup(warmup_audio_s, time.perf_counter() - warming)
         self.metrics.model_loaded.set(1)
         logger.info(
             "model %s (%s) loaded and warmed up in %.1f s",
@@ -78,10 +83,15 @@ class ASR:
             self.engine.check_options(options)
         except ASRServeError as exc:
             return exc
+        refusal = self.admission.refusal(self.batching.max_queue_wait_s)
+        if refusal is not None:
+            self.metrics.refused.inc()
+            return refusal
         cost = item_cost(len(audio) / SAMPLE_RATE, self.batching)
         item = BatchItem(audio=audio, options=options, cost=cost)
-        await self.gate.wait_until_idle()
-        return await self._batched(item)
+        with self.admission.queued(item.seconds):
+            await self.gate.wait_until_idle()
+            return await self._batched(item)
 
     @serve.batch(
         max_batch_size=_DEFAULT_BATCHING.max_batch_size,
@@ -110,8 +120,11 @@ class ASR:
         except Exception:
             self.metrics.errors.inc()
             raise
-        self.metrics.inference.observe(time.perf_counter() - started)
+        wall_s = time.perf_counter() - started
+        self.metrics.inference.observe(wall_s)
         self.metrics.audio_seconds.inc(audio_s)
+        self.admission.observe_batch(audio_s, wall_s)
+        self.recent_batch_seconds.append(wall_s)
         return results
 
     def check_health(self) -> None:
@@ -135,4 +148,6 @@ class ASR:
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "batching": self.batching.model_dump(),
             "recent_batch_sizes": list(self.recent_batches),
+            "recent_batch_seconds": list(self.recent_batch_seconds),
+            "speed_audio_s_per_s": self.admission.speed,
         }

@@ -81,8 +81,13 @@ class Engine(abc.ABC):
                 param="language",
             )
 
-    def warmup(self, batch_size: int = 2, seconds: float = 1.0) -> None:
-        """Run real inference once so the first request pays for no lazy initialisation."""
+    def warmup(self, batch_size: int = 2, seconds: float = 1.0) -> float:
+        """Run real inference once so the first request pays for no lazy initialisation.
+
+        Returns the seconds of audio it transcribed (the replica times it: a first guess
+        of the engine's speed).
+        """
         rng = np.random.default_rng(0)
         audio = (0.05 * rng.standard_normal(int(SAMPLE_RATE * seconds))).astype(np.float32)
         self.transcribe([audio] * batch_size, [TranscribeOptions()] * batch_size)
+        return batch_size * seconds
