@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
@@ -35,13 +36,38 @@ FORM_OVERHEAD_BYTES = 256 * 1024
 MAX_FIELD_BYTES = 64 * 1024
 
 
+FieldValue = str | list[str] | dict[str, str]
+#: ``name[key]``: one key of an object field, as the ``openai`` client sends
+#: ``chunking_strategy={"type": "server_vad", ...}`` in a form.
+_OBJECT_KEY = re.compile(r"^(\w+)\[(\w+)\]$")
+
+
 @dataclass(frozen=True)
 class Upload:
     """The parsed form: the audio bytes and the other fields (the file's name and declared
-    type are not read: the decoder judges the bytes themselves)."""
+    type are not read: the decoder judges the bytes themselves). ``name[]`` fields are
+    lists, ``name[key]`` fields objects."""
 
     data: bytes
-    fields: dict[str, str | list[str]]
+    fields: dict[str, FieldValue]
+
+
+def _add_field(fields: dict[str, FieldValue], key: str, value: str) -> None:
+    if (match := _OBJECT_KEY.match(key)) is not None:
+        name, member = match.groups()
+        target = fields.setdefault(name, {})
+        if not isinstance(target, dict):
+            raise InvalidRequestError(f"{name!r} is given both as a value and as an object")
+        target[member] = value
+        return
+    name = key.removesuffix("[]")
+    previous = fields.get(name)
+    if previous is None:
+        fields[name] = [value] if key.endswith("[]") else value
+    elif isinstance(previous, dict):
+        raise InvalidRequestError(f"{name!r} is given both as a value and as an object")
+    else:
+        fields[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
 
 
 class _InMemoryMultiPartParser(MultiPartParser):
@@ -179,7 +205,7 @@ async def read_upload(request: Request, *, limits: LimitsConfig, budget: UploadB
         except ClientDisconnect:
             raise InvalidRequestError("client disconnected during upload") from None
 
-    fields: dict[str, str | list[str]] = {}
+    fields: dict[str, FieldValue] = {}
     upload: UploadFile | None = None
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
@@ -190,12 +216,7 @@ async def read_upload(request: Request, *, limits: LimitsConfig, budget: UploadB
             continue
         if key == "file":
             raise InvalidRequestError("the 'file' field must be a file upload", param="file")
-        name = key.removesuffix("[]")
-        if name in fields:
-            previous = fields[name]
-            fields[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            fields[name] = [value] if key.endswith("[]") else value
+        _add_field(fields, key, value)
     if upload is None:
         raise InvalidRequestError("the 'file' field is required", param="file")
     try:

@@ -13,7 +13,7 @@ import ray
 from ray import serve
 
 from asr_serve.config import SAMPLE_RATE, BatchingConfig, ModelConfig
-from asr_serve.engines import EngineResult, TranscribeOptions, create_engine
+from asr_serve.engines import EngineCapabilities, EngineResult, TranscribeOptions, create_engine
 from asr_serve.engines.admission import QueueAdmission
 from asr_serve.engines.batch import BatchItem, EngineGate, batch_cost, item_cost, run_batch
 from asr_serve.errors import ASRServeError, InsufficientMemoryError
@@ -132,6 +132,10 @@ class ASR:
         # A gauge set once can age out of the metrics agent; re-setting it keeps
         # ``asr_model_loaded`` visible for as long as the replica lives.
         self.metrics.model_loaded.set(1)
+
+    def capabilities(self) -> EngineCapabilities:
+        """What the engine can do beyond transcribing (translate, log-probabilities, ...)."""
+        return self.engine.capabilities
 
     def ready(self) -> bool:
         """Reachable only once the constructor (load + warm-up) has finished."""

@@ -19,7 +19,8 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from asr_serve.audio.decode import DecodedAudio
-from asr_serve.engines.base import EngineResult, TranscribeOptions
+from asr_serve.config import SplittingConfig
+from asr_serve.engines.base import EngineCapabilities, EngineResult, TranscribeOptions
 from asr_serve.errors import ASRServeError, InternalError, OverloadedError
 
 logger = logging.getLogger("ray.serve")
@@ -101,15 +102,27 @@ class Downstream:
         self._models = {name: handle.options() for name, handle in models.items()}
         #: Last readiness seen per model, so ``/ready`` logs changes, not every probe.
         self._ready: dict[str, bool] = {}
+        #: Per model, what its engine can do: fixed for a replica's life, asked once.
+        self._capabilities: dict[str, EngineCapabilities] = {}
 
-    async def decode(self, data: bytes) -> DecodedAudio:
-        return await call_downstream(lambda: self._decoder.decode.remote(data), target="decoder")
+    async def decode(self, data: bytes, splitting: SplittingConfig) -> DecodedAudio:
+        return await call_downstream(
+            lambda: self._decoder.decode.remote(data, splitting), target="decoder"
+        )
 
     async def transcribe(
         self, model: str, audio: np.ndarray, options: TranscribeOptions
     ) -> EngineResult:
         handle = self._models[model]
         return await call_downstream(lambda: handle.transcribe.remote(audio, options), target=model)
+
+    async def capabilities(self, model: str) -> EngineCapabilities:
+        if model not in self._capabilities:
+            handle = self._models[model]
+            self._capabilities[model] = await call_downstream(
+                lambda: handle.capabilities.remote(), target=model
+            )
+        return self._capabilities[model]
 
     async def ready(self) -> dict[str, bool]:
         """Per model: whether a replica has loaded and warmed it up (answers within 2 s)."""

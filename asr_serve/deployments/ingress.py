@@ -31,7 +31,7 @@ from asr_serve.deployments.calls import Downstream
 from asr_serve.errors import ModelNotFoundError
 from asr_serve.metrics import CacheMetrics
 from asr_serve.serving.cache import NO_CACHE, RedisCache, ResultCache
-from asr_serve.serving.pipeline import TranscriptionPipeline
+from asr_serve.serving.pipeline import Transcription, TranscriptionPipeline
 from asr_serve.web import index_html
 
 logger = logging.getLogger("ray.serve")
@@ -68,12 +68,26 @@ async def transcriptions(request: Request, ingress: State) -> Response:
         return await stream_transcription(
             ingress.pipeline.results(job), request_id=request_id_of(request)
         )
-    done = await ingress.pipeline.finish(job)
+    return _rendered(await ingress.pipeline.finish(job))
+
+
+@keyed.post("/v1/audio/translations")
+async def translations(request: Request, ingress: State) -> Response:
+    """OpenAI's ``audio.translations.create``: English text, by a model that can translate."""
+    upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
+    job = await ingress.pipeline.start(upload, translate=True)
+    return _rendered(await ingress.pipeline.finish(job))
+
+
+def _rendered(done: Transcription) -> Response:
+    assert done.request.response_format != "diarized_json"  # refused by parse_request
     return render(
         done.result,
         done.request.response_format,
         model=done.model,
         words="word" in done.request.timestamp_granularities,
+        logprobs="logprobs" in done.request.include,
+        task="translate" if done.translate else "transcribe",
         headers=cache_headers(done.cache_hit),
     )
 
@@ -141,7 +155,11 @@ class Ingress:
             RedisCache(app_config.cache, CacheMetrics()) if app_config.cache.enabled else NO_CACHE
         )
         pipeline = TranscriptionPipeline(
-            app_config, decode=downstream.decode, transcribe=downstream.transcribe, cache=cache
+            app_config,
+            decode=downstream.decode,
+            transcribe=downstream.transcribe,
+            capabilities=downstream.capabilities,
+            cache=cache,
         )
         self.state = IngressState(
             config=app_config,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,12 +26,30 @@ class TranscribeOptions(BaseModel):
     temperature: float = 0.0
     word_timestamps: bool = False
     segment_timestamps: bool = False
+    #: ``translate``: English text from speech in any language (engines that can).
+    task: Literal["transcribe", "translate"] = "transcribe"
+    #: Per-word log-probabilities in the result's words (engines that give them).
+    logprobs: bool = False
+    #: Words or phrases to recognise (engines that take a list, e.g. Fun-ASR's hotwords).
+    keywords: tuple[str, ...] = ()
+
+
+class EngineCapabilities(BaseModel):
+    """What an engine can do beyond transcribing; the ingress asks a replica for it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    translate: bool = False
+    logprobs: bool = False
+    keywords: bool = False
 
 
 class Word(BaseModel):
     start: float
     end: float
     word: str
+    #: Natural log of the model's probability for the word, when asked for and given.
+    logprob: float | None = None
 
 
 class Segment(BaseModel):
@@ -39,6 +58,8 @@ class Segment(BaseModel):
     end: float
     text: str
     words: list[Word] | None = None
+    #: Mean log-probability of the segment's tokens, where the engine gives it.
+    avg_logprob: float | None = None
 
 
 class EngineResult(BaseModel):
@@ -55,6 +76,8 @@ class Engine(abc.ABC):
 
     #: Languages the model accepts (lower-case codes); ``None`` means it does not say.
     languages: frozenset[str] | None = None
+    #: What it can do beyond transcribing; set in ``load`` where it depends on the weights.
+    capabilities: EngineCapabilities = EngineCapabilities()
 
     @abc.abstractmethod
     def load(self) -> None:
@@ -67,7 +90,8 @@ class Engine(abc.ABC):
         """Transcribe a batch in one call where the model allows it; one result per input."""
 
     def check_options(self, options: TranscribeOptions) -> None:
-        """Reject options the model cannot honour (raise ``InvalidRequestError``)."""
+        """Reject options the model cannot honour (raise ``InvalidRequestError`` naming the
+        request's field): never silently ignore one."""
         from asr_serve.errors import InvalidRequestError
 
         if (
@@ -80,6 +104,18 @@ class Engine(abc.ABC):
                 f"supported: {', '.join(sorted(self.languages))}",
                 param="language",
             )
+        unsupported = [
+            (options.task == "translate" and not self.capabilities.translate, "model", "translate"),
+            (
+                options.logprobs and not self.capabilities.logprobs,
+                "include",
+                "give log-probabilities",
+            ),
+            (options.keywords and not self.capabilities.keywords, "keywords", "take keywords"),
+        ]
+        for asked, param, what in unsupported:
+            if asked:
+                raise InvalidRequestError(f"this model cannot {what}", param=param)
 
     def warmup(self, batch_size: int = 2, seconds: float = 1.0) -> float:
         """Run real inference once so the first request pays for no lazy initialisation.

@@ -16,10 +16,11 @@ from starlette.testclient import TestClient
 from asr_serve.api.streaming import stream_transcription
 from asr_serve.api.upload import Upload, UploadBudget, read_upload
 from asr_serve.audio.decode import DecodedAudio
-from asr_serve.config import AppConfig
+from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
-from asr_serve.errors import ASRServeError, InvalidParameterError, InvalidRequestError
-from asr_serve.serving.pipeline import TranscriptionPipeline, parse_request
+from asr_serve.errors import ASRServeError, InvalidRequestError
+from asr_serve.serving.pipeline import TranscriptionPipeline
+from asr_serve.serving.requests import parse_request
 
 SR = 16_000
 CONFIG = AppConfig.model_validate({"models": [{"name": "m", "engine": "funasr", "model": "x"}]})
@@ -28,7 +29,7 @@ PIECES = ((0, SR), (2 * SR, 3 * SR), (4 * SR, 5 * SR), (6 * SR, 7 * SR))
 TEXTS = {0: "one", 2 * SR: "two", 4 * SR: "", 6 * SR: "three"}
 
 
-async def _decode(data: bytes) -> DecodedAudio:
+async def _decode(data: bytes, splitting: SplittingConfig) -> DecodedAudio:
     # The piece's start sample is encoded in its first sample, so the fake model can tell.
     samples = np.zeros(8 * SR, np.float32)
     for start, _ in PIECES:
@@ -139,7 +140,7 @@ def test_closing_the_stream_cancels_pieces_in_flight() -> None:
 
 @pytest.mark.parametrize("fmt", ["verbose_json", "srt", "vtt"])
 def test_stream_only_with_text_formats(fmt: str) -> None:
-    with pytest.raises(InvalidParameterError) as err:
+    with pytest.raises(InvalidRequestError) as err:
         parse_request({"stream": "true", "response_format": fmt}, CONFIG)
     assert err.value.param == "stream"
     assert parse_request({"stream": "true", "response_format": "text"}, CONFIG).stream

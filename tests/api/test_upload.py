@@ -224,3 +224,21 @@ def test_the_budget_refuses_an_upload_past_its_count_at_once() -> None:
             pass
         assert budget.uploads == 2
     assert budget.uploads == 0 and err.value.retry_after_s == 1.0
+
+
+def test_object_fields_arrive_as_objects(client: TestClient) -> None:
+    """``name[key]`` form fields, as the openai client sends ``chunking_strategy``."""
+    resp = client.post(
+        "/",
+        files={"file": ("a.wav", b"x")},
+        data={"chunking_strategy[type]": "server_vad", "chunking_strategy[threshold]": "0.6"},
+    )
+    assert resp.json()["fields"] == {
+        "chunking_strategy": {"type": "server_vad", "threshold": "0.6"}
+    }
+    both = client.post(
+        "/",
+        files={"file": ("a.wav", b"x")},
+        data={"chunking_strategy": "auto", "chunking_strategy[type]": "server_vad"},
+    )
+    assert both.status_code == 400 and "both" in both.json()["error"]["message"]

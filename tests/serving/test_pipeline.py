@@ -12,15 +12,11 @@ import pytest
 from asr_serve.api.formats import render
 from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio
-from asr_serve.config import AppConfig
+from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineResult, Segment, TranscribeOptions, Word
 from asr_serve.errors import DeadlineExceededError, InvalidParameterError, ModelNotFoundError
-from asr_serve.serving.pipeline import (
-    Transcription,
-    TranscriptionPipeline,
-    parse_request,
-    transcribe_options,
-)
+from asr_serve.serving.pipeline import Transcription, TranscriptionPipeline
+from asr_serve.serving.requests import parse_request, transcribe_options
 
 CONFIG = AppConfig.model_validate(
     {
@@ -42,7 +38,7 @@ async def _run(pipeline: TranscriptionPipeline, upload: Upload) -> Transcription
     return await pipeline.finish(await pipeline.start(upload))
 
 
-async def _decode(data: bytes) -> DecodedAudio:
+async def _decode(data: bytes, splitting: SplittingConfig) -> DecodedAudio:
     samples = np.zeros(16000, np.float32)
     return DecodedAudio(samples, 1.0, 16000, 1, "pcm_s16le", "wav")
 
@@ -153,7 +149,7 @@ def test_failed_pieces_leave_no_task_and_no_unretrieved_exception(caplog) -> Non
     rather than logged as 'Task exception was never retrieved'."""
     pieces = tuple((i * 16000, (i + 1) * 16000) for i in range(4))
 
-    async def decode(data: bytes) -> DecodedAudio:
+    async def decode(data: bytes, splitting: SplittingConfig) -> DecodedAudio:
         samples = np.ones(64000, np.float32)
         samples[:16000] = 0.0  # marks the first piece
         return DecodedAudio(samples, 4.0, 16000, 1, "pcm", "wav", pieces)
