@@ -30,7 +30,11 @@ def to_verbose(
     """The full result; segments always, words and log-probabilities only when asked for."""
     segments = [
         TranscriptionSegment(
-            id=s.id, start=s.start, end=s.end, text=s.text, avg_logprob=s.avg_logprob
+            id=s.id,
+            start=s.start,
+            end=s.end,
+            text=s.text,
+            avg_logprob=None if s.avg_logprob is None else round(s.avg_logprob, 6),
         )
         for s in result.segments
     ]
