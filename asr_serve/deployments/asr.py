@@ -71,19 +71,21 @@ class ASR:
         logger.info("batching for %s set to %s", self.model.name, self.batching)
 
     async def transcribe(
-        self, audio: np.ndarray, options: TranscribeOptions
+        self, audio: np.ndarray, options: TranscribeOptions, admitted: bool = False
     ) -> EngineResult | ASRServeError:
         """One request's audio; it shares an engine call with whatever else is waiting.
 
-        The request's own errors (an option the model lacks; out of memory even alone) are
-        returned as values for the ingress to raise: Serve logs every exception a replica
-        method raises as an ERROR with its traceback, which is for our own failures.
+        Refused (503) if its queue wait would pass ``max_queue_wait_s``, unless ``admitted``:
+        a later piece of a long file whose first piece was admitted. The request's own errors
+        (an option the model lacks; a full queue; out of memory even alone) are returned as
+        values for the ingress to raise: Serve logs every exception a replica method raises
+        as an ERROR with its traceback, which is for our own failures.
         """
         try:
             self.engine.check_options(options)
         except ASRServeError as exc:
             return exc
-        refusal = self.admission.refusal(self.batching.max_queue_wait_s)
+        refusal = None if admitted else self.admission.refusal(self.batching.max_queue_wait_s)
         if refusal is not None:
             self.metrics.refused.inc()
             return refusal
@@ -154,4 +156,5 @@ class ASR:
             "recent_batch_sizes": list(self.recent_batches),
             "recent_batch_seconds": list(self.recent_batch_seconds),
             "speed_audio_s_per_s": self.admission.speed,
+            "queued_audio_s": self.admission.queued_s,
         }

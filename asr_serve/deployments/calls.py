@@ -111,10 +111,12 @@ class Downstream:
         )
 
     async def transcribe(
-        self, model: str, audio: np.ndarray, options: TranscribeOptions
+        self, model: str, audio: np.ndarray, options: TranscribeOptions, admitted: bool
     ) -> EngineResult:
         handle = self._models[model]
-        return await call_downstream(lambda: handle.transcribe.remote(audio, options), target=model)
+        return await call_downstream(
+            lambda: handle.transcribe.remote(audio, options, admitted), target=model
+        )
 
     async def capabilities(self, model: str) -> EngineCapabilities:
         if model not in self._capabilities:

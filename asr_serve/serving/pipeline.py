@@ -37,7 +37,9 @@ from asr_serve.serving.stitching import stitch
 logger = logging.getLogger("ray.serve")
 
 DecodeFn = Callable[[bytes, SplittingConfig], Awaitable[DecodedAudio]]
-TranscribeFn = Callable[[str, np.ndarray, TranscribeOptions], Awaitable[EngineResult]]
+#: ``(model, samples, options, admitted)``; ``admitted``: an earlier piece of the request was
+#: admitted, so the model must not refuse this one halfway (admission is per request).
+TranscribeFn = Callable[[str, np.ndarray, TranscribeOptions, bool], Awaitable[EngineResult]]
 CapabilitiesFn = Callable[[str], Awaitable[EngineCapabilities]]
 
 
@@ -161,11 +163,14 @@ class TranscriptionPipeline:
         options = transcribe_options(job.request, translate=job.translate)
         in_flight = asyncio.Semaphore(self.config.splitting.max_in_flight)
 
-        async def one(piece: Piece) -> PieceResult:
+        async def one(piece: Piece, admitted: bool) -> PieceResult:
             audio = samples[piece[0] : piece[1]]
             async with in_flight:
                 result, hit = await self.cache.through(
-                    model_config, audio, options, lambda: self._transcribe(model, audio, options)
+                    model_config,
+                    audio,
+                    options,
+                    lambda: self._transcribe(model, audio, options, admitted),
                 )
             return PieceResult(piece=piece, result=result, cache_hit=hit)
 
@@ -173,7 +178,12 @@ class TranscriptionPipeline:
         # while this generator is suspended at a yield, is the consumer's task wherever it is
         # (PEP 789). Instead the first failure propagates from its own await, and closing
         # the generator cancels the rest and waits for them, retrieving their exceptions.
-        tasks = [asyncio.ensure_future(one(piece)) for piece in job.audio.pieces_to_transcribe()]
+        # The first piece is admitted by the model's queue (or refused, failing the request);
+        # the rest follow it unchecked, so an admitted long file is not refused halfway.
+        tasks = [
+            asyncio.ensure_future(one(piece, admitted=i > 0))
+            for i, piece in enumerate(job.audio.pieces_to_transcribe())
+        ]
         try:
             for task in tasks:
                 async with self._deadline(job.deadline):

@@ -83,7 +83,7 @@ def test_options_ask_only_for_the_timestamps_shown() -> None:
 def test_pipeline_routes_to_the_named_model() -> None:
     calls: list[tuple[str, int, TranscribeOptions]] = []
 
-    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions):
+    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
         calls.append((model, len(audio), options))
         return EngineResult(text="hi", duration=1.0)
 
@@ -93,10 +93,29 @@ def test_pipeline_routes_to_the_named_model() -> None:
     assert calls == [("b", 16000, TranscribeOptions(language="en"))]
 
 
+def test_only_the_first_piece_of_a_file_is_subject_to_admission() -> None:
+    """The model's queue admits a request on its first piece; the others must not be refused
+    halfway through a file that was admitted."""
+    pieces = tuple((i * 16000, (i + 1) * 16000) for i in range(4))
+    admitted: dict[int, bool] = {}
+
+    async def decode(data: bytes, splitting: SplittingConfig) -> DecodedAudio:
+        samples = np.repeat(np.arange(4, dtype=np.float32), 16000)
+        return DecodedAudio(samples, 4.0, 16000, 1, "pcm", "wav", pieces)
+
+    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, ok: bool):
+        admitted[int(audio[0])] = ok
+        return EngineResult(text="x", duration=1.0)
+
+    pipeline = TranscriptionPipeline(CONFIG, decode=decode, transcribe=transcribe)
+    asyncio.run(_run(pipeline, _upload()))
+    assert admitted == {0: False, 1: True, 2: True, 3: True}
+
+
 def test_pipeline_deadline_is_504_and_cancels_the_call() -> None:
     cancelled = asyncio.Event()
 
-    async def slow(model: str, audio: np.ndarray, options: TranscribeOptions):
+    async def slow(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
@@ -154,7 +173,7 @@ def test_failed_pieces_leave_no_task_and_no_unretrieved_exception(caplog) -> Non
         samples[:16000] = 0.0  # marks the first piece
         return DecodedAudio(samples, 4.0, 16000, 1, "pcm", "wav", pieces)
 
-    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions):
+    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
         if audio[0] == 0:  # the first piece fails at once
             raise RuntimeError("piece failed")
         try:
