@@ -21,7 +21,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
 serve: install
-	@echo "Starting asr-serve; once it logs 'Deployed app', try:"
+	@echo "Starting asr-serve; once it logs 'loaded and warmed up' (then /ready answers 200), try:"
 	@echo "  curl -s http://127.0.0.1:8000/v1/audio/transcriptions -F file=@your-recording.mp3"
 	$(BIN)/serve run serve_config.cpu.yaml
 

@@ -38,6 +38,10 @@ class BatchingConfig(_Strict):
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
     #: Bound a batch by its total audio too, so a few long clips cannot exhaust memory.
     max_batch_audio_s: float = Field(300.0, gt=0.0)
+    #: Admit an item only if the audio queued before it, at the engine's measured speed,
+    #: is done within this; otherwise 503 with Retry-After at once
+    #: (:mod:`asr_serve.engines.admission`). A wait a person at a terminal accepts.
+    max_queue_wait_s: float = Field(10.0, gt=0.0)
 
 
 class ModelConfig(_Strict):
@@ -79,15 +83,30 @@ class ModelConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
-    """Where each limit is enforced: bytes at the ingress, duration in the decoder."""
+    """Where each limit is enforced: bytes and upload time at the ingress, duration in the
+    decoder."""
 
     #: Upload size; enforced while the body streams in. 25 MB, as OpenAI's API.
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    #: Time to receive a whole upload; past it: 408 and the connection closed, so a client
+    #: trickling its body cannot hold an ingress slot for long. 25 MB in 120 s is 1.7 Mbit/s.
+    upload_timeout_s: float = Field(120.0, gt=0.0)
+    #: Longest wait for the next part of an upload's body; past it: 408, connection closed.
+    upload_idle_timeout_s: float = Field(10.0, gt=0.0)
+    #: Uploads one ingress replica may be receiving at once; past it: 503 with Retry-After,
+    #: at once. Keep it below the Ingress's ``max_ongoing_requests`` (slots for requests past
+    #: their upload, and ``/health``): Serve would queue the excess until a slot frees, which
+    #: with slow clients holding every slot means until one times out.
+    max_concurrent_uploads: int = Field(512, ge=1)
+    #: Bytes of uploads one ingress replica may be receiving at once, counted as they arrive
+    #: (a slow client holds few); past it: 503 with Retry-After. Bounds the ingress's memory.
+    upload_budget_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     #: Longest accepted audio, in seconds of decoded signal.
     max_audio_s: float = Field(600.0, gt=0.0)
     #: Shortest accepted audio; shorter clips carry no speech worth a model call.
     min_audio_s: float = Field(0.01, ge=0.0)
-    #: Wall-clock budget for one request through the whole graph; past it: 504.
+    #: Wall-clock budget for one request through the graph, from the end of its upload;
+    #: past it: 504.
     request_timeout_s: float = Field(120.0, gt=0.0)
     max_prompt_chars: int = Field(4096, ge=0)
 

@@ -111,6 +111,10 @@ class OverloadedError(ASRServeError):
         self.retry_after_s = retry_after_s
 
 
+class UploadBudgetError(OverloadedError):
+    """The ingress replica is receiving as many upload bytes as it may hold at once."""
+
+
 class InsufficientMemoryError(OverloadedError):
     """One item ran out of accelerator memory even alone (its batch was split down to it)."""
 

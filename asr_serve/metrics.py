@@ -64,6 +64,12 @@ class ASRMetrics:
             description="Live partial results dropped at the model: requests kept it busy.",
             tag_keys=("model",),
         )
+        self.refused = metrics.Counter(
+            "asr_queue_refused_total",
+            description="Items refused (503) because their queue wait would exceed "
+            "max_queue_wait_s.",
+            tag_keys=("model",),
+        )
         self.model_loaded = metrics.Gauge(
             "asr_model_loaded",
             description="1 once the replica's model is loaded and warmed up.",
@@ -76,6 +82,7 @@ class ASRMetrics:
             self.inference,
             self.audio_seconds,
             self.errors,
+            self.refused,
             self.out_of_memory,
             self.partials_shed,
             self.model_loaded,

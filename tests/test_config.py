@@ -8,14 +8,21 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from asr_serve.config import AppConfig, asr_deployment_name
-from asr_serve.deployments.ingress import Ingress
+from asr_serve.config import AppConfig, LimitsConfig, LiveConfig, asr_deployment_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["serve_config.yaml", "serve_config.cpu.yaml"]
 #: Below this, a burst waits in the router's retry backoff (up to 0.5 s per retry)
 #: instead of in the decoder; at 4, 64 clients got 15 req/s where 16 got 17 (23 once fixed).
 MIN_DECODER_ONGOING = 16
+#: Slow uploads each hold an ingress request until their bound: 300 of them starved normal
+#: requests of an ingress with 256 slots (7.9 s instead of 0.2 s; tests/e2e/test_slow_clients.py).
+MIN_INGRESS_ONGOING = 512
+#: Ray's concurrency of an async actor; a replica's own is max_ongoing_requests past it,
+#: leaving Serve's health checks no room beside a full replica.
+RAY_ACTOR_CONCURRENCY = 1000
+#: Ingress slots beyond the uploads: requests past their upload, /health, /ready.
+MIN_SLOTS_BEYOND_UPLOADS = 128
 
 
 def _load(name: str) -> dict:
@@ -38,28 +45,50 @@ def test_config_validates_against_serve_and_project_schemas(name: str) -> None:
         # Batches can only fill when a replica may hold a whole batch (ray#43288); room for
         # more, so the next batch's items wait in the replica, not in the router's backoff.
         assert asr.max_ongoing_requests >= 2 * batching.max_batch_size
-        assert asr.max_queued_requests > 0
+        # Items wait in the replica, where admission bounds their wait by time; the router's
+        # queue, which it cannot see, is only a burst buffer.
+        assert 0 < asr.max_queued_requests <= asr.max_ongoing_requests // 2
+        assert batching.max_queue_wait_s <= 30
     decoder = deployments["AudioDecoder"]
     assert decoder.ray_actor_options.num_gpus == 0
     assert decoder.max_ongoing_requests >= MIN_DECODER_ONGOING
-    # Each live session holds an ingress slot while it lasts: files must keep most of them.
-    ingress = (
-        deployments["Ingress"]
-        .model_dump(exclude_unset=True)
-        .get("max_ongoing_requests", Ingress.max_ongoing_requests)
+    ingress = deployments["Ingress"]
+    assert MIN_INGRESS_ONGOING <= ingress.max_ongoing_requests < RAY_ACTOR_CONCURRENCY
+    # Uploads and live sessions each hold an ingress slot while they last; room stays for
+    # everything else (readiness probes, model lists, requests past their upload).
+    spare = (
+        ingress.max_ongoing_requests
+        - config.limits.max_concurrent_uploads
+        - config.live.max_sessions
     )
-    assert config.live.max_sessions <= ingress // 2
+    assert spare >= MIN_SLOTS_BEYOND_UPLOADS
+    # Past the ingress's queue, Serve's proxy refuses with 503 and Retry-After.
+    assert ingress.backpressure_config.status_code == 503
+    assert ingress.backpressure_config.retry_after_s
+    # Slow uploads are cut off well before the request's own deadline would matter.
+    limits = config.limits
+    assert limits.upload_idle_timeout_s < limits.upload_timeout_s <= limits.request_timeout_s
+    assert limits.upload_budget_bytes >= 4 * limits.max_upload_bytes
 
 
 def test_deployment_defaults_queue_in_replicas() -> None:
     """The decorators' defaults (used by graphs built in Python) follow the same rule."""
-    from asr_serve.config import BatchingConfig, LiveConfig
+    from asr_serve.config import BatchingConfig
     from asr_serve.deployments.asr import ASR
     from asr_serve.deployments.decoder import AudioDecoder
+    from asr_serve.deployments.ingress import Ingress
 
     assert AudioDecoder.max_ongoing_requests >= MIN_DECODER_ONGOING
     assert ASR.max_ongoing_requests >= 2 * BatchingConfig().max_batch_size
-    assert LiveConfig().max_sessions <= Ingress.max_ongoing_requests // 2
+    assert 0 < ASR.max_queued_requests <= ASR.max_ongoing_requests // 2
+    assert MIN_INGRESS_ONGOING <= Ingress.max_ongoing_requests < RAY_ACTOR_CONCURRENCY
+    spare = (
+        Ingress.max_ongoing_requests
+        - LimitsConfig().max_concurrent_uploads
+        - LiveConfig().max_sessions
+    )
+    assert spare >= MIN_SLOTS_BEYOND_UPLOADS
+    assert Ingress.backpressure_config.retry_after_s
 
 
 def test_production_config_targets_fun_asr_nano_on_fractional_gpus() -> None:

@@ -20,9 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from asr_serve.errors import (
     ASRServeError,
     AuthenticationError,
+    InternalError,
     OverloadedError,
     PayloadTooLargeError,
     RequestTimeoutError,
+    UploadBudgetError,
     error_for_status,
 )
 
@@ -37,16 +39,40 @@ def error_response(exc: ASRServeError) -> JSONResponse:
     headers = {}
     if isinstance(exc, OverloadedError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-    elif isinstance(exc, AuthenticationError):
+    if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
-    elif isinstance(exc, PayloadTooLargeError | RequestTimeoutError):
+    if isinstance(exc, PayloadTooLargeError | RequestTimeoutError | UploadBudgetError):
         # Close rather than drain: the server would otherwise read the rest of the upload.
         headers["Connection"] = "close"
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
 
-async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
+def log_api_error(exc: ASRServeError, request_id: str) -> None:
+    """One line per refused request, no traceback: a client's mistake (4xx, INFO) or a
+    refusal such as overload or a deadline (5xx, WARNING) is an outcome, not our failure.
+
+    :class:`~asr_serve.errors.InternalError` is skipped: it was logged where it happened.
+    """
+    if isinstance(exc, InternalError):
+        return
+    logger.log(
+        logging.INFO if exc.status_code < 500 else logging.WARNING,
+        "request %s refused: %d %s%s: %s",
+        request_id,
+        exc.status_code,
+        exc.code,
+        f" (param {exc.param})" if exc.param else "",
+        exc.message,
+    )
+
+
+def request_id_of(request: Request) -> str:
+    return request.headers.get(REQUEST_ID_HEADER, "unknown")
+
+
+async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ASRServeError)
+    log_api_error(exc, request_id_of(request))
     return error_response(exc)
 
 
@@ -58,7 +84,7 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"{request.method} is not allowed on {request.url.path}"
     else:
         message = str(exc.detail)
-    return error_response(error_for_status(exc.status_code, message))
+    return await _on_api_error(request, error_for_status(exc.status_code, message))
 
 
 class CatchAllErrors:
@@ -88,7 +114,7 @@ class CatchAllErrors:
         try:
             await self.app(scope, receive, send_tracking)
         except Exception:
-            request_id = Request(scope).headers.get(REQUEST_ID_HEADER, "unknown")
+            request_id = request_id_of(Request(scope))
             logger.exception("request %s failed with an internal error", request_id)
             if started:
                 raise

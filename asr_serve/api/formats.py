@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from asr_serve.api.protocol import (
+    Logprob,
     ResponseFormat,
     TranscriptionResponse,
     TranscriptionSegment,
@@ -16,10 +19,23 @@ from asr_serve.api.subtitles import to_srt, to_vtt
 from asr_serve.engines.base import EngineResult
 
 
-def to_verbose(result: EngineResult, *, model: str, words: bool) -> VerboseTranscriptionResponse:
-    """The full result; segments always, words only when asked for and available."""
+def to_verbose(
+    result: EngineResult,
+    *,
+    model: str,
+    words: bool,
+    logprobs: bool = False,
+    task: Literal["transcribe", "translate"] = "transcribe",
+) -> VerboseTranscriptionResponse:
+    """The full result; segments always, words and log-probabilities only when asked for."""
     segments = [
-        TranscriptionSegment(id=s.id, start=s.start, end=s.end, text=s.text)
+        TranscriptionSegment(
+            id=s.id,
+            start=s.start,
+            end=s.end,
+            text=s.text,
+            avg_logprob=None if s.avg_logprob is None else round(s.avg_logprob, 6),
+        )
         for s in result.segments
     ]
     word_list = None
@@ -30,13 +46,25 @@ def to_verbose(result: EngineResult, *, model: str, words: bool) -> VerboseTrans
             for w in s.words or []
         ]
     return VerboseTranscriptionResponse(
+        task=task,
         language=result.language,
         duration=round(result.duration, 3),
         text=result.text,
         segments=segments,
         words=word_list,
+        logprobs=to_logprobs(result) if logprobs else None,
         model=model,
     )
+
+
+def to_logprobs(result: EngineResult) -> list[Logprob]:
+    """``include[]=logprobs``: one entry per word the engine scored, in order."""
+    return [
+        Logprob(token=w.word, logprob=round(w.logprob, 6), bytes=list(w.word.encode()))
+        for s in result.segments
+        for w in s.words or []
+        if w.logprob is not None
+    ]
 
 
 def cache_headers(hit: bool | None) -> dict[str, str] | None:
@@ -50,6 +78,8 @@ def render(
     *,
     model: str,
     words: bool = False,
+    logprobs: bool = False,
+    task: Literal["transcribe", "translate"] = "transcribe",
     headers: dict[str, str] | None = None,
 ) -> Response:
     if response_format == "text":
@@ -59,9 +89,11 @@ def render(
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(result.segments), headers=headers, media_type="text/vtt")
     if response_format == "verbose_json":
-        body = to_verbose(result, model=model, words=words)
+        body = to_verbose(result, model=model, words=words, logprobs=logprobs, task=task)
     else:
         body = TranscriptionResponse(
-            text=result.text, usage=Usage(seconds=round(result.duration, 3))
+            text=result.text,
+            logprobs=to_logprobs(result) if logprobs else None,
+            usage=Usage(seconds=round(result.duration, 3)),
         )
     return JSONResponse(body.model_dump(exclude_none=True), headers=headers)

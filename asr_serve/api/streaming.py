@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from pydantic import BaseModel
 from starlette.responses import StreamingResponse
 
+from asr_serve.api.error_handlers import log_api_error
 from asr_serve.api.protocol import (
     ErrorDetail,
     TranscriptError,
@@ -34,16 +35,18 @@ logger = logging.getLogger("ray.serve")
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def stream_transcription(results: AsyncGenerator[PieceResult, None]) -> StreamingResponse:
+async def stream_transcription(
+    results: AsyncGenerator[PieceResult, None], *, request_id: str
+) -> StreamingResponse:
     """The SSE response for a file's pieces, whose results ``results`` yields in time order."""
     first = await anext(results, None)
     return StreamingResponse(
-        _events(first, results), media_type="text/event-stream", headers=_HEADERS
+        _events(first, results, request_id), media_type="text/event-stream", headers=_HEADERS
     )
 
 
 async def _events(
-    first: PieceResult | None, rest: AsyncGenerator[PieceResult, None]
+    first: PieceResult | None, rest: AsyncGenerator[PieceResult, None], request_id: str
 ) -> AsyncIterator[str]:
     text = ""
     # Closing ``rest`` cancels the pieces still in flight (client gone, or an error).
@@ -57,10 +60,11 @@ async def _events(
                     text = joined
                 piece = await anext(rest, None)
         except ASRServeError as exc:
+            log_api_error(exc, request_id)
             yield _sse(_error_event(exc))
             return
         except Exception:
-            logger.exception("transcription stream failed")
+            logger.exception("request %s: transcription stream failed", request_id)
             yield _sse(_error_event(ASRServeError("transcription failed; retry later")))
             return
     yield _sse(TranscriptTextDone(text=text))

@@ -1,34 +1,73 @@
-"""Read a multipart upload in memory, enforcing the size limit while the body streams in.
+"""Read a multipart upload in memory, enforcing its limits while the body streams in.
 
-Starlette's own multipart parser does the parsing. Two things are changed around it: the
-byte stream is counted and cut off as soon as it passes the limit (so a 2 GB upload costs
-no more than the limit in memory and time), and the file part never rolls over to a
-temporary file on disk (uploaded audio is never written to disk).
+Starlette's own multipart parser does the parsing. Around it, the byte stream is counted
+and cut off as soon as it passes the size limit (so a 2 GB upload costs no more than the
+limit in memory and time), timed (a body that takes too long in all, or stalls between two
+parts, is cut off with 408), and charged to the replica's :class:`UploadBudget`; the file
+part never rolls over to a temporary file on disk (uploaded audio is never written to disk).
+
+Neither uvicorn (Serve's HTTP server) nor Serve bounds the time a client takes to send a
+body, so the bounds are here, where the body is read.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
-from asr_serve.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from asr_serve.config import LimitsConfig
+from asr_serve.errors import (
+    InvalidRequestError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+    UploadBudgetError,
+)
 
 #: Room for the multipart framing and the small text fields beside the file.
 FORM_OVERHEAD_BYTES = 256 * 1024
 MAX_FIELD_BYTES = 64 * 1024
 
 
+FieldValue = str | list[str] | dict[str, str]
+#: ``name[key]``: one key of an object field, as the ``openai`` client sends
+#: ``chunking_strategy={"type": "server_vad", ...}`` in a form.
+_OBJECT_KEY = re.compile(r"^(\w+)\[(\w+)\]$")
+
+
 @dataclass(frozen=True)
 class Upload:
     """The parsed form: the audio bytes and the other fields (the file's name and declared
-    type are not read: the decoder judges the bytes themselves)."""
+    type are not read: the decoder judges the bytes themselves). ``name[]`` fields are
+    lists, ``name[key]`` fields objects."""
 
     data: bytes
-    fields: dict[str, str | list[str]]
+    fields: dict[str, FieldValue]
+
+
+def _add_field(fields: dict[str, FieldValue], key: str, value: str) -> None:
+    if (match := _OBJECT_KEY.match(key)) is not None:
+        name, member = match.groups()
+        target = fields.setdefault(name, {})
+        if not isinstance(target, dict):
+            raise InvalidRequestError(f"{name!r} is given both as a value and as an object")
+        target[member] = value
+        return
+    name = key.removesuffix("[]")
+    previous = fields.get(name)
+    if previous is None:
+        fields[name] = [value] if key.endswith("[]") else value
+    elif isinstance(previous, dict):
+        raise InvalidRequestError(f"{name!r} is given both as a value and as an object")
+    else:
+        fields[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
 
 
 class _InMemoryMultiPartParser(MultiPartParser):
@@ -45,42 +84,128 @@ class _InMemoryMultiPartParser(MultiPartParser):
         self.spool_max_size = limit + FORM_OVERHEAD_BYTES
 
 
+class UploadBudget:
+    """What one ingress replica may be receiving at once: uploads, and their bytes.
+
+    Serve would queue a request past the replica's ``max_ongoing_requests`` in its router,
+    where, with every slot held by a slow upload, it waits until one times out; counted
+    here instead, an upload past ``max_uploads`` is refused at once, and the replica keeps
+    slots (and CPU: each part of a body is a call from the proxy) for everything else.
+    Bytes are charged as they arrive, not as declared, so a client trickling its body
+    holds almost none; past ``max_bytes`` an upload is refused before its body is read when
+    the budget is already spent, or as soon as its next part would overdraw it. Refusals
+    are 503 with Retry-After. One per replica; the event loop serialises the accounting.
+    """
+
+    #: What a refused client is told to wait: most uploads in progress end within seconds.
+    RETRY_AFTER_S = 1.0
+
+    def __init__(self, max_bytes: int, max_uploads: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_uploads = max_uploads
+        self.held = 0
+        self.uploads = 0
+
+    @contextlib.contextmanager
+    def account(self) -> Iterator[Callable[[int], None]]:
+        """``take(size)`` for one upload's chunks; all it took is returned when the block ends."""
+        if self.uploads >= self.max_uploads or self.held >= self.max_bytes:
+            raise self._refusal()
+        taken = 0
+
+        def take(size: int) -> None:
+            nonlocal taken
+            if self.held + size > self.max_bytes:
+                raise self._refusal()
+            self.held += size
+            taken += size
+
+        self.uploads += 1
+        try:
+            yield take
+        finally:
+            self.held -= taken
+            self.uploads -= 1
+
+    def _refusal(self) -> UploadBudgetError:
+        return UploadBudgetError(
+            "the server is receiving as many uploads as it can hold; retry shortly",
+            retry_after_s=self.RETRY_AFTER_S,
+        )
+
+
 def _too_large(limit: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(
         f"upload exceeds the limit of {limit} bytes ({limit / 1e6:.1f} MB)", param="file"
     )
 
 
-async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _limited(
+    request: Request, limits: LimitsConfig, take: Callable[[int], None]
+) -> AsyncIterator[bytes]:
+    """The body's chunks, cut off past the size limit, the upload deadline or an idle gap."""
+    limit = limits.max_upload_bytes + FORM_OVERHEAD_BYTES
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.upload_timeout_s
+    chunks = aiter(request.stream())
     seen = 0
-    async for chunk in request.stream():
+    while True:
+        overall = deadline - loop.time()
+        try:
+            async with asyncio.timeout(min(limits.upload_idle_timeout_s, overall)):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise _too_slow(limits, idle=overall > limits.upload_idle_timeout_s) from None
+        except ClientDisconnect:
+            raise
+        except Exception as exc:
+            # Serve's replica pulls the body from its proxy; when the client hangs up, the
+            # pull can fail with Ray's TaskCancelledError instead of an http.disconnect.
+            # Either way the body cannot be read: a disconnect, not our failure.
+            raise ClientDisconnect(f"{type(exc).__name__}: {exc}") from None
         seen += len(chunk)
         if seen > limit:
-            raise _too_large(limit - FORM_OVERHEAD_BYTES)
+            raise _too_large(limits.max_upload_bytes)
+        take(len(chunk))
         yield chunk
 
 
-async def read_upload(request: Request, *, max_bytes: int) -> Upload:
+def _too_slow(limits: LimitsConfig, *, idle: bool) -> RequestTimeoutError:
+    if idle:
+        reason = f"no part of the upload arrived for {limits.upload_idle_timeout_s:g} s"
+    else:
+        reason = f"the upload was not complete within {limits.upload_timeout_s:g} s"
+    return RequestTimeoutError(f"{reason}; send the file again", param="file")
+
+
+async def read_upload(request: Request, *, limits: LimitsConfig, budget: UploadBudget) -> Upload:
     """Parse ``multipart/form-data`` with one ``file`` part; raise the API's errors."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise UnsupportedMediaTypeError(
             f"expected multipart/form-data with a 'file' field, got {content_type or 'none'!r}"
         )
-    limit = max_bytes + FORM_OVERHEAD_BYTES
+    max_bytes = limits.max_upload_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if (
+        declared is not None
+        and declared.isdigit()
+        and int(declared) > max_bytes + FORM_OVERHEAD_BYTES
+    ):
         raise _too_large(max_bytes)
 
-    parser = _InMemoryMultiPartParser(request, _limited(request, limit), max_bytes)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise InvalidRequestError(f"malformed multipart body: {exc.message}") from None
-    except ClientDisconnect:
-        raise InvalidRequestError("client disconnected during upload") from None
+    with budget.account() as take:
+        parser = _InMemoryMultiPartParser(request, _limited(request, limits, take), max_bytes)
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:
+            raise InvalidRequestError(f"malformed multipart body: {exc.message}") from None
+        except ClientDisconnect:
+            raise InvalidRequestError("client disconnected during upload") from None
 
-    fields: dict[str, str | list[str]] = {}
+    fields: dict[str, FieldValue] = {}
     upload: UploadFile | None = None
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
@@ -91,12 +216,7 @@ async def read_upload(request: Request, *, max_bytes: int) -> Upload:
             continue
         if key == "file":
             raise InvalidRequestError("the 'file' field must be a file upload", param="file")
-        name = key.removesuffix("[]")
-        if name in fields:
-            previous = fields[name]
-            fields[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            fields[name] = [value] if key.endswith("[]") else value
+        _add_field(fields, key, value)
     if upload is None:
         raise InvalidRequestError("the 'file' field is required", param="file")
     try:

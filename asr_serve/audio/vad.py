@@ -35,23 +35,32 @@ class PieceSplitter:
         """Short enough for one window: not split, and the VAD need not run."""
         return len(samples) <= self.max_samples
 
-    def split(self, samples: np.ndarray) -> tuple[Piece, ...] | None:
-        """The pieces to transcribe; ``None`` when the audio fits one window (not split)."""
+    def split(
+        self, samples: np.ndarray, vad: SplittingConfig | None = None
+    ) -> tuple[Piece, ...] | None:
+        """The pieces to transcribe; ``None`` when the audio fits one window (not split).
+
+        ``vad``: this request's VAD knobs (threshold, silence, padding), else the replica's;
+        the piece length is always the replica's.
+        """
         if self.fits(samples):
             return None
-        return tuple(plan_pieces(self.speech_regions(samples), self.max_samples))
+        return tuple(plan_pieces(self.speech_regions(samples, vad), self.max_samples))
 
-    def speech_regions(self, samples: np.ndarray) -> list[Piece]:
+    def speech_regions(
+        self, samples: np.ndarray, vad: SplittingConfig | None = None
+    ) -> list[Piece]:
         """Padded speech regions in samples, each at most ``max_piece_s`` long."""
         from silero_vad import get_speech_timestamps_sequence
 
+        knobs = vad or self.config
         regions = get_speech_timestamps_sequence(
             samples,  # float32 and contiguous: read in place, never copied whole
             self._vad,
-            threshold=self.config.threshold,
+            threshold=knobs.threshold,
             sampling_rate=SAMPLE_RATE,
-            min_silence_duration_ms=self.config.min_silence_ms,
-            speech_pad_ms=self.config.speech_pad_ms,
+            min_silence_duration_ms=knobs.min_silence_ms,
+            speech_pad_ms=knobs.speech_pad_ms,
             # silero itself splits longer speech at its longest short pause, padding included.
             max_speech_duration_s=self.config.max_piece_s,
         )

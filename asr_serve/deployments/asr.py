@@ -13,9 +13,10 @@ import ray
 from ray import serve
 
 from asr_serve.config import SAMPLE_RATE, BatchingConfig, ModelConfig
-from asr_serve.engines import EngineResult, TranscribeOptions, create_engine
+from asr_serve.engines import EngineCapabilities, EngineResult, TranscribeOptions, create_engine
+from asr_serve.engines.admission import QueueAdmission
 from asr_serve.engines.batch import BatchItem, EngineGate, batch_cost, item_cost, run_batch
-from asr_serve.errors import InsufficientMemoryError
+from asr_serve.errors import ASRServeError, InsufficientMemoryError
 
 logger = logging.getLogger("ray.serve")
 
@@ -25,10 +26,11 @@ _DEFAULT_BATCHING = BatchingConfig()
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "num_gpus": 0},
     # Must exceed max_batch_size or batches never fill (ray#43288); room for several
-    # batches, so items queue here (where EngineGate batches them) rather than in the
-    # caller's router, which retries a full replica with backoff of up to 0.5 s.
+    # batches, so items queue here (where EngineGate batches them and admission bounds
+    # their wait by time) rather than in the caller's router, which retries a full replica
+    # with backoff of up to 0.5 s and whose queue admission cannot see: keep it short.
     max_ongoing_requests=128,
-    max_queued_requests=256,
+    max_queued_requests=32,
     # A model that cannot load fails the deployment quickly with its message.
     max_constructor_retry_count=3,
     health_check_period_s=10,
@@ -42,14 +44,17 @@ class ASR:
         self.model = ModelConfig.model_validate(model)
         self.metrics = ASRMetrics(self.model.name)
         self.batching = self.model.batching
-        #: Recent batch sizes, for tests and the ``stats`` call.
+        #: Recent batch sizes and wall times, for tests and the ``stats`` call.
         self.recent_batches: deque[int] = deque(maxlen=1024)
+        self.recent_batch_seconds: deque[float] = deque(maxlen=1024)
         self.gate = EngineGate()
 
         started = time.perf_counter()
         self.engine = create_engine(self.model)
         self.engine.load()
-        self.engine.warmup()
+        warming = time.perf_counter()
+        warmup_audio_s = self.engine.warmup()
+        self.admission = QueueAdmission.from_warmup(warmup_audio_s, time.perf_counter() - warming)
         self.metrics.model_loaded.set(1)
         logger.info(
             "model %s (%s) loaded and warmed up in %.1f s",
@@ -69,25 +74,39 @@ class ASR:
         self,
         audio: np.ndarray,
         options: TranscribeOptions,
+        admitted: bool = False,
         partial_max_wait_s: float | None = None,
-    ) -> EngineResult | None:
+    ) -> EngineResult | ASRServeError | None:
         """One item's audio; it shares an engine call with whatever else is waiting.
 
-        With ``partial_max_wait_s`` the item is a live partial result: it goes in only
-        behind every waiting request, and gives up (``None``) after that long.
+        Refused (503) if its queue wait would pass ``max_queue_wait_s``, unless ``admitted``:
+        a later piece of a long file whose first piece was admitted. The request's own errors
+        (an option the model lacks; a full queue; out of memory even alone) are returned as
+        values for the ingress to raise: Serve logs every exception a replica method raises
+        as an ERROR with its traceback, which is for our own failures.
+
+        With ``partial_max_wait_s`` the item is a live partial result, best effort: it is not
+        admitted by time but goes in only behind every waiting request, and gives up (``None``)
+        after that long.
         """
-        self.engine.check_options(options)
+        try:
+            self.engine.check_options(options)
+        except ASRServeError as exc:
+            return exc
         cost = item_cost(len(audio) / SAMPLE_RATE, self.batching)
         item = BatchItem(audio=audio, options=options, cost=cost)
-        if partial_max_wait_s is None:
+        if partial_max_wait_s is not None:
+            if not await self.gate.wait_behind_requests(partial_max_wait_s):
+                self.metrics.partials_shed.inc()
+                return None
+            return await self._batched(item)
+        refusal = None if admitted else self.admission.refusal(self.batching.max_queue_wait_s)
+        if refusal is not None:
+            self.metrics.refused.inc()
+            return refusal
+        with self.admission.queued(item.seconds):
             await self.gate.wait_until_idle()
-        elif not await self.gate.wait_behind_requests(partial_max_wait_s):
-            self.metrics.partials_shed.inc()
-            return None
-        result = await self._batched(item)
-        if isinstance(result, InsufficientMemoryError):  # alone, still out of memory
-            raise result
-        return result
+            return await self._batched(item)
 
     @serve.batch(
         max_batch_size=_DEFAULT_BATCHING.max_batch_size,
@@ -116,8 +135,11 @@ class ASR:
         except Exception:
             self.metrics.errors.inc()
             raise
-        self.metrics.inference.observe(time.perf_counter() - started)
+        wall_s = time.perf_counter() - started
+        self.metrics.inference.observe(wall_s)
         self.metrics.audio_seconds.inc(audio_s)
+        self.admission.observe_batch(audio_s, wall_s)
+        self.recent_batch_seconds.append(wall_s)
         return results
 
     def check_health(self) -> None:
@@ -125,6 +147,10 @@ class ASR:
         # A gauge set once can age out of the metrics agent; re-setting it keeps
         # ``asr_model_loaded`` visible for as long as the replica lives.
         self.metrics.model_loaded.set(1)
+
+    def capabilities(self) -> EngineCapabilities:
+        """What the engine can do beyond transcribing (translate, log-probabilities, ...)."""
+        return self.engine.capabilities
 
     def ready(self) -> bool:
         """Reachable only once the constructor (load + warm-up) has finished."""
@@ -141,4 +167,7 @@ class ASR:
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "batching": self.batching.model_dump(),
             "recent_batch_sizes": list(self.recent_batches),
+            "recent_batch_seconds": list(self.recent_batch_seconds),
+            "speed_audio_s_per_s": self.admission.speed,
+            "queued_audio_s": self.admission.queued_s,
         }

@@ -19,7 +19,8 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from asr_serve.audio.decode import DecodedAudio
-from asr_serve.engines.base import EngineResult, TranscribeOptions
+from asr_serve.config import SplittingConfig
+from asr_serve.engines.base import EngineCapabilities, EngineResult, TranscribeOptions
 from asr_serve.errors import ASRServeError, InternalError, OverloadedError
 from asr_serve.live.decode import Decode, DecodeKind, DecodeRequest
 
@@ -53,20 +54,22 @@ SERVE_ERRORS: dict[type[BaseException], Callable[[BaseException], ASRServeError]
 READY_PROBE_TIMEOUT_S = 2.0
 
 
-async def call_downstream(call: Callable[[], Awaitable[T]], *, target: str) -> T:
+async def call_downstream(call: Callable[[], Awaitable[T | ASRServeError]], *, target: str) -> T:
     """Await ``call()``, once more if its replica died; Serve's rejections as API errors.
 
-    A replica's :class:`~asr_serve.errors.ASRServeError` arrives as itself (Ray re-raises a
-    subclass of it) and passes through. Any other exception from a replica is our failure:
-    Serve logged it there with its traceback, so here it is one line and a 500.
+    Replicas return the request's own errors (:class:`~asr_serve.errors.ASRServeError`) as
+    values, so Serve does not log a client's mistake as a failure with a traceback; they are
+    raised here. One raised in a replica arrives as itself too (Ray re-raises a subclass of
+    it) and passes through. Any other exception from a replica is our failure: Serve logged
+    it there with its traceback, so here it is one line and a 500.
     """
     try:
         try:
-            return await call()
+            return _raise_if_error(await call())
         except REPLICA_LOST as exc:
             logger.warning("%s replica lost mid-request (%r); retrying once", target, exc)
         try:
-            return await call()
+            return _raise_if_error(await call())
         except REPLICA_LOST:
             raise OverloadedError(
                 f"the {target} replica failed twice while serving this request; retry shortly"
@@ -83,6 +86,12 @@ async def call_downstream(call: Callable[[], Awaitable[T]], *, target: str) -> T
         ) from None
 
 
+def _raise_if_error(value: T | ASRServeError) -> T:
+    if isinstance(value, ASRServeError):
+        raise value
+    return value
+
+
 class Downstream:
     """The decoder and the models as the ingress sees them: plain async methods."""
 
@@ -94,15 +103,29 @@ class Downstream:
         self._models = {name: handle.options() for name, handle in models.items()}
         #: Last readiness seen per model, so ``/ready`` logs changes, not every probe.
         self._ready: dict[str, bool] = {}
+        #: Per model, what its engine can do: fixed for a replica's life, asked once.
+        self._capabilities: dict[str, EngineCapabilities] = {}
 
-    async def decode(self, data: bytes) -> DecodedAudio:
-        return await call_downstream(lambda: self._decoder.decode.remote(data), target="decoder")
+    async def decode(self, data: bytes, splitting: SplittingConfig) -> DecodedAudio:
+        return await call_downstream(
+            lambda: self._decoder.decode.remote(data, splitting), target="decoder"
+        )
 
     async def transcribe(
-        self, model: str, audio: np.ndarray, options: TranscribeOptions
+        self, model: str, audio: np.ndarray, options: TranscribeOptions, admitted: bool
     ) -> EngineResult:
         handle = self._models[model]
-        return await call_downstream(lambda: handle.transcribe.remote(audio, options), target=model)
+        return await call_downstream(
+            lambda: handle.transcribe.remote(audio, options, admitted), target=model
+        )
+
+    async def capabilities(self, model: str) -> EngineCapabilities:
+        if model not in self._capabilities:
+            handle = self._models[model]
+            self._capabilities[model] = await call_downstream(
+                lambda: handle.capabilities.remote(), target=model
+            )
+        return self._capabilities[model]
 
     def live_decode(self, partial_max_wait_s: float) -> Decode:
         """Live sessions' decodes: finals as requests; partials marked, so the model's
@@ -112,7 +135,9 @@ class Downstream:
             wait = partial_max_wait_s if request.kind is DecodeKind.PARTIAL else None
             handle = self._models[request.model]
             return await call_downstream(
-                lambda: handle.transcribe.remote(request.audio, request.options, wait),
+                lambda: handle.transcribe.remote(
+                    request.audio, request.options, partial_max_wait_s=wait
+                ),
                 target=request.model,
             )
 

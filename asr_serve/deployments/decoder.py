@@ -36,8 +36,15 @@ class AudioDecoder:
         self.splitter = PieceSplitter(SplittingConfig.model_validate(splitting or {}))
         self.metrics = DecoderMetrics()
 
-    async def decode(self, data: bytes) -> DecodedAudio:
-        """Decode off the event loop (PyAV releases the GIL) and enforce the duration limit."""
+    async def decode(
+        self, data: bytes, splitting: SplittingConfig | None = None
+    ) -> DecodedAudio | ASRServeError:
+        """Decode off the event loop (PyAV releases the GIL) and enforce the duration limit;
+        split long audio with the request's VAD knobs (``chunking_strategy``) if it has any.
+
+        A bad upload is the client's error, returned as a value for the ingress to raise:
+        Serve logs every exception a replica method raises as an ERROR with its traceback.
+        """
         started = time.perf_counter()
         try:
             audio = await asyncio.to_thread(
@@ -48,11 +55,11 @@ class AudioDecoder:
             )
         except ASRServeError as exc:
             self.metrics.rejected.inc(tags={"code": exc.code})
-            raise
+            return exc
         self.metrics.decode_time.observe(time.perf_counter() - started)
         self.metrics.decoded_seconds.inc(audio.duration_s)
         if self.splitter.fits(audio.samples):  # most uploads: no VAD, no thread hop
             return audio
         # The VAD reads the samples in place; the pieces are offsets, not copies.
-        pieces = await asyncio.to_thread(self.splitter.split, audio.samples)
+        pieces = await asyncio.to_thread(self.splitter.split, audio.samples, splitting)
         return dataclasses.replace(audio, pieces=pieces)

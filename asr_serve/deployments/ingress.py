@@ -10,6 +10,7 @@ CORS are :mod:`asr_serve.api`. The replica builds its FastAPI app once it is con
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime.
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Annotated
@@ -23,10 +24,11 @@ from starlette.websockets import WebSocket
 
 from asr_serve.api.app import build_api
 from asr_serve.api.auth import APIKeyVerifier, authenticated
+from asr_serve.api.error_handlers import request_id_of
 from asr_serve.api.formats import cache_headers, render
 from asr_serve.api.protocol import HealthResponse, ModelCard, ModelList
 from asr_serve.api.streaming import stream_transcription
-from asr_serve.api.upload import read_upload
+from asr_serve.api.upload import UploadBudget, read_upload
 from asr_serve.config import AppConfig
 from asr_serve.deployments.calls import Downstream
 from asr_serve.errors import ModelNotFoundError
@@ -34,7 +36,7 @@ from asr_serve.live.protocols import funasr_realtime, funasr_runtime, openai_rea
 from asr_serve.live.sessions import LiveSessions
 from asr_serve.metrics import CacheMetrics, LiveSessionMetrics
 from asr_serve.serving.cache import NO_CACHE, RedisCache, ResultCache
-from asr_serve.serving.pipeline import TranscriptionPipeline
+from asr_serve.serving.pipeline import Transcription, TranscriptionPipeline
 from asr_serve.web import index_html
 
 logger = logging.getLogger("ray.serve")
@@ -48,6 +50,7 @@ class IngressState:
     downstream: Downstream
     pipeline: TranscriptionPipeline
     live: LiveSessions
+    uploads: UploadBudget
 
 
 def _state(connection: HTTPConnection) -> IngressState:
@@ -65,16 +68,32 @@ public = APIRouter()
 @keyed.post("/v1/audio/transcriptions")
 async def transcriptions(request: Request, ingress: State) -> Response:
     """OpenAI's ``audio.transcriptions.create``: multipart ``file`` plus form fields."""
-    upload = await read_upload(request, max_bytes=ingress.config.limits.max_upload_bytes)
+    upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
     job = await ingress.pipeline.start(upload)
     if job.request.stream:
-        return await stream_transcription(ingress.pipeline.results(job))
-    done = await ingress.pipeline.finish(job)
+        return await stream_transcription(
+            ingress.pipeline.results(job), request_id=request_id_of(request)
+        )
+    return _rendered(await ingress.pipeline.finish(job))
+
+
+@keyed.post("/v1/audio/translations")
+async def translations(request: Request, ingress: State) -> Response:
+    """OpenAI's ``audio.translations.create``: English text, by a model that can translate."""
+    upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
+    job = await ingress.pipeline.start(upload, translate=True)
+    return _rendered(await ingress.pipeline.finish(job))
+
+
+def _rendered(done: Transcription) -> Response:
+    assert done.request.response_format != "diarized_json"  # refused by parse_request
     return render(
         done.result,
         done.request.response_format,
         model=done.model,
         words="word" in done.request.timestamp_granularities,
+        logprobs="logprobs" in done.request.include,
+        task="translate" if done.translate else "transcribe",
         headers=cache_headers(done.cache_hit),
     )
 
@@ -110,7 +129,7 @@ async def funasr_ws(websocket: WebSocket, ingress: State) -> None:
         websocket,
         door.run_funasr_runtime_session,
         door.SUBPROTOCOLS,
-        decode=ingress.downstream.decode,
+        decode=functools.partial(ingress.downstream.decode, splitting=ingress.config.splitting),
     )
 
 
@@ -144,8 +163,17 @@ async def ready(ingress: State) -> JSONResponse:
 
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.5},
-    max_ongoing_requests=256,
+    # A request waiting here (for its upload, the decoder or the model) is a cheap coroutine
+    # (measured 40-160 KiB here, as much in the proxy; tests/README.md): room for many, so slow
+    # clients cannot take every slot; uploads themselves are capped below this by
+    # limits.max_concurrent_uploads, refused at once past it. Below 1000, Ray's default
+    # concurrency of an async actor, so Serve's health checks and probes always find room:
+    # at 2048 (then also the actor's concurrency) a replica holding ~2000 trickled uploads
+    # missed its health checks and was killed.
+    max_ongoing_requests=768,
     max_queued_requests=512,
+    # Past both: 503 with Retry-After from Serve's proxy, at once.
+    backpressure_config={"status_code": 503, "retry_after_s": 1},
     graceful_shutdown_timeout_s=60,
 )
 @serve.ingress()
@@ -163,7 +191,11 @@ class Ingress:
             RedisCache(app_config.cache, CacheMetrics()) if app_config.cache.enabled else NO_CACHE
         )
         pipeline = TranscriptionPipeline(
-            app_config, decode=downstream.decode, transcribe=downstream.transcribe, cache=cache
+            app_config,
+            decode=downstream.decode,
+            transcribe=downstream.transcribe,
+            capabilities=downstream.capabilities,
+            cache=cache,
         )
         live = LiveSessions(
             app_config.live,
@@ -174,7 +206,13 @@ class Ingress:
             default_model=app_config.default_model or app_config.models[0].name,
         )
         self.state = IngressState(
-            config=app_config, downstream=downstream, pipeline=pipeline, live=live
+            config=app_config,
+            downstream=downstream,
+            pipeline=pipeline,
+            live=live,
+            uploads=UploadBudget(
+                app_config.limits.upload_budget_bytes, app_config.limits.max_concurrent_uploads
+            ),
         )
 
     async def live_stats(self) -> dict:

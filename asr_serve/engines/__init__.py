@@ -5,7 +5,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from asr_serve.engines.base import Engine, EngineResult, Segment, TranscribeOptions, Word
+from asr_serve.engines.base import (
+    Engine,
+    EngineCapabilities,
+    EngineResult,
+    Segment,
+    TranscribeOptions,
+    Word,
+)
 
 if TYPE_CHECKING:
     from asr_serve.config import ModelConfig
@@ -24,4 +31,12 @@ def create_engine(model: ModelConfig) -> Engine:
     return engine_cls(model)
 
 
-__all__ = ["Engine", "EngineResult", "Segment", "TranscribeOptions", "Word", "create_engine"]
+__all__ = [
+    "Engine",
+    "EngineCapabilities",
+    "EngineResult",
+    "Segment",
+    "TranscribeOptions",
+    "Word",
+    "create_engine",
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,12 +29,30 @@ class TranscribeOptions(BaseModel):
     #: Inverse text normalisation for this item; ``None``: the model's ``itn`` setting.
     #: Engines without such a switch (Whisper writes normalised text) ignore it.
     itn: bool | None = None
+    #: ``translate``: English text from speech in any language (engines that can).
+    task: Literal["transcribe", "translate"] = "transcribe"
+    #: Per-word log-probabilities in the result's words (engines that give them).
+    logprobs: bool = False
+    #: Words or phrases to recognise (engines that take a list, e.g. Fun-ASR's hotwords).
+    keywords: tuple[str, ...] = ()
+
+
+class EngineCapabilities(BaseModel):
+    """What an engine can do beyond transcribing; the ingress asks a replica for it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    translate: bool = False
+    logprobs: bool = False
+    keywords: bool = False
 
 
 class Word(BaseModel):
     start: float
     end: float
     word: str
+    #: Natural log of the model's probability for the word, when asked for and given.
+    logprob: float | None = None
 
 
 class Segment(BaseModel):
@@ -42,6 +61,8 @@ class Segment(BaseModel):
     end: float
     text: str
     words: list[Word] | None = None
+    #: Mean log-probability of the segment's tokens, where the engine gives it.
+    avg_logprob: float | None = None
 
 
 class EngineResult(BaseModel):
@@ -58,6 +79,8 @@ class Engine(abc.ABC):
 
     #: Languages the model accepts (lower-case codes); ``None`` means it does not say.
     languages: frozenset[str] | None = None
+    #: What it can do beyond transcribing; set in ``load`` where it depends on the weights.
+    capabilities: EngineCapabilities = EngineCapabilities()
 
     @abc.abstractmethod
     def load(self) -> None:
@@ -70,7 +93,8 @@ class Engine(abc.ABC):
         """Transcribe a batch in one call where the model allows it; one result per input."""
 
     def check_options(self, options: TranscribeOptions) -> None:
-        """Reject options the model cannot honour (raise ``InvalidRequestError``)."""
+        """Reject options the model cannot honour (raise ``InvalidRequestError`` naming the
+        request's field): never silently ignore one."""
         from asr_serve.errors import InvalidRequestError
 
         if (
@@ -83,9 +107,26 @@ class Engine(abc.ABC):
                 f"supported: {', '.join(sorted(self.languages))}",
                 param="language",
             )
+        unsupported = [
+            (options.task == "translate" and not self.capabilities.translate, "model", "translate"),
+            (
+                options.logprobs and not self.capabilities.logprobs,
+                "include",
+                "give log-probabilities",
+            ),
+            (options.keywords and not self.capabilities.keywords, "keywords", "take keywords"),
+        ]
+        for asked, param, what in unsupported:
+            if asked:
+                raise InvalidRequestError(f"this model cannot {what}", param=param)
 
-    def warmup(self, batch_size: int = 2, seconds: float = 1.0) -> None:
-        """Run real inference once so the first request pays for no lazy initialisation."""
+    def warmup(self, batch_size: int = 2, seconds: float = 1.0) -> float:
+        """Run real inference once so the first request pays for no lazy initialisation.
+
+        Returns the seconds of audio it transcribed (the replica times it: a first guess
+        of the engine's speed).
+        """
         rng = np.random.default_rng(0)
         audio = (0.05 * rng.standard_normal(int(SAMPLE_RATE * seconds))).astype(np.float32)
         self.transcribe([audio] * batch_size, [TranscribeOptions()] * batch_size)
+        return batch_size * seconds

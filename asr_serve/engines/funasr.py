@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 from asr_serve.config import SAMPLE_RATE, ModelConfig
-from asr_serve.engines.base import Engine, EngineResult, Segment, TranscribeOptions, Word
+from asr_serve.engines.base import (
+    Engine,
+    EngineCapabilities,
+    EngineResult,
+    Segment,
+    TranscribeOptions,
+    Word,
+)
 from asr_serve.engines.languages import FUN_ASR_NANO_LANGUAGES
 from asr_serve.errors import ModelLoadError, ModelNotReadyError
 
@@ -44,7 +51,14 @@ _GroupKey = tuple[tuple[str, Any], ...]
 
 
 class FunASREngine(Engine):
-    """Transcribes a batch with one ``AutoModel.generate`` call per set of equal options."""
+    """Transcribes a batch with one ``AutoModel.generate`` call per set of equal options.
+
+    ``keywords`` join the prompt's hotwords. No translation, and no log-probabilities:
+    funasr 1.4.16's ``FunASRNano.inference`` returns text (and CTC token times), its
+    ``llm.generate`` is asked for no scores.
+    """
+
+    capabilities = EngineCapabilities(keywords=True)
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -155,11 +169,13 @@ class FunASREngine(Engine):
             value = self._language_values.get(options.language.lower())
             if value is not None:
                 kwargs.append(("language", value))
-        hotwords = hotword_list(options.prompt)
+        keywords = tuple(k.strip() for k in options.keywords if k.strip())
+        hotwords = hotword_list(options.prompt) + keywords
         if hotwords:
             # FunASRNano reads ``hotwords`` (a list, put into its prompt); the contextual
             # Paraformers read ``hotword`` (a string). Each model ignores the other.
-            kwargs += [("hotwords", hotwords), ("hotword", options.prompt)]
+            hotword = ",".join(hotwords) if keywords else options.prompt
+            kwargs += [("hotwords", hotwords), ("hotword", hotword)]
         if options.itn is not None and options.itn != self.config.itn:
             # Only a change: the model's own setting is already in AutoModel's kwargs.
             kwargs.append(("itn", options.itn))

@@ -11,6 +11,7 @@ numerics of batched int8 kernels: rarely, and on words the model was unsure of.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,14 @@ from faster_whisper.transcribe import Segment as FWSegment
 from faster_whisper.transcribe import get_suppressed_tokens
 
 from asr_serve.config import SAMPLE_RATE, ModelConfig
-from asr_serve.engines.base import Engine, EngineResult, Segment, TranscribeOptions, Word
+from asr_serve.engines.base import (
+    Engine,
+    EngineCapabilities,
+    EngineResult,
+    Segment,
+    TranscribeOptions,
+    Word,
+)
 from asr_serve.errors import ModelLoadError, ModelNotReadyError
 
 #: faster-whisper's own defaults for ``transcribe``; the batched path uses the same.
@@ -47,6 +55,8 @@ _MAX_NEW_TOKENS_CAP = _MAX_LENGTH - (1 + _MAX_PROMPT_TOKENS + 4)
 #: batch 1 to 4 (1.7 s -> 0.8 s) and gains nothing past it. On GPU the whole list goes in one
 #: call.
 _CPU_BATCH = 4
+#: A word probability of 0 has no log; floor it (log is about -27.6).
+_MIN_PROBABILITY = 1e-12
 
 
 class WhisperEngine(Engine):
@@ -95,6 +105,8 @@ class WhisperEngine(Engine):
             ) from exc
         self._model = model
         self.languages = frozenset(model.supported_languages)
+        # Word probabilities come with word timestamps; only multilingual weights translate.
+        self.capabilities = EngineCapabilities(translate=model.model.is_multilingual, logprobs=True)
         # The non-speech symbols faster-whisper suppresses by default (``suppress_tokens=[-1]``).
         self._suppress_tokens = get_suppressed_tokens(self._tokenizer(None), [-1])
 
@@ -146,17 +158,18 @@ class WhisperEngine(Engine):
         results: list[EngineResult | None] = [None] * len(audios)
         window = self.model.feature_extractor.n_samples
         contexts: dict[int, list[int]] = {}
-        # Items share a ``generate`` call only with the same temperature and prompt length:
-        # CTranslate2 needs <|startoftranscript|> at one position across a batch.
-        groups: dict[tuple[float, int], list[int]] = {}
+        # Items share a ``generate`` call only with the same temperature, prompt length and
+        # task: CTranslate2 needs <|startoftranscript|> at one position across a batch.
+        groups: dict[tuple[float, int, str], list[int]] = {}
         for i, (audio, opts) in enumerate(zip(audios, options, strict=True)):
-            if opts.segment_timestamps or opts.word_timestamps or len(audio) > window:
+            timed = opts.segment_timestamps or opts.word_timestamps or opts.logprobs
+            if timed or len(audio) > window:
                 results[i] = self._transcribe_windowed(audio, opts)
             else:
                 contexts[i] = self._prompt_tokens(opts.prompt)
-                groups.setdefault((opts.temperature, len(contexts[i])), []).append(i)
+                groups.setdefault((opts.temperature, len(contexts[i]), opts.task), []).append(i)
         step = len(audios) if self.device == "cuda" else _CPU_BATCH
-        for (temperature, _), indices in groups.items():
+        for (temperature, _, task), indices in groups.items():
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
                 decoded = self._decode_window_batch(
@@ -164,6 +177,7 @@ class WhisperEngine(Engine):
                     [options[i].language for i in chunk],
                     [contexts[i] for i in chunk],
                     temperature,
+                    task,
                 )
                 for i, result in zip(chunk, decoded, strict=True):
                     results[i] = result
@@ -175,13 +189,14 @@ class WhisperEngine(Engine):
         languages: Sequence[str | None],
         contexts: Sequence[list[int]],
         temperature: float,
+        task: str,
     ) -> list[EngineResult]:
         """At most 30 s each, no timestamps, equal prompt lengths: one encode, one generate."""
         model = self.model
         features = np.stack([pad_or_trim(model.feature_extractor(a)) for a in audios])
         encoded = model.encode(features)
         resolved = self._resolve_languages(encoded, languages)
-        tokenizers = [self._tokenizer(lang) for lang in resolved]
+        tokenizers = [self._tokenizer(lang, task) for lang in resolved]
         prompts = [
             model.get_prompt(tok, context, without_timestamps=True)
             for tok, context in zip(tokenizers, contexts, strict=True)
@@ -231,12 +246,12 @@ class WhisperEngine(Engine):
             for lang, best in zip(wanted, detected, strict=True)
         ]
 
-    def _tokenizer(self, language: str | None) -> Tokenizer:
+    def _tokenizer(self, language: str | None, task: str = "transcribe") -> Tokenizer:
         model = self.model
         return Tokenizer(
             model.hf_tokenizer,
             model.model.is_multilingual,
-            task="transcribe",
+            task=task,
             language=language or "en",
         )
 
@@ -248,25 +263,32 @@ class WhisperEngine(Engine):
         return self._tokenizer(None).encode(" " + prompt.strip())[-_MAX_PROMPT_TOKENS:]
 
     def _transcribe_windowed(self, audio: np.ndarray, options: TranscribeOptions) -> EngineResult:
-        """faster-whisper's sequential transcribe: timestamps, and windows past 30 s."""
+        """faster-whisper's sequential transcribe: timestamps, log-probabilities (its word
+        probabilities come with word timestamps), and windows past 30 s."""
         duration = len(audio) / SAMPLE_RATE
+        words = options.word_timestamps or options.logprobs
         segments, info = self.model.transcribe(
             audio,
             language=options.language.lower() if options.language else None,
+            task=options.task,
             initial_prompt=options.prompt or None,
             temperature=options.temperature,
             beam_size=_BEAM_SIZE,
             best_of=_BEST_OF,
-            word_timestamps=options.word_timestamps,
+            word_timestamps=words,
             max_new_tokens=self._max_new_tokens,
         )
         fw_segments = list(segments)
-        wanted = options.segment_timestamps or options.word_timestamps
+        wanted = options.segment_timestamps or words
         return EngineResult(
             text="".join(s.text for s in fw_segments).strip(),
             language=info.language,
             duration=duration,
-            segments=(_segments(fw_segments, duration, options.word_timestamps) if wanted else []),
+            segments=(
+                _segments(fw_segments, duration, words=words, logprobs=options.logprobs)
+                if wanted
+                else []
+            ),
         )
 
 
@@ -282,7 +304,9 @@ def _sampling_kwargs(temperature: float) -> dict[str, Any]:
     return {"beam_size": _BEAM_SIZE, "patience": 1.0}
 
 
-def _segments(segments: Iterable[FWSegment], duration: float, words: bool) -> list[Segment]:
+def _segments(
+    segments: Iterable[FWSegment], duration: float, *, words: bool, logprobs: bool
+) -> list[Segment]:
     """Ours, clamped to the audio: the last timestamp token can overshoot the clip's end."""
 
     def clamp(t: float) -> float:
@@ -294,9 +318,17 @@ def _segments(segments: Iterable[FWSegment], duration: float, words: bool) -> li
             start=clamp(s.start),
             end=clamp(s.end),
             text=s.text.strip(),
+            avg_logprob=s.avg_logprob,
             words=(
                 [
-                    Word(start=clamp(w.start), end=clamp(w.end), word=w.word.strip())
+                    Word(
+                        start=clamp(w.start),
+                        end=clamp(w.end),
+                        word=w.word.strip(),
+                        logprob=math.log(max(w.probability, _MIN_PROBABILITY))
+                        if logprobs
+                        else None,
+                    )
                     for w in s.words or []
                 ]
                 if words

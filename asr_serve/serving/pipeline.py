@@ -1,9 +1,10 @@
 """One request's way through the graph, as a plain class testable without Ray.
 
-The ingress deployment gives it two async callables: ``decode`` (bytes → decoded audio,
-the AudioDecoder deployment) and ``transcribe`` (model name, samples, options → result,
-that model's ASR deployment). It validates the request, picks the model, applies the
-limits and the deadline, and returns the engine's result for rendering.
+The ingress deployment gives it async callables: ``decode`` (bytes and how to split long
+audio → decoded audio, the AudioDecoder deployment), ``transcribe`` (model name, samples,
+options → result, that model's ASR deployment) and ``capabilities`` (model name → what its
+engine can do). It validates the request (:mod:`asr_serve.serving.requests`), picks the
+model, applies the limits and the deadline, and returns the engine's result for rendering.
 """
 
 from __future__ import annotations
@@ -16,21 +17,34 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import ValidationError
 
 from asr_serve.api.protocol import TranscriptionRequest
 from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio, Piece
-from asr_serve.config import AppConfig
-from asr_serve.engines.base import EngineResult, TranscribeOptions
-from asr_serve.errors import DeadlineExceededError, InvalidParameterError, ModelNotFoundError
+from asr_serve.config import AppConfig, SplittingConfig
+from asr_serve.engines.base import EngineCapabilities, EngineResult, TranscribeOptions
+from asr_serve.errors import DeadlineExceededError, InvalidRequestError
 from asr_serve.serving.cache import NO_CACHE, ResultCache
+from asr_serve.serving.requests import (
+    model_name,
+    parse_request,
+    parse_translation,
+    splitting_for,
+    transcribe_options,
+)
 from asr_serve.serving.stitching import stitch
 
 logger = logging.getLogger("ray.serve")
 
-DecodeFn = Callable[[bytes], Awaitable[DecodedAudio]]
-TranscribeFn = Callable[[str, np.ndarray, TranscribeOptions], Awaitable[EngineResult]]
+DecodeFn = Callable[[bytes, SplittingConfig], Awaitable[DecodedAudio]]
+#: ``(model, samples, options, admitted)``; ``admitted``: an earlier piece of the request was
+#: admitted, so the model must not refuse this one halfway (admission is per request).
+TranscribeFn = Callable[[str, np.ndarray, TranscribeOptions, bool], Awaitable[EngineResult]]
+CapabilitiesFn = Callable[[str], Awaitable[EngineCapabilities]]
+
+
+async def _no_capabilities(_: str) -> EngineCapabilities:
+    return EngineCapabilities()
 
 
 @dataclass(frozen=True)
@@ -40,43 +54,7 @@ class Transcription:
     result: EngineResult
     #: Whether the result came from the cache; ``None`` when the cache is off.
     cache_hit: bool | None = None
-
-
-def parse_request(fields: dict[str, str | list[str]], config: AppConfig) -> TranscriptionRequest:
-    """Validate the form fields into a request; bad values are a 422 naming the field."""
-    try:
-        request = TranscriptionRequest.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise InvalidParameterError(f"invalid {param}: {first['msg']}", param=param) from None
-    if request.prompt is not None and len(request.prompt) > config.limits.max_prompt_chars:
-        raise InvalidParameterError(
-            f"prompt is longer than {config.limits.max_prompt_chars} characters", param="prompt"
-        )
-    name = request.model or config.default_model
-    if name not in {m.name for m in config.models}:
-        raise ModelNotFoundError(
-            f"model {name!r} does not exist; available: {', '.join(m.name for m in config.models)}",
-            param="model",
-        )
-    if request.stream and request.response_format not in ("json", "text"):
-        raise InvalidParameterError(
-            "stream=true answers with text events; use response_format json or text",
-            param="stream",
-        )
-    return request.model_copy(update={"model": name})
-
-
-def transcribe_options(request: TranscriptionRequest) -> TranscribeOptions:
-    """Ask the engine only for the timestamps the response will show."""
-    return TranscribeOptions(
-        language=request.language.lower() if request.language else None,
-        prompt=request.prompt,
-        temperature=request.temperature,
-        segment_timestamps=request.response_format in ("verbose_json", "srt", "vtt"),
-        word_timestamps="word" in request.timestamp_granularities,
-    )
+    translate: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +73,8 @@ class Job:
     request: TranscriptionRequest
     audio: DecodedAudio
     deadline: float
+    #: ``/v1/audio/translations``: English text, by a model that can translate.
+    translate: bool = False
 
 
 class TranscriptionPipeline:
@@ -104,20 +84,47 @@ class TranscriptionPipeline:
         *,
         decode: DecodeFn,
         transcribe: TranscribeFn,
+        capabilities: CapabilitiesFn = _no_capabilities,
         cache: ResultCache | None = None,
     ) -> None:
         self.config = config
         self._decode = decode
         self._transcribe = transcribe
+        self._capabilities = capabilities
         self.cache: ResultCache = cache or NO_CACHE
 
-    async def start(self, upload: Upload) -> Job:
+    async def start(self, upload: Upload, *, translate: bool = False) -> Job:
         """Validate and decode (the decoder also plans a long file's pieces)."""
-        request = parse_request(upload.fields, self.config)
+        if translate:
+            request = parse_translation(upload.fields, self.config)
+            name = await self._translating_model(request.model)
+            request = request.model_copy(update={"model": name})
+        else:
+            request = parse_request(upload.fields, self.config)
+        splitting = splitting_for(request, self.config.splitting)
         deadline = asyncio.get_running_loop().time() + self.config.limits.request_timeout_s
         async with self._deadline(deadline):
-            audio = await self._decode(upload.data)
-        return Job(request=request, audio=audio, deadline=deadline)
+            audio = await self._decode(upload.data, splitting)
+        return Job(request=request, audio=audio, deadline=deadline, translate=translate)
+
+    async def _translating_model(self, requested: str | None) -> str:
+        """The named model if it can translate; with none named, the default model if it
+        can, else the first that can. Which can is the engines' to say (asked once)."""
+        if requested is not None:
+            names = [model_name(requested, self.config)]
+        else:
+            names = sorted(
+                (m.name for m in self.config.models), key=lambda n: n != self.config.default_model
+            )
+        for name in names:
+            if (await self._capabilities(name)).translate:
+                return name
+        which = f"model {names[0]!r} cannot" if requested else "no model on this server can"
+        raise InvalidRequestError(
+            f"{which} translate speech (an English-only or transcription-only model); "
+            "use /v1/audio/transcriptions, or configure a multilingual Whisper model",
+            param="model",
+        )
 
     async def finish(self, job: Job) -> Transcription:
         """Transcribe every piece and stitch them into one result for the file."""
@@ -139,6 +146,7 @@ class TranscriptionPipeline:
             model=job.request.model,
             result=result,
             cache_hit=all(hits) if hits else None,
+            translate=job.translate,
         )
 
     async def results(self, job: Job) -> AsyncGenerator[PieceResult, None]:
@@ -152,14 +160,17 @@ class TranscriptionPipeline:
         assert job.request.model is not None
         model, samples = job.request.model, job.audio.samples
         model_config = self.config.model(model)
-        options = transcribe_options(job.request)
+        options = transcribe_options(job.request, translate=job.translate)
         in_flight = asyncio.Semaphore(self.config.splitting.max_in_flight)
 
-        async def one(piece: Piece) -> PieceResult:
+        async def one(piece: Piece, admitted: bool) -> PieceResult:
             audio = samples[piece[0] : piece[1]]
             async with in_flight:
                 result, hit = await self.cache.through(
-                    model_config, audio, options, lambda: self._transcribe(model, audio, options)
+                    model_config,
+                    audio,
+                    options,
+                    lambda: self._transcribe(model, audio, options, admitted),
                 )
             return PieceResult(piece=piece, result=result, cache_hit=hit)
 
@@ -167,7 +178,12 @@ class TranscriptionPipeline:
         # while this generator is suspended at a yield, is the consumer's task wherever it is
         # (PEP 789). Instead the first failure propagates from its own await, and closing
         # the generator cancels the rest and waits for them, retrieving their exceptions.
-        tasks = [asyncio.ensure_future(one(piece)) for piece in job.audio.pieces_to_transcribe()]
+        # The first piece is admitted by the model's queue (or refused, failing the request);
+        # the rest follow it unchecked, so an admitted long file is not refused halfway.
+        tasks = [
+            asyncio.ensure_future(one(piece, admitted=i > 0))
+            for i, piece in enumerate(job.audio.pieces_to_transcribe())
+        ]
         try:
             for task in tasks:
                 async with self._deadline(job.deadline):

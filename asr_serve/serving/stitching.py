@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from asr_serve.audio.decode import Piece
 from asr_serve.config import SAMPLE_RATE
-from asr_serve.engines.base import EngineResult, Segment, Word
+from asr_serve.engines.base import EngineResult, Segment
 
 
 def place(piece: Piece, result: EngineResult) -> list[Segment]:
@@ -27,20 +27,24 @@ def place(piece: Piece, result: EngineResult) -> list[Segment]:
     def at(t: float) -> float:
         return round(min(max(offset + t, offset), end), 3)
 
+    # Copies, so whatever else the engine gave (log-probabilities) stays with them.
     return [
-        Segment(
-            id=i,
-            start=at(s.start),
-            end=max(at(s.start), at(s.end)),
-            text=s.text,
-            words=(
-                None
-                if s.words is None
-                else [
-                    Word(start=at(w.start), end=max(at(w.start), at(w.end)), word=w.word)
-                    for w in s.words
-                ]
-            ),
+        s.model_copy(
+            update={
+                "id": i,
+                "start": at(s.start),
+                "end": max(at(s.start), at(s.end)),
+                "words": (
+                    None
+                    if s.words is None
+                    else [
+                        w.model_copy(
+                            update={"start": at(w.start), "end": max(at(w.start), at(w.end))}
+                        )
+                        for w in s.words
+                    ]
+                ),
+            }
         )
         for i, s in enumerate(result.segments)
     ]

@@ -100,3 +100,15 @@ def test_shutdown_runs_the_hook() -> None:
         client.get("/conflict")
         assert closed == []
     assert closed == [True]
+
+
+def test_a_refused_request_is_logged_once_without_traceback(caplog) -> None:
+    """A client's mistake is one INFO line with the request id and the reason."""
+    caplog.set_level(logging.DEBUG, logger="ray.serve")
+    _client().get("/bad-audio", headers={"X-Request-ID": "req-7"})
+    _client().get("/nowhere", headers={"X-Request-ID": "req-8"})
+    lines = [r for r in caplog.records if r.name == "ray.serve"]
+    assert [r.levelno for r in lines] == [logging.INFO, logging.INFO]
+    assert not any(r.exc_info for r in lines)
+    assert "req-7" in lines[0].getMessage() and "400 invalid_audio" in lines[0].getMessage()
+    assert "not audio" in lines[0].getMessage() and "req-8" in lines[1].getMessage()

@@ -14,12 +14,13 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from asr_serve.api.streaming import stream_transcription
-from asr_serve.api.upload import Upload, read_upload
+from asr_serve.api.upload import Upload, UploadBudget, read_upload
 from asr_serve.audio.decode import DecodedAudio
-from asr_serve.config import AppConfig
+from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
-from asr_serve.errors import ASRServeError, InvalidParameterError, InvalidRequestError
-from asr_serve.serving.pipeline import TranscriptionPipeline, parse_request
+from asr_serve.errors import ASRServeError, InvalidRequestError
+from asr_serve.serving.pipeline import TranscriptionPipeline
+from asr_serve.serving.requests import parse_request
 
 SR = 16_000
 CONFIG = AppConfig.model_validate({"models": [{"name": "m", "engine": "funasr", "model": "x"}]})
@@ -28,7 +29,7 @@ PIECES = ((0, SR), (2 * SR, 3 * SR), (4 * SR, 5 * SR), (6 * SR, 7 * SR))
 TEXTS = {0: "one", 2 * SR: "two", 4 * SR: "", 6 * SR: "three"}
 
 
-async def _decode(data: bytes) -> DecodedAudio:
+async def _decode(data: bytes, splitting: SplittingConfig) -> DecodedAudio:
     # The piece's start sample is encoded in its first sample, so the fake model can tell.
     samples = np.zeros(8 * SR, np.float32)
     for start, _ in PIECES:
@@ -40,8 +41,9 @@ def _app(transcribe) -> TestClient:
     pipeline = TranscriptionPipeline(CONFIG, decode=_decode, transcribe=transcribe)
 
     async def transcriptions(request: Request) -> Response:
-        job = await pipeline.start(await read_upload(request, max_bytes=1 << 20))
-        return await stream_transcription(pipeline.results(job))
+        upload = await read_upload(request, limits=CONFIG.limits, budget=UploadBudget(1 << 30, 10))
+        job = await pipeline.start(upload)
+        return await stream_transcription(pipeline.results(job), request_id="test")
 
     async def on_error(_: Request, exc: ASRServeError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=exc.status_code)
@@ -59,7 +61,9 @@ def _client(transcribe) -> openai.OpenAI:
     )
 
 
-async def _by_offset(model: str, audio: np.ndarray, options: TranscribeOptions) -> EngineResult:
+async def _by_offset(
+    model: str, audio: np.ndarray, options: TranscribeOptions, _: bool
+) -> EngineResult:
     return EngineResult(text=TEXTS[int(audio[0])], duration=len(audio) / SR)
 
 
@@ -77,7 +81,7 @@ def test_openai_client_reads_deltas_in_order_then_done() -> None:
 
 
 def test_error_before_the_first_event_is_an_http_error() -> None:
-    async def unsupported(model: str, audio: np.ndarray, options: TranscribeOptions):
+    async def unsupported(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
         raise InvalidRequestError("language 'xx' is not supported", param="language")
 
     with pytest.raises(openai.BadRequestError) as err:
@@ -88,10 +92,10 @@ def test_error_before_the_first_event_is_an_http_error() -> None:
 
 
 def test_error_after_the_first_event_is_an_error_event_that_ends_the_stream() -> None:
-    async def fails_later(model: str, audio: np.ndarray, options: TranscribeOptions):
+    async def fails_later(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
         if audio[0] == 4 * SR:
             raise InvalidRequestError("piece failed")
-        return await _by_offset(model, audio, options)
+        return await _by_offset(model, audio, options, False)
 
     raw = _app(fails_later).post(
         "/v1/audio/transcriptions", files={"file": ("a.wav", b"RIFF")}, data={"stream": "true"}
@@ -113,19 +117,21 @@ def test_error_after_the_first_event_is_an_error_event_that_ends_the_stream() ->
 def test_closing_the_stream_cancels_pieces_in_flight() -> None:
     cancelled: list[int] = []
 
-    async def slow_after_first(model: str, audio: np.ndarray, options: TranscribeOptions):
+    async def slow_after_first(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
         if audio[0] != 0:
             try:
                 await asyncio.sleep(60)
             except asyncio.CancelledError:
                 cancelled.append(int(audio[0]))
                 raise
-        return await _by_offset(model, audio, options)
+        return await _by_offset(model, audio, options, False)
 
     async def main() -> None:
         pipeline = TranscriptionPipeline(CONFIG, decode=_decode, transcribe=slow_after_first)
         upload = Upload(data=b"x", fields={"stream": "true"})
-        response = await stream_transcription(pipeline.results(await pipeline.start(upload)))
+        response = await stream_transcription(
+            pipeline.results(await pipeline.start(upload)), request_id="test"
+        )
         events = response.body_iterator
         assert "one" in await anext(events)
         await events.aclose()  # what Starlette does when the client goes away
@@ -136,7 +142,7 @@ def test_closing_the_stream_cancels_pieces_in_flight() -> None:
 
 @pytest.mark.parametrize("fmt", ["verbose_json", "srt", "vtt"])
 def test_stream_only_with_text_formats(fmt: str) -> None:
-    with pytest.raises(InvalidParameterError) as err:
+    with pytest.raises(InvalidRequestError) as err:
         parse_request({"stream": "true", "response_format": fmt}, CONFIG)
     assert err.value.param == "stream"
     assert parse_request({"stream": "true", "response_format": "text"}, CONFIG).stream

@@ -125,3 +125,31 @@ def test_ready_logs_why_a_model_is_not_ready_once_per_change(caplog) -> None:
     assert len(warnings) == 1 and "b is not ready" in warnings[0]
     assert "DeploymentUnavailableError" in warnings[0]
     assert any("b is ready" in r.getMessage() for r in caplog.records)
+
+
+def test_an_api_error_returned_as_a_value_is_raised_and_not_retried() -> None:
+    """Replicas return the request's own errors, so Serve does not log them as failures."""
+    call, attempts = _flaky(InvalidAudioError("not audio", param="file"), "never")
+    returned = _returning(call)
+    with pytest.raises(InvalidAudioError) as exc_info:
+        asyncio.run(call_downstream(returned, target="decoder"))
+    assert exc_info.value.param == "file" and len(attempts) == 1
+
+
+def test_an_overload_returned_as_a_value_keeps_its_retry_after() -> None:
+    call, _ = _flaky(OverloadedError("queue too long", retry_after_s=7.0))
+    with pytest.raises(OverloadedError) as exc_info:
+        asyncio.run(call_downstream(_returning(call), target="ASR-m"))
+    assert exc_info.value.retry_after_s == 7.0
+
+
+def _returning(call):
+    """``call`` as a replica that returns (not raises) the API errors it meets."""
+
+    async def returning():
+        try:
+            return await call()
+        except (InvalidAudioError, OverloadedError) as exc:
+            return exc
+
+    return returning

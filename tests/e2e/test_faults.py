@@ -39,7 +39,9 @@ CLIENT_TIMEOUT_S = 60.0
 WAV = good_wav(1.0)
 
 
-def _config(tiny_model_dir: Path, *, max_new_tokens: int = 8) -> dict[str, Any]:
+def _config(
+    tiny_model_dir: Path, *, max_new_tokens: int = 8, max_queue_wait_s: float = 10.0
+) -> dict[str, Any]:
     return {
         "applications": [
             {
@@ -50,7 +52,11 @@ def _config(tiny_model_dir: Path, *, max_new_tokens: int = 8) -> dict[str, Any]:
                     tiny_model_dir,
                     model={
                         "max_new_tokens": max_new_tokens,
-                        "batching": {"max_batch_size": 2, "batch_wait_timeout_s": 0.02},
+                        "batching": {
+                            "max_batch_size": 2,
+                            "batch_wait_timeout_s": 0.02,
+                            "max_queue_wait_s": max_queue_wait_s,
+                        },
                     },
                 ),
                 "deployments": [
@@ -275,11 +281,13 @@ def test_clients_that_disconnect_free_their_slots(
     """Fill every ASR slot with long clips, hang up: the queue empties, a new request fits.
 
     Serve cancels a request whose client went away, down the graph: items still waiting
-    for a batch are dropped, so the slots they held are free again at once.
+    for a batch are dropped, so the slots they held are free again at once, and so is the
+    audio they counted in the replica's admission queue.
     """
     # Seconds per batch on any machine (the random weights never stop early), so the slots
     # are still held when the clients hang up; with 8 tokens a fast CPU finished first.
-    _deploy(_config(tiny_model_dir, max_new_tokens=2000))
+    # The queue bound lifted: here the count of slots is to be filled, not refused by time.
+    _deploy(_config(tiny_model_dir, max_new_tokens=2000, max_queue_wait_s=3600))
     long_wav = good_wav(25.0)
     url = f"{prefix}/v1/audio/transcriptions"
 
@@ -297,3 +305,6 @@ def test_clients_that_disconnect_free_their_slots(
     resp = http.post(url, files={"file": ("a.wav", WAV)})
     assert resp.status_code == 200, resp.text
     print(f"disconnect: {outcomes}, next request took {time.perf_counter() - started:.1f}s")
+    asr = serve.get_deployment_handle(ASR, app_name=APP)
+    queued = [asr.stats.remote().result()["queued_audio_s"] for _ in range(2 * ASR_REPLICAS)]
+    assert queued == [0.0] * len(queued), queued

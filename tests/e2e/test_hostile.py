@@ -20,6 +20,7 @@ from ray import serve
 
 from tests.e2e.serving import deploy, tiny_args
 from tests.support.hostile import HostileCase, good_wav, hostile_corpus
+from tests.support.replica_logs import LogWindow, records, tracebacks
 from tests.support.replica_probe import replica_actors, replica_memory
 
 pytestmark = pytest.mark.e2e
@@ -82,9 +83,11 @@ def _assert_openai_error(resp: httpx.Response, status: int, code: str) -> None:
 
 
 def test_every_hostile_input_gets_its_documented_answer(http: httpx.Client, prefix: str) -> None:
-    """Each case: its status and error shape, quickly; a good request after; bounded memory."""
+    """Each case: its status and error shape, quickly; a good request after; bounded memory;
+    and no replica logs an ERROR or a traceback: a client's mistake is not our failure."""
     (decoder,) = replica_actors(APP, "AudioDecoder")
     before = replica_memory(decoder, reset_peak=True)
+    logs = LogWindow(APP)
     failures = []
     for case in hostile_corpus(**LIMITS):
         started = time.perf_counter()
@@ -104,6 +107,12 @@ def test_every_hostile_input_gets_its_documented_answer(http: httpx.Client, pref
     after = replica_memory(decoder)
     print(f"decoder memory: before {before}, after {after}")
     assert after.peak_mib - before.rss_mib < MAX_DECODER_GROWTH_MIB, (before, after)
+    written = logs.read()
+    assert {name.split("_")[2] for name in written} >= {"Ingress", "AudioDecoder"}, written
+    for name, text in written.items():
+        assert not records(text, "ERROR") and not tracebacks(text), f"{name}:\n{text[-3000:]}"
+    refusals = [r for text in written.values() for r in records(text, "INFO") if "refused" in r]
+    assert len(refusals) >= sum(case.code is not None for case in hostile_corpus(**LIMITS))
 
 
 def test_oversize_body_is_cut_off_while_streaming(http: httpx.Client, prefix: str) -> None:

@@ -47,15 +47,42 @@ def test_serve_run_cpu_config(tmp_path: Path) -> None:
             if ready:
                 break
             time.sleep(1)
-        assert ready, (tmp_path / "serve.log").read_text()[-4000:]
+        started = (tmp_path / "serve.log").read_text()
+        assert ready, started[-4000:]
+        # The cues the README gives: Ray 2.60 turns token auth on, the model says it is warm.
+        assert "Token authentication is enabled for this Ray cluster" in started
+        assert "model whisper-tiny.en (faster-whisper) loaded and warmed up" in started
 
+        # The monitoring steps of the README: without the token the CLI is refused ...
+        plain = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+        refused = subprocess.run(
+            [str(serve_cli), "status", "-a", DASHBOARD],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=plain,
+        )
+        assert refused.returncode != 0 and "Authentication required" in refused.stderr
+        # ... with it, it answers; the dashboard's API takes the token `ray get-auth-token` prints.
         status = subprocess.run(
             [str(serve_cli), "status", "-a", DASHBOARD],
             capture_output=True,
             text=True,
             timeout=60,
             check=True,
+            env={**plain, "RAY_AUTH_MODE": "token"},
         ).stdout
+        token = subprocess.run(
+            [str(serve_cli.with_name("ray")), "get-auth-token"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        api = f"{DASHBOARD}/api/serve/applications/"
+        assert httpx.get(api, timeout=30).status_code == 401
+        details = httpx.get(api, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert details.status_code == 200 and "asr" in details.json()["applications"]
         deployments = yaml.safe_load(status)["applications"]["asr"]["deployments"]
         assert {name: d["status"] for name, d in deployments.items()} == {
             "Ingress": "HEALTHY",

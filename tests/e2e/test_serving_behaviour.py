@@ -14,6 +14,7 @@ from ray.serve.schema import ServeDeploySchema
 from asr_serve.testing.speech import encode, noise
 from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
 from tests.support.faulty_engine import FAIL_PROMPT
+from tests.support.replica_logs import LogWindow, records, tracebacks
 
 pytestmark = pytest.mark.e2e
 
@@ -177,11 +178,14 @@ def test_key_file_without_a_key_stops_the_ingress(tmp_path, tiny_model_dir) -> N
 
 def test_an_engine_failure_is_a_500_in_the_api_shape(http, tiny_model_dir) -> None:
     """A plain RuntimeError in the real engine (not one of our API errors) leaves the ingress
-    as a JSON 500 naming the way to report it, and the replica keeps serving."""
+    as a JSON 500 naming the way to report it, and the replica keeps serving. Our own
+    failure is logged as one: one ERROR with the traceback in the ASR replica's log, one
+    ERROR line without it in the ingress's."""
     app = "enginefail"
     model = {"engine": "tests.support.faulty_engine:FailOnPromptEngine"}
     prefix = deploy(app, tiny_args(tiny_model_dir, model=model))
     try:
+        logs = LogWindow(app)
         resp = _post(http, prefix, prompt=FAIL_PROMPT)
         assert resp.status_code == 500
         assert resp.headers["content-type"] == "application/json"
@@ -189,5 +193,11 @@ def test_an_engine_failure_is_a_500_in_the_api_shape(http, tiny_model_dir) -> No
         assert error["type"] == "server_error" and error["code"] == "internal_error"
         assert "X-Request-ID" in error["message"] and resp.headers["x-request-id"]
         assert _post(http, prefix).status_code == 200
+        written = logs.read()
+        asr = "".join(t for name, t in written.items() if name.startswith(f"replica_{app}_ASR"))
+        ingress = "".join(t for name, t in written.items() if "_Ingress_" in name)
+        assert len(records(asr, "ERROR")) == 1 and tracebacks(asr) >= 1, asr[-3000:]
+        assert "injected engine failure" in asr
+        assert len(records(ingress, "ERROR")) == 1 and tracebacks(ingress) == 0, ingress
     finally:
         serve.delete(app)

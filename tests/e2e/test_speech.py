@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import io
 
 import httpx
 import numpy as np
+import openai
 import pytest
 from ray import serve
 
@@ -126,3 +128,14 @@ def test_verbose_json_segments_and_words(http, prefix, fox) -> None:
     assert body["segments"] and body["words"]
     starts = [w["start"] for w in body["words"]]
     assert starts == sorted(starts) and body["words"][-1]["end"] <= body["duration"] + 0.1
+
+
+def test_translation_without_a_model_that_can_is_a_400_saying_why(serve_url, prefix, fox) -> None:
+    """Neither Whisper tiny.en (English-only) nor Fun-ASR-Nano translates."""
+    client = openai.OpenAI(base_url=f"{serve_url}{prefix}/v1", api_key="unused", max_retries=0)
+    wav = io.BytesIO(encode(fox, 16000, "wav"))
+    wav.name = "fox.wav"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.audio.translations.create(model="", file=wav)
+    assert err.value.param == "model"
+    assert "no model on this server can translate" in err.value.message

@@ -140,6 +140,33 @@ def test_unsupported_language_is_rejected(tiny_engine: FunASREngine) -> None:
     assert info.value.param == "language"
 
 
+def test_keywords_join_the_hotwords_and_the_rest_is_refused(
+    tiny_engine: FunASREngine, clips, monkeypatch
+) -> None:
+    """``keywords`` are Fun-ASR-Nano hotwords beside the prompt's; it gives no
+    log-probabilities and does not translate, so those are refused naming their field."""
+    model = tiny_engine._model.model
+    prompts: list[list[str]] = []
+    real_prompt = model.get_prompt
+
+    def get_prompt(hotwords: list[str], language: str | None = None, itn: bool = True) -> str:
+        prompts.append(list(hotwords))
+        return real_prompt(hotwords, language, itn)
+
+    monkeypatch.setattr(model, "get_prompt", get_prompt)
+    with_keywords = TranscribeOptions(prompt="Ray Serve", keywords=("Kubernetes", " "))
+    tiny_engine.check_options(with_keywords)
+    _texts(tiny_engine, clips[:1], [with_keywords])
+    assert prompts == [["Ray Serve", "Kubernetes"]]
+    for options, param in (
+        (TranscribeOptions(logprobs=True), "include"),
+        (TranscribeOptions(task="translate"), "model"),
+    ):
+        with pytest.raises(InvalidRequestError) as info:
+            tiny_engine.check_options(options)
+        assert info.value.param == param
+
+
 def test_max_new_tokens_bounds_the_output(
     tiny_config, tiny_engine: FunASREngine, clips, monkeypatch
 ) -> None:

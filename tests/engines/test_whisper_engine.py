@@ -122,6 +122,32 @@ def test_other_languages_are_rejected(engine: WhisperEngine) -> None:
     assert err.value.param == "language"
 
 
+def test_english_only_weights_cannot_translate_and_say_so(engine: WhisperEngine) -> None:
+    assert engine.capabilities.logprobs and not engine.capabilities.translate
+    with pytest.raises(InvalidRequestError) as err:
+        engine.check_options(TranscribeOptions(task="translate"))
+    assert err.value.param == "model"
+    with pytest.raises(InvalidRequestError) as err:
+        engine.check_options(TranscribeOptions(keywords=("fox",)))
+    assert err.value.param == "keywords"
+    engine.check_options(TranscribeOptions(logprobs=True))
+
+
+def test_logprobs_per_word_and_segment(engine: WhisperEngine, hello: np.ndarray) -> None:
+    """faster-whisper's word probabilities (as natural logs) and segments' avg_logprob."""
+    result = _one(engine, hello, logprobs=True)
+    words = [w for s in result.segments for w in s.words or []]
+    assert normalize(" ".join(w.word for w in words)) == ["hello", "world"]
+    assert all(w.logprob is not None and -30 < w.logprob <= 0 for w in words), words
+    assert all(s.avg_logprob is not None and s.avg_logprob <= 0 for s in result.segments)
+    assert normalize(result.text) == normalize(_one(engine, hello).text)
+    assert all(
+        w.logprob is None
+        for s in _one(engine, hello, word_timestamps=True).segments
+        for w in s.words or []
+    )
+
+
 def _assert_ordered_within(spans: list[tuple[float, float]], duration: float) -> None:
     assert spans
     for start, end in spans:

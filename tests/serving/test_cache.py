@@ -161,7 +161,7 @@ def test_pipeline_serves_a_hit_without_the_model(server, metrics) -> None:
     )
     model = Model()
 
-    async def decode(_: bytes) -> DecodedAudio:
+    async def decode(_: bytes, __: object) -> DecodedAudio:
         return DecodedAudio(AUDIO, 0.5, 16000, 1, "pcm_s16le", "wav")
 
     async def body(cache: RedisCache) -> list[bool | None]:

@@ -12,15 +12,11 @@ import pytest
 from asr_serve.api.formats import render
 from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio
-from asr_serve.config import AppConfig
+from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineResult, Segment, TranscribeOptions, Word
 from asr_serve.errors import DeadlineExceededError, InvalidParameterError, ModelNotFoundError
-from asr_serve.serving.pipeline import (
-    Transcription,
-    TranscriptionPipeline,
-    parse_request,
-    transcribe_options,
-)
+from asr_serve.serving.pipeline import Transcription, TranscriptionPipeline
+from asr_serve.serving.requests import parse_request, transcribe_options
 
 CONFIG = AppConfig.model_validate(
     {
@@ -42,7 +38,7 @@ async def _run(pipeline: TranscriptionPipeline, upload: Upload) -> Transcription
     return await pipeline.finish(await pipeline.start(upload))
 
 
-async def _decode(data: bytes) -> DecodedAudio:
+async def _decode(data: bytes, splitting: SplittingConfig) -> DecodedAudio:
     samples = np.zeros(16000, np.float32)
     return DecodedAudio(samples, 1.0, 16000, 1, "pcm_s16le", "wav")
 
@@ -87,7 +83,7 @@ def test_options_ask_only_for_the_timestamps_shown() -> None:
 def test_pipeline_routes_to_the_named_model() -> None:
     calls: list[tuple[str, int, TranscribeOptions]] = []
 
-    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions):
+    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
         calls.append((model, len(audio), options))
         return EngineResult(text="hi", duration=1.0)
 
@@ -97,10 +93,29 @@ def test_pipeline_routes_to_the_named_model() -> None:
     assert calls == [("b", 16000, TranscribeOptions(language="en"))]
 
 
+def test_only_the_first_piece_of_a_file_is_subject_to_admission() -> None:
+    """The model's queue admits a request on its first piece; the others must not be refused
+    halfway through a file that was admitted."""
+    pieces = tuple((i * 16000, (i + 1) * 16000) for i in range(4))
+    admitted: dict[int, bool] = {}
+
+    async def decode(data: bytes, splitting: SplittingConfig) -> DecodedAudio:
+        samples = np.repeat(np.arange(4, dtype=np.float32), 16000)
+        return DecodedAudio(samples, 4.0, 16000, 1, "pcm", "wav", pieces)
+
+    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, ok: bool):
+        admitted[int(audio[0])] = ok
+        return EngineResult(text="x", duration=1.0)
+
+    pipeline = TranscriptionPipeline(CONFIG, decode=decode, transcribe=transcribe)
+    asyncio.run(_run(pipeline, _upload()))
+    assert admitted == {0: False, 1: True, 2: True, 3: True}
+
+
 def test_pipeline_deadline_is_504_and_cancels_the_call() -> None:
     cancelled = asyncio.Event()
 
-    async def slow(model: str, audio: np.ndarray, options: TranscribeOptions):
+    async def slow(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
@@ -153,12 +168,12 @@ def test_failed_pieces_leave_no_task_and_no_unretrieved_exception(caplog) -> Non
     rather than logged as 'Task exception was never retrieved'."""
     pieces = tuple((i * 16000, (i + 1) * 16000) for i in range(4))
 
-    async def decode(data: bytes) -> DecodedAudio:
+    async def decode(data: bytes, splitting: SplittingConfig) -> DecodedAudio:
         samples = np.ones(64000, np.float32)
         samples[:16000] = 0.0  # marks the first piece
         return DecodedAudio(samples, 4.0, 16000, 1, "pcm", "wav", pieces)
 
-    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions):
+    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
         if audio[0] == 0:  # the first piece fails at once
             raise RuntimeError("piece failed")
         try:

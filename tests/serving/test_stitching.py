@@ -83,10 +83,10 @@ def test_pipeline_fans_pieces_out_bounded_and_stitches_them() -> None:
     spans = tuple((i * 30 * SR, i * 30 * SR + 28 * SR) for i in range(5))
     running, peak = 0, 0
 
-    async def decode(data: bytes) -> DecodedAudio:
+    async def decode(data: bytes, _: object) -> DecodedAudio:
         return DecodedAudio(np.zeros(150 * SR, np.float32), 150.0, SR, 1, "aac", "mp4", spans)
 
-    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions):
+    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
         nonlocal running, peak
         running += 1
         peak = max(peak, running)

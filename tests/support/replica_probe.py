@@ -1,4 +1,5 @@
-"""Looking inside a running Serve replica from a test: find its actor, read its memory.
+"""Looking inside a running Serve replica (or proxy) from a test: find its actor, read its
+memory.
 
 The memory figures come from the replica's own ``/proc/self/status`` (Linux), read by a
 function the replica runs through Ray's ``__ray_call__``: the test measures the process
@@ -46,5 +47,15 @@ def read_own_memory(_replica: object, reset_peak: bool) -> ProcessMemory:
 
 
 def replica_memory(actor: ray.actor.ActorHandle, *, reset_peak: bool = False) -> ProcessMemory:
-    """The replica process's memory, optionally resetting its peak first."""
+    """The replica's (or proxy's) memory, optionally resetting its peak first."""
     return ray.get(actor.__ray_call__.remote(read_own_memory, reset_peak))
+
+
+def proxy_actor() -> ray.actor.ActorHandle:
+    """This (one-node) cluster's Serve HTTP proxy, which holds the client connections."""
+    (proxy,) = [
+        ray.get_actor(a["name"], namespace=a["namespace"])
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith("SERVE_PROXY_ACTOR")
+    ]
+    return proxy
