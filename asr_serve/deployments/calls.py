@@ -128,15 +128,21 @@ class Downstream:
         return self._capabilities[model]
 
     def live_decode(self, partial_max_wait_s: float) -> Decode:
-        """Live sessions' decodes: finals as requests; partials marked, so the model's
-        replica takes them only behind requests and drops them after ``partial_max_wait_s``."""
+        """Live sessions' decodes. A session was admitted when it connected (the session
+        cap), so its finals are not refused by the model's queue halfway, as a long file's
+        later pieces are not (they still count in the queue others see). Partials are
+        marked: the model's replica takes them only behind requests and drops them after
+        ``partial_max_wait_s``."""
 
         async def decode(request: DecodeRequest) -> EngineResult | None:
-            wait = partial_max_wait_s if request.kind is DecodeKind.PARTIAL else None
+            partial = request.kind is DecodeKind.PARTIAL
             handle = self._models[request.model]
             return await call_downstream(
                 lambda: handle.transcribe.remote(
-                    request.audio, request.options, partial_max_wait_s=wait
+                    request.audio,
+                    request.options,
+                    admitted=not partial,
+                    partial_max_wait_s=partial_max_wait_s if partial else None,
                 ),
                 target=request.model,
             )

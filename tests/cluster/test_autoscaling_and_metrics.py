@@ -17,14 +17,18 @@ the decoder on CPUs, each with its own policy) but short delays, so a phase take
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from ray import serve
 
-from asr_serve.testing.speech import encode, noise
+from asr_serve.testing.speech import encode, noise, pcm16
 from tests.cluster import grafana
 from tests.cluster.conftest import LocalCluster
 from tests.cluster.harness import (
@@ -39,6 +43,7 @@ from tests.cluster.harness import (
     wait_for_series,
 )
 from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
+from tests.support.realtime import COMPLETED
 
 # Both: `-m "not e2e"` keeps meaning "no Ray"; `-m cluster` selects these alone.
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
@@ -165,6 +170,25 @@ def test_decode_bound_load_grows_the_decoder_not_asr(
     assert trickle.results and not trickle.failures, trickle.failures[:5]
 
 
+def _live_utterance(app_url: str) -> str:
+    """One live session (OpenAI's protocol, a manual commit): its transcript."""
+    url = app_url.replace("http://", "ws://", 1).replace("/audio/transcriptions", "/realtime")
+    audio = base64.b64encode(pcm16(noise(1.0, 3), 24_000)).decode()
+
+    async def session() -> str:
+        async with websockets.connect(f"{url}?model={TINY_MODEL}") as conn:
+            session = {"type": "transcription", "audio": {"input": {"turn_detection": None}}}
+            await conn.send(json.dumps({"type": "session.update", "session": session}))
+            await conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+            await conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            async with asyncio.timeout(60):
+                while (event := json.loads(await conn.recv()))["type"] != COMPLETED:
+                    assert event["type"] != "error", event
+            return event["transcript"]
+
+    return asyncio.run(session())
+
+
 def test_metrics_reach_prometheus_with_what_the_dashboard_queries(app_url: str) -> None:
     with httpx.Client(timeout=60) as http:
         for _ in range(3):
@@ -172,16 +196,21 @@ def test_metrics_reach_prometheus_with_what_the_dashboard_queries(app_url: str) 
         bad = http.post(app_url, files={"file": ("bad.wav", b"this is not audio " * 64)})
     assert bad.status_code == 400
     rejected_code = bad.json()["error"]["code"]
+    _live_utterance(app_url)
 
     # Counted only when something happens that nothing here makes happen: the model raising
-    # or running out of memory, lookups in a result cache (off here: no Redis); GPU metrics
-    # need a GPU.
+    # or running out of memory, lookups in a result cache (off here: no Redis), a queue
+    # wait past its bound, a live item failing, a partial shed; GPU metrics need a GPU.
     not_here = {
         "ray_asr_engine_errors_total",
         "ray_asr_out_of_memory_total",
         "ray_asr_cache_hits_total",
         "ray_asr_cache_misses_total",
         "ray_asr_cache_errors_total",
+        "ray_asr_queue_refused_total",
+        "ray_asr_live_items_failed_total",
+        "ray_asr_live_partials_shed_total",
+        "ray_asr_partials_shed_at_model_total",
     }
     expected = {
         s
@@ -198,6 +227,10 @@ def test_metrics_reach_prometheus_with_what_the_dashboard_queries(app_url: str) 
     )
     assert any(
         s.labels.get("code") == rejected_code for s in samples["ray_asr_decode_rejected_total"]
+    )
+    assert any(
+        s.labels.get("protocol") == "openai_realtime" and s.value >= 1
+        for s in samples["ray_asr_live_utterances_total"]
     )
     # Every label a panel groups by or filters on is on the series it queries.
     for expr in grafana.queries():

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import numpy as np
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 from ray.serve._private.common import DeploymentID
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from asr_serve.deployments.calls import Downstream, call_downstream
+from asr_serve.engines import TranscribeOptions
 from asr_serve.errors import InternalError, InvalidAudioError, OverloadedError
+from asr_serve.live.decode import DecodeKind, DecodeRequest
 
 
 def _flaky(*outcomes: BaseException | str):
@@ -153,3 +156,37 @@ def _returning(call):
             return exc
 
     return returning
+
+
+class _Recording:
+    """A model handle that records how ``transcribe`` was called."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.transcribe = self
+
+    def options(self) -> _Recording:
+        return self
+
+    def remote(self, audio, options, **kwargs):
+        self.calls.append(kwargs)
+
+        async def answer() -> str:
+            return "text"
+
+        return answer()
+
+
+def test_live_finals_are_not_refused_by_the_queue_and_partials_go_behind_requests() -> None:
+    """A session was admitted at connect: its finals are admitted, its partials best effort."""
+    model = _Recording()
+    decode = Downstream(_Recording(), {"m": model}).live_decode(partial_max_wait_s=0.5)
+    for kind in (DecodeKind.FINAL, DecodeKind.PARTIAL):
+        request = DecodeRequest(
+            "s", "m", np.zeros(160, np.float32), TranscribeOptions(), kind, lambda: True
+        )
+        assert asyncio.run(decode(request)) == "text"
+    assert model.calls == [
+        {"admitted": True, "partial_max_wait_s": None},
+        {"admitted": False, "partial_max_wait_s": 0.5},
+    ]

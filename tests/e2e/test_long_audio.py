@@ -126,7 +126,9 @@ def test_openai_stream_matches_in_process_pieces_and_starts_early(
         first_s = first_s or time.perf_counter() - started
         events.append(event)
     total_s = time.perf_counter() - started
-    assert first_s < total_s / 3, (first_s, total_s)
+    # Decoding and VAD of the whole file come before the first piece; after it, the pieces
+    # take about five batches. The first delta must come while a good part of them remain.
+    assert first_s < total_s * 2 / 3, (first_s, total_s)
     *deltas, done = events
     assert {e.type for e in deltas} == {"transcript.text.delta"}
     assert done.type == "transcript.text.done" and done.text == "".join(e.delta for e in deltas)

