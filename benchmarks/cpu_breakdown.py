@@ -5,7 +5,8 @@ deployment), drives closed-loop levels with the same clip mix, and reads ``/proc
 each level: every Serve process's CPU, as a share of one core and as milliseconds per
 request, and for the engine's thread in the ASR replica (its busiest) the time it ran and
 the time it was runnable but waiting for a core (``schedstat``). Writes
-``results/<date>-<machine>-cpu.{json,md}``. Linux only.
+``results/<date>-<machine>-cpu.{json,md}`` and, at 16 clients, the CPU a request costs
+outside the engine as ``cpu_ms_per_request_c16`` in ``results/latest.json``. Linux only.
 
 python -m benchmarks.cpu_breakdown                  # levels 1, 16, 64; 160 requests each
 python -m benchmarks.cpu_breakdown --levels 16 --requests 320
@@ -28,7 +29,7 @@ from pydantic import BaseModel
 from benchmarks import loadgen
 from benchmarks.audio import Clip, make_mix
 from benchmarks.plan import SYSTEMS, make_plan
-from benchmarks.report import command_line, machine_label
+from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.systems.base import cmdline, descendants
 from benchmarks.systems.served import ServedSystem, ServeRun
 
@@ -56,6 +57,9 @@ class Level(BaseModel):
     cpu_ms_per_request: dict[str, float]
     engine_running_percent: float
     engine_waiting_for_cpu_percent: float
+    #: CPU milliseconds per request spent anywhere but the engine's thread: the serving
+    #: overhead (every role above, less the engine's own running time).
+    outside_engine_ms_per_request: float
 
 
 class Breakdown(BaseModel):
@@ -135,6 +139,9 @@ def measure(
         cpu_ms_per_request={role: 1000 * s / max(stats.ok, 1) for role, s in by_role.items()},
         engine_running_percent=100 * engine_ran / wall,
         engine_waiting_for_cpu_percent=100 * engine_waited / wall,
+        outside_engine_ms_per_request=1000
+        * (sum(by_role.values()) - engine_ran)
+        / max(stats.ok, 1),
     )
 
 
@@ -154,8 +161,8 @@ def to_markdown(b: Breakdown) -> str:
         "",
         "| clients | req/s | P50 ms | mean batch | "
         + " | ".join(roles)
-        + " | engine running | engine waiting for a core |",
-        "|" + "---|" * (6 + len(roles)),
+        + " | engine running | engine waiting for a core | outside the engine, ms |",
+        "|" + "---|" * (7 + len(roles)),
     ]
     for lv in b.levels:
         cells = [f"{lv.cpu_ms_per_request[r]:.1f} ({lv.cpu_percent[r]:.0f}%)" for r in roles]
@@ -163,7 +170,8 @@ def to_markdown(b: Breakdown) -> str:
         lines.append(
             f"| {lv.concurrency} | {lv.throughput_rps:.2f} | {lv.p50_ms:.0f} | {batch} | "
             + " | ".join(cells)
-            + f" | {lv.engine_running_percent:.0f}% | {lv.engine_waiting_for_cpu_percent:.0f}% |"
+            + f" | {lv.engine_running_percent:.0f}% | {lv.engine_waiting_for_cpu_percent:.0f}%"
+            + f" | {lv.outside_engine_ms_per_request:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -173,6 +181,11 @@ def main(argv: list[str] | None = None) -> Breakdown:
     parser.add_argument("--levels", default="1,16,64", help="client counts, comma-separated")
     parser.add_argument("--requests", type=int, default=160, help="requests per level")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
+    parser.add_argument(
+        "--serve-access-log",
+        action="store_true",
+        help="keep Serve's access log on (the default before the ingress's own request log)",
+    )
     args = parser.parse_args(argv)
     from asr_serve.testing.tiny_model import ensure_tiny_model
 
@@ -188,7 +201,7 @@ def main(argv: list[str] | None = None) -> Breakdown:
         levels=[],
     )
     with tempfile.TemporaryDirectory(prefix="asr-cpu-") as tmp:
-        run = ServeRun(Path(tmp), plan.model)
+        run = ServeRun(Path(tmp), plan.model, access_log=args.serve_access_log)
         system = ServedSystem("asr-serve", run)
         try:
             system.start()
@@ -202,11 +215,22 @@ def main(argv: list[str] | None = None) -> Breakdown:
                 print(to_markdown(report).splitlines()[-1], flush=True)
         finally:
             run.stop()
-    stem = f"{report.date[:10]}-{report.machine}-cpu"
+    stem = f"{report.date[:10]}-{report.machine}-cpu" + (
+        "-access-log" if args.serve_access_log else ""
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(report.model_dump_json(indent=1))
     (args.out / f"{stem}.md").write_text(to_markdown(report))
     print(f"wrote {args.out / stem}.json, .md")
+    at_16 = [lv for lv in report.levels if lv.concurrency == 16]
+    if at_16 and not args.serve_access_log:  # latest.json holds the shipped defaults
+        update_latest(
+            args.out,
+            {
+                "cpu_ms_per_request_c16": at_16[0].outside_engine_ms_per_request,
+                "cpu_breakdown": {"command": report.command, "date": report.date},
+            },
+        )
     return report
 
 

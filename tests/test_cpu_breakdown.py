@@ -51,10 +51,11 @@ def test_report_has_a_row_per_level_and_a_column_per_role() -> None:
         cpu_ms_per_request=dict.fromkeys(roles, 5.0),
         engine_running_percent=60.0,
         engine_waiting_for_cpu_percent=30.0,
+        outside_engine_ms_per_request=12.0,
     )
     report = cb.Breakdown(machine="m", command="c", date="d", cpus=2, levels=[level])
     table = [line for line in cb.to_markdown(report).splitlines() if line.startswith("|")]
     assert all(role in table[0] for role in roles)
     assert table[2] == (
-        "| 16 | 20.00 | 700 | 7.5 | 5.0 (10%) | 5.0 (10%) | 5.0 (10%) | 60% | 30% |"
+        "| 16 | 20.00 | 700 | 7.5 | 5.0 (10%) | 5.0 (10%) | 5.0 (10%) | 60% | 30% | 12.0 |"
     )

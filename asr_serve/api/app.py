@@ -16,6 +16,7 @@ from asr_serve import __version__
 from asr_serve.api.auth import APIKeyVerifier
 from asr_serve.api.cors import add_cors
 from asr_serve.api.error_handlers import install_error_handlers
+from asr_serve.api.request_log import RequestLog
 from asr_serve.config import CorsConfig
 
 
@@ -27,7 +28,8 @@ def build_api(
     cors: CorsConfig,
     on_shutdown: Callable[[], Awaitable[None]],
 ) -> FastAPI:
-    """The app: ``routers``, ``app.state.ingress = state``, auth, error handlers, CORS.
+    """The app: ``routers``, ``app.state.ingress = state``, auth, error handlers, CORS, and
+    one log line per request.
 
     ``on_shutdown`` runs when the replica stops (Serve runs the ASGI lifespan), to close
     connections the request flow holds.
@@ -50,5 +52,6 @@ def build_api(
     for router in routers:
         app.include_router(router)
     install_error_handlers(app)
-    add_cors(app, cors)  # outermost, so error responses carry CORS headers too
+    add_cors(app, cors)  # so error responses carry CORS headers too
+    app.add_middleware(RequestLog)  # outermost: it sees every response, errors' too
     return app

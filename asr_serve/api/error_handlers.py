@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from asr_serve.api.request_log import note_refusal
 from asr_serve.errors import (
     ASRServeError,
     AuthenticationError,
@@ -47,32 +48,14 @@ def error_response(exc: ASRServeError) -> JSONResponse:
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
 
-def log_api_error(exc: ASRServeError, request_id: str) -> None:
-    """One line per refused request, no traceback: a client's mistake (4xx, INFO) or a
-    refusal such as overload or a deadline (5xx, WARNING) is an outcome, not our failure.
-
-    :class:`~asr_serve.errors.InternalError` is skipped: it was logged where it happened.
-    """
-    if isinstance(exc, InternalError):
-        return
-    logger.log(
-        logging.INFO if exc.status_code < 500 else logging.WARNING,
-        "request %s refused: %d %s%s: %s",
-        request_id,
-        exc.status_code,
-        exc.code,
-        f" (param {exc.param})" if exc.param else "",
-        exc.message,
-    )
-
-
 def request_id_of(request: Request) -> str:
     return request.headers.get(REQUEST_ID_HEADER, "unknown")
 
 
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ASRServeError)
-    log_api_error(exc, request_id_of(request))
+    if not isinstance(exc, InternalError):  # that one was logged where it happened
+        note_refusal(request, exc)
     return error_response(exc)
 
 

@@ -16,15 +16,17 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from pydantic import BaseModel
+from starlette.requests import HTTPConnection
 from starlette.responses import StreamingResponse
 
-from asr_serve.api.error_handlers import log_api_error
+from asr_serve.api.error_handlers import request_id_of
 from asr_serve.api.protocol import (
     ErrorDetail,
     TranscriptError,
     TranscriptTextDelta,
     TranscriptTextDone,
 )
+from asr_serve.api.request_log import note_refusal
 from asr_serve.errors import ASRServeError
 from asr_serve.serving.pipeline import PieceResult
 from asr_serve.serving.stitching import join_texts
@@ -36,17 +38,17 @@ _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def stream_transcription(
-    results: AsyncGenerator[PieceResult, None], *, request_id: str
+    results: AsyncGenerator[PieceResult, None], request: HTTPConnection
 ) -> StreamingResponse:
     """The SSE response for a file's pieces, whose results ``results`` yields in time order."""
     first = await anext(results, None)
     return StreamingResponse(
-        _events(first, results, request_id), media_type="text/event-stream", headers=_HEADERS
+        _events(first, results, request), media_type="text/event-stream", headers=_HEADERS
     )
 
 
 async def _events(
-    first: PieceResult | None, rest: AsyncGenerator[PieceResult, None], request_id: str
+    first: PieceResult | None, rest: AsyncGenerator[PieceResult, None], request: HTTPConnection
 ) -> AsyncIterator[str]:
     text = ""
     # Closing ``rest`` cancels the pieces still in flight (client gone, or an error).
@@ -60,11 +62,11 @@ async def _events(
                     text = joined
                 piece = await anext(rest, None)
         except ASRServeError as exc:
-            log_api_error(exc, request_id)
+            note_refusal(request, exc)
             yield _sse(_error_event(exc))
             return
         except Exception:
-            logger.exception("request %s: transcription stream failed", request_id)
+            logger.exception("request %s: transcription stream failed", request_id_of(request))
             yield _sse(_error_event(ASRServeError("transcription failed; retry later")))
             return
     yield _sse(TranscriptTextDone(text=text))

@@ -24,9 +24,9 @@ from starlette.websockets import WebSocket
 
 from asr_serve.api.app import build_api
 from asr_serve.api.auth import APIKeyVerifier, authenticated
-from asr_serve.api.error_handlers import request_id_of
 from asr_serve.api.formats import cache_headers, render
 from asr_serve.api.protocol import HealthResponse, ModelCard, ModelList
+from asr_serve.api.request_log import note_request
 from asr_serve.api.streaming import stream_transcription
 from asr_serve.api.upload import UploadBudget, read_upload
 from asr_serve.config import AppConfig
@@ -70,11 +70,10 @@ async def transcriptions(request: Request, ingress: State) -> Response:
     """OpenAI's ``audio.transcriptions.create``: multipart ``file`` plus form fields."""
     upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
     job = await ingress.pipeline.start(upload)
+    note_request(request, **job.log_fields())
     if job.request.stream:
-        return await stream_transcription(
-            ingress.pipeline.results(job), request_id=request_id_of(request)
-        )
-    return _rendered(await ingress.pipeline.finish(job))
+        return await stream_transcription(ingress.pipeline.results(job), request)
+    return _rendered(request, await ingress.pipeline.finish(job))
 
 
 @keyed.post("/v1/audio/translations")
@@ -82,11 +81,13 @@ async def translations(request: Request, ingress: State) -> Response:
     """OpenAI's ``audio.translations.create``: English text, by a model that can translate."""
     upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
     job = await ingress.pipeline.start(upload, translate=True)
-    return _rendered(await ingress.pipeline.finish(job))
+    note_request(request, **job.log_fields())
+    return _rendered(request, await ingress.pipeline.finish(job))
 
 
-def _rendered(done: Transcription) -> Response:
+def _rendered(request: Request, done: Transcription) -> Response:
     assert done.request.response_format != "diarized_json"  # refused by parse_request
+    note_request(request, asr_ms=done.asr_ms)
     return render(
         done.result,
         done.request.response_format,
@@ -117,18 +118,15 @@ async def get_model(name: str, ingress: State) -> ModelCard:
 @public.websocket("/v1/realtime")
 async def realtime(websocket: WebSocket, ingress: State) -> None:
     """OpenAI's Realtime transcription sessions (``client.realtime.connect``)."""
-    door = openai_realtime
-    await ingress.live.serve(websocket, door.run_realtime_session, door.SUBPROTOCOLS)
+    await ingress.live.serve(websocket, openai_realtime.OpenAIRealtimeConnection)
 
 
 @public.websocket("/v1/funasr/ws")
 async def funasr_ws(websocket: WebSocket, ingress: State) -> None:
     """FunASR's runtime protocol (2pass, online, offline), whole files through the decoder."""
-    door = funasr_runtime
     await ingress.live.serve(
         websocket,
-        door.run_funasr_runtime_session,
-        door.SUBPROTOCOLS,
+        funasr_runtime.FunASRRuntimeConnection,
         decode=functools.partial(ingress.downstream.decode, splitting=ingress.config.splitting),
     )
 
@@ -136,8 +134,7 @@ async def funasr_ws(websocket: WebSocket, ingress: State) -> None:
 @public.websocket("/v1/funasr/realtime")
 async def funasr_live(websocket: WebSocket, ingress: State) -> None:
     """funasr's Fun-ASR-Nano realtime protocol (START, HOTWORDS, LANGUAGE, COMMIT, STOP)."""
-    door = funasr_realtime
-    await ingress.live.serve(websocket, door.run_funasr_realtime_session, door.SUBPROTOCOLS)
+    await ingress.live.serve(websocket, funasr_realtime.FunASRRealtimeConnection)
 
 
 @public.get("/", include_in_schema=False)

@@ -12,7 +12,7 @@ and partials are shed first.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -25,17 +25,13 @@ from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols.connection import (
     CLOSE_POLICY,
     CLOSE_TRY_AGAIN,
+    LiveConnection,
     LiveContext,
     accepted_subprotocol,
 )
 from asr_serve.live.scheduler import DecodeScheduler
 
 logger = logging.getLogger("ray.serve")
-
-#: A protocol adapter's entry point (``run_*_session``), run on the accepted socket until
-#: the session ends: it takes the replica's shared :class:`LiveContext`, and door-specific
-#: keyword arguments.
-SessionRunner = Callable[..., Awaitable[None]]
 
 
 class LiveSessions:
@@ -60,21 +56,18 @@ class LiveSessions:
     async def serve(
         self,
         websocket: WebSocket,
-        run: SessionRunner,
-        subprotocols: Sequence[str],
+        connection: type[LiveConnection],
         **door: Any,
     ) -> None:
-        """Authenticate, accept, hold a session slot, and run one protocol's session.
-
-        ``subprotocols``: those the door may answer with; ``door``: its own arguments.
-        """
+        """Authenticate, accept, hold a session slot, and run one protocol's connection
+        on the replica's shared :class:`LiveContext`; ``door``: its own arguments."""
         try:
             self._api_keys.check_websocket(websocket)
         except AuthenticationError as exc:
             logger.info("live session refused: %s", exc.message)
             await websocket.close(CLOSE_POLICY, "invalid or missing API key")
             return
-        await websocket.accept(subprotocol=accepted_subprotocol(websocket, subprotocols))
+        await websocket.accept(subprotocol=accepted_subprotocol(websocket, connection.subprotocols))
         if self.active >= self.config.max_sessions:
             logger.warning(
                 "live session refused: %d sessions open, the replica's maximum", self.active
@@ -83,6 +76,6 @@ class LiveSessions:
             return
         self.active += 1
         try:
-            await run(websocket, self._context, **door)
+            await connection(websocket, self._context, **door).run()
         finally:
             self.active -= 1

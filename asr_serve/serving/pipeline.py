@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -34,8 +33,6 @@ from asr_serve.serving.requests import (
 )
 from asr_serve.serving.stitching import stitch
 
-logger = logging.getLogger("ray.serve")
-
 DecodeFn = Callable[[bytes, SplittingConfig], Awaitable[DecodedAudio]]
 #: ``(model, samples, options, admitted)``; ``admitted``: an earlier piece of the request was
 #: admitted, so the model must not refuse this one halfway (admission is per request).
@@ -55,6 +52,8 @@ class Transcription:
     #: Whether the result came from the cache; ``None`` when the cache is off.
     cache_hit: bool | None = None
     translate: bool = False
+    #: Wall time from the first piece sent to the model to the last result.
+    asr_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,15 @@ class Job:
     deadline: float
     #: ``/v1/audio/translations``: English text, by a model that can translate.
     translate: bool = False
+
+    def log_fields(self) -> dict[str, object]:
+        """What the request's log line says about it."""
+        return {
+            "model": self.request.model,
+            "audio_s": self.audio.duration_s,
+            "codec": self.audio.codec,
+            "pieces": len(self.audio.pieces_to_transcribe()),
+        }
 
 
 class TranscriptionPipeline:
@@ -131,14 +139,7 @@ class TranscriptionPipeline:
         assert job.request.model is not None
         started = time.perf_counter()
         pieces = [piece async for piece in self.results(job)]
-        logger.info(
-            "transcribed model=%s audio_s=%.2f codec=%s pieces=%d asr_ms=%.1f",
-            job.request.model,
-            job.audio.duration_s,
-            job.audio.codec,
-            len(pieces),
-            1000 * (time.perf_counter() - started),
-        )
+        asr_ms = 1000 * (time.perf_counter() - started)
         result = stitch([(p.piece, p.result) for p in pieces], job.audio.duration_s)
         hits = [p.cache_hit for p in pieces if p.cache_hit is not None]
         return Transcription(
@@ -147,6 +148,7 @@ class TranscriptionPipeline:
             result=result,
             cache_hit=all(hits) if hits else None,
             translate=job.translate,
+            asr_ms=asr_ms,
         )
 
     async def results(self, job: Job) -> AsyncGenerator[PieceResult, None]:

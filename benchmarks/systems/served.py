@@ -57,14 +57,18 @@ def _deployments(model: ModelConfig, replicas: int, num_gpus: float) -> list[dic
 _UNBOUNDED_QUEUE_WAIT_S = 3600.0
 
 
-def serve_config(model: ModelConfig, port: int, num_gpus: float = 0.0) -> dict[str, Any]:
-    """The YAML ``serve run`` gets: both applications, args validated by :class:`AppConfig`."""
+def serve_config(
+    model: ModelConfig, port: int, num_gpus: float = 0.0, *, access_log: bool = False
+) -> dict[str, Any]:
+    """The YAML ``serve run`` gets: both applications, args validated by :class:`AppConfig`;
+    Serve's access log off as in the shipped configs, unless ``access_log``."""
     batching = model.batching.model_copy(update={"max_queue_wait_s": _UNBOUNDED_QUEUE_WAIT_S})
     model = model.model_copy(update={"batching": batching})
     args = AppConfig(models=[model]).model_dump(mode="json", exclude_defaults=True)
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
+        "logging_config": {"enable_access_log": access_log},
         "applications": [
             {
                 "name": app,
@@ -81,11 +85,14 @@ def serve_config(model: ModelConfig, port: int, num_gpus: float = 0.0) -> dict[s
 class ServeRun:
     """One ``serve run`` subprocess with its own fresh local Ray, shared by both systems."""
 
-    def __init__(self, log_dir: Path, model: ModelConfig, num_gpus: float = 0.0) -> None:
+    def __init__(
+        self, log_dir: Path, model: ModelConfig, num_gpus: float = 0.0, *, access_log: bool = False
+    ) -> None:
         self.model = model
         self.port = free_port()
         config_path = log_dir / f"serve-{model.name}.yaml"
-        config_path.write_text(yaml.safe_dump(serve_config(model, self.port, num_gpus)))
+        config = serve_config(model, self.port, num_gpus, access_log=access_log)
+        config_path.write_text(yaml.safe_dump(config))
         serve_cli = str(Path(sys.executable).with_name("serve"))
         self.process = ServerProcess(
             [serve_cli, "run", str(config_path)],

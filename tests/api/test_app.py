@@ -1,18 +1,22 @@
-"""The app factory: errors in OpenAI's shape whatever raised them, auth, shutdown hook."""
+"""The app factory: errors in OpenAI's shape whatever raised them, auth, shutdown hook, and
+one log line per request."""
 
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 from asr_serve.api.app import build_api
 from asr_serve.api.auth import APIKeyVerifier, authenticated
+from asr_serve.api.request_log import note_request
 from asr_serve.config import CorsConfig
-from asr_serve.errors import InvalidAudioError
+from asr_serve.errors import InvalidAudioError, OverloadedError
 
 router = APIRouter()
 keyed = APIRouter(dependencies=[Depends(authenticated)])
@@ -31,6 +35,22 @@ async def conflict() -> None:
 @router.get("/bad-audio")
 async def bad_audio() -> None:
     raise InvalidAudioError("not audio", param="file")
+
+
+@router.get("/busy")
+async def busy() -> None:
+    raise OverloadedError("queue full", retry_after_s=2)
+
+
+@router.get("/work")
+async def work(request: Request) -> dict:
+    note_request(request, model="m", audio_s=4.2)
+    return {"ok": True}
+
+
+@router.get("/ready")
+async def ready() -> dict:
+    return {"ok": True}
 
 
 @keyed.get("/secret")
@@ -102,13 +122,36 @@ def test_shutdown_runs_the_hook() -> None:
     assert closed == [True]
 
 
+def _lines(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "ray.serve"]
+
+
 def test_a_refused_request_is_logged_once_without_traceback(caplog) -> None:
-    """A client's mistake is one INFO line with the request id and the reason."""
+    """A client's mistake is one INFO line with the status and the reason."""
     caplog.set_level(logging.DEBUG, logger="ray.serve")
-    _client().get("/bad-audio", headers={"X-Request-ID": "req-7"})
-    _client().get("/nowhere", headers={"X-Request-ID": "req-8"})
-    lines = [r for r in caplog.records if r.name == "ray.serve"]
+    _client().get("/bad-audio")
+    _client().get("/nowhere")
+    lines = _lines(caplog)
     assert [r.levelno for r in lines] == [logging.INFO, logging.INFO]
     assert not any(r.exc_info for r in lines)
-    assert "req-7" in lines[0].getMessage() and "400 invalid_audio" in lines[0].getMessage()
-    assert "not audio" in lines[0].getMessage() and "req-8" in lines[1].getMessage()
+    assert lines[0].getMessage().startswith("GET /bad-audio 400 ")
+    assert "refused invalid_audio (param file): not audio" in lines[0].getMessage()
+    assert lines[1].getMessage().startswith("GET /nowhere 404 ")
+
+
+def test_each_request_is_one_line_with_what_the_route_noted(caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="ray.serve")
+    client = _client()
+    client.get("/work")
+    client.get("/busy")
+    client.get("/ready")
+    client.get("/boom")
+    work, busy, ready, *boom = _lines(caplog)
+    assert work.levelno == logging.INFO
+    assert re.fullmatch(r"GET /work 200 [\d.]+ms model=m audio_s=4\.20", work.getMessage())
+    assert busy.levelno == logging.WARNING  # overload is ours to watch, not a client mistake
+    assert "GET /busy 503 " in busy.getMessage() and "refused overloaded" in busy.getMessage()
+    assert ready.levelno == logging.DEBUG  # a passing probe
+    # Our failure: its traceback once, then its line.
+    assert [r.exc_info is not None for r in boom] == [True, False]
+    assert boom[1].levelno == logging.WARNING and "GET /boom 500 " in boom[1].getMessage()

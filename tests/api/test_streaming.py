@@ -43,7 +43,7 @@ def _app(transcribe) -> TestClient:
     async def transcriptions(request: Request) -> Response:
         upload = await read_upload(request, limits=CONFIG.limits, budget=UploadBudget(1 << 30, 10))
         job = await pipeline.start(upload)
-        return await stream_transcription(pipeline.results(job), request_id="test")
+        return await stream_transcription(pipeline.results(job), request)
 
     async def on_error(_: Request, exc: ASRServeError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=exc.status_code)
@@ -129,8 +129,9 @@ def test_closing_the_stream_cancels_pieces_in_flight() -> None:
     async def main() -> None:
         pipeline = TranscriptionPipeline(CONFIG, decode=_decode, transcribe=slow_after_first)
         upload = Upload(data=b"x", fields={"stream": "true"})
+        request = Request({"type": "http", "headers": []})
         response = await stream_transcription(
-            pipeline.results(await pipeline.start(upload)), request_id="test"
+            pipeline.results(await pipeline.start(upload)), request
         )
         events = response.body_iterator
         assert "one" in await anext(events)

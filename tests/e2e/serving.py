@@ -62,6 +62,11 @@ def deploy(
     merged = {**SMALL_REPLICAS, **(options or {})}
     for m in config.models:
         merged.setdefault(m.deployment_name, {}).setdefault("ray_actor_options", {"num_cpus": 0.5})
-    target = serve.RunTarget(target=build_graph(config, merged), name=name, route_prefix=f"/{name}")
+    target = serve.RunTarget(
+        target=build_graph(config, merged),
+        name=name,
+        route_prefix=f"/{name}",
+        logging_config={"enable_access_log": False},  # as the shipped configs
+    )
     serve.run_many([target], wait_for_applications_running=blocking)
     return f"/{name}"

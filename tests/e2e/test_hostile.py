@@ -112,7 +112,14 @@ def test_every_hostile_input_gets_its_documented_answer(http: httpx.Client, pref
     for name, text in written.items():
         assert not records(text, "ERROR") and not tracebacks(text), f"{name}:\n{text[-3000:]}"
     refusals = [r for text in written.values() for r in records(text, "INFO") if "refused" in r]
-    assert len(refusals) >= sum(case.code is not None for case in hostile_corpus(**LIMITS))
+    corpus = hostile_corpus(**LIMITS)
+    assert len(refusals) >= sum(case.code is not None for case in corpus)
+    # One line per request, by the ingress, naming the model; Serve's per-call access log
+    # on the other replicas is off.
+    ingress = "".join(text for name, text in written.items() if "_Ingress_" in name)
+    served = [r for r in records(ingress, "INFO") if " 200 " in r and "model=" in r]
+    assert len(served) >= len(corpus), ingress[-3000:]
+    assert not any(" CALL " in text for text in written.values())
 
 
 def test_oversize_body_is_cut_off_while_streaming(http: httpx.Client, prefix: str) -> None:

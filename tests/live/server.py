@@ -28,7 +28,11 @@ from asr_serve.engines.whisper import WhisperEngine
 from asr_serve.live.decode import Decode, DecodeRequest, Transcriber
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols import funasr_realtime, funasr_runtime, openai_realtime
-from asr_serve.live.protocols.connection import LiveContext, accepted_subprotocol
+from asr_serve.live.protocols.connection import (
+    LiveConnection,
+    LiveContext,
+    accepted_subprotocol,
+)
 from asr_serve.live.scheduler import DecodeScheduler
 
 WHISPER = "whisper-tiny.en"
@@ -83,25 +87,17 @@ class LiveServer:
             transcriber = DecodeScheduler(engine_decode(engine), self.config, self.counters)
         context = LiveContext(transcriber, list(models), models[0], self.config, self.counters)
         doors = [
-            ("/v1/realtime", openai_realtime.run_realtime_session, openai_realtime.SUBPROTOCOLS),
-            (
-                "/v1/funasr/ws",
-                funasr_runtime.run_funasr_runtime_session,
-                funasr_runtime.SUBPROTOCOLS,
-            ),
-            (
-                "/v1/funasr/realtime",
-                funasr_realtime.run_funasr_realtime_session,
-                funasr_realtime.SUBPROTOCOLS,
-            ),
+            ("/v1/realtime", openai_realtime.OpenAIRealtimeConnection),
+            ("/v1/funasr/ws", funasr_runtime.FunASRRuntimeConnection),
+            ("/v1/funasr/realtime", funasr_realtime.FunASRRealtimeConnection),
         ]
         extra = {"/v1/funasr/ws": {"decode": decode_file}}
         app = Starlette(
             routes=[
                 *routes,
                 *(
-                    WebSocketRoute(path, _door(run, subprotocols, context, extra.get(path, {})))
-                    for path, run, subprotocols in doors
+                    WebSocketRoute(path, _door(connection, context, extra.get(path, {})))
+                    for path, connection in doors
                 ),
             ]
         )
@@ -131,13 +127,10 @@ class LiveServer:
 
 
 def _door(
-    run: Callable[..., Awaitable[None]],
-    subprotocols: Sequence[str],
-    context: LiveContext,
-    door: dict[str, Any],
+    connection: type[LiveConnection], context: LiveContext, door: dict[str, Any]
 ) -> Callable[[WebSocket], Awaitable[None]]:
     async def endpoint(websocket: WebSocket) -> None:
-        await websocket.accept(subprotocol=accepted_subprotocol(websocket, subprotocols))
-        await run(websocket, context, **door)
+        await websocket.accept(subprotocol=accepted_subprotocol(websocket, connection.subprotocols))
+        await connection(websocket, context, **door).run()
 
     return endpoint

@@ -29,7 +29,7 @@ from asr_serve.errors import ModelNotReadyError
 from asr_serve.live.decode import DecodeRequest
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols.connection import LiveContext, accepted_subprotocol
-from asr_serve.live.protocols.openai_realtime import SUBPROTOCOLS, run_realtime_session
+from asr_serve.live.protocols.openai_realtime import SUBPROTOCOLS, OpenAIRealtimeConnection
 from asr_serve.testing.speech import pcm16, speech_with_pauses
 from asr_serve.testing.text import SENTENCES
 from tests.live.conftest import FakeTranscriber
@@ -103,7 +103,7 @@ def _connect(
         await websocket.accept()
         live = LiveConfig.model_validate(config)
         context = LiveContext(transcriber, ["m1", "m2"], "m1", live, LiveCounters())
-        await run_realtime_session(websocket, context)
+        await OpenAIRealtimeConnection(websocket, context).run()
 
     app = Starlette(routes=[WebSocketRoute("/v1/realtime", endpoint)])
     with TestClient(app) as http, http.websocket_connect(f"/v1/realtime{query}") as ws:

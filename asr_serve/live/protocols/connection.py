@@ -131,6 +131,8 @@ class LiveConnection(abc.ABC):
 
     #: The label the protocol's sessions carry in metrics.
     protocol: ClassVar[str]
+    #: WebSocket subprotocols the door may answer with (the first its client offers).
+    subprotocols: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, websocket: WebSocket, context: LiveContext) -> None:
         self.websocket = websocket

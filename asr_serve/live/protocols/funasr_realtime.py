@@ -2,7 +2,7 @@
 the live session core.
 
 Clients of ``funasr-realtime-server`` switch to this server by changing the URL. The route
-authenticates and accepts the WebSocket, then calls :func:`run_funasr_realtime_session`.
+authenticates and accepts the WebSocket, then runs a :class:`FunASRRealtimeConnection` on it.
 
 Connection: ``?model=`` picks the model; ``?endpoint_mode=client`` is funasr's
 ``--endpoint-mode client`` (the client ends each utterance with ``COMMIT``), the default
@@ -160,16 +160,9 @@ class Result(BaseModel):
 # The connection -----------------------------------------------------------------------------
 
 
-async def run_funasr_realtime_session(
-    websocket: WebSocket,
-    context: LiveContext,
-) -> None:
-    """Serve one accepted WebSocket until the client leaves or the session must end."""
-    await _Connection(websocket, context).run()
-
-
-class _Connection(LiveConnection):
+class FunASRRealtimeConnection(LiveConnection):
     protocol = "funasr_realtime"
+    subprotocols = SUBPROTOCOLS
 
     def __init__(
         self,

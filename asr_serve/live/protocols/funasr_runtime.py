@@ -3,7 +3,7 @@
 Clients written for FunASR's C++ runtime (``runtime/docs/websocket_protocol.md``: its H5
 page, ``funasr_wss_client.py``, their many copies) switch to this server by changing the
 URL. Where FunASR's own servers disagree, this follows the C++ 2pass server. The route
-authenticates and accepts the WebSocket, then calls :func:`run_funasr_runtime_session`.
+authenticates and accepts the WebSocket, then runs a :class:`FunASRRuntimeConnection` on it.
 
 Client to server: a JSON text frame configures an input; binary frames carry its audio;
 ``{"is_speaking": false}`` ends it. Later text frames change the fields they carry, and a
@@ -265,20 +265,6 @@ def stamps(result: EngineResult, offset_ms: int) -> tuple[str, list[StampSentenc
 # The connection -----------------------------------------------------------------------------
 
 
-async def run_funasr_runtime_session(
-    websocket: WebSocket,
-    context: LiveContext,
-    decode: Callable[[bytes], Awaitable[DecodedAudio]],
-) -> None:
-    """Serve one accepted WebSocket until the client leaves or the session must end.
-
-    ``decode`` turns a whole file (``wav_format`` other than ``pcm``) into 16 kHz samples,
-    its duration limit included; the route passes the decoder deployment's.
-    """
-    connection = _Connection(websocket, context, decode)
-    await connection.run()
-
-
 @dataclass(eq=False)
 class _Input:
     """One input: from its configuration (or first audio) to the message that ends it."""
@@ -290,8 +276,9 @@ class _Input:
     ack: bool = False  # its end asked for ``is_end`` on its final message
 
 
-class _Connection(LiveConnection):
+class FunASRRuntimeConnection(LiveConnection):
     protocol = "funasr_runtime"
+    subprotocols = SUBPROTOCOLS
 
     def __init__(
         self,

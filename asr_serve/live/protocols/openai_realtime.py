@@ -2,7 +2,7 @@
 
 The ``openai`` SDK's ``client.realtime.connect(model=..., extra_query={"intent":
 "transcription"})`` works against it unmodified. The route (Serve ingress) authenticates and
-accepts the WebSocket, then calls :func:`run_realtime_session`, which returns when the
+accepts the WebSocket, then runs an :class:`OpenAIRealtimeConnection` on it, until the
 session is over and the socket closed.
 
 - ``?model=`` picks the model (default: the caller's); ``?intent=``, if given, must be
@@ -86,18 +86,11 @@ SUBPROTOCOLS = ("realtime",)
 _ENCODINGS = {"audio/pcm": "pcm16", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}
 
 
-async def run_realtime_session(
-    websocket: WebSocket,
-    context: LiveContext,
-) -> None:
-    """Serve one accepted WebSocket until the client leaves or the session must end."""
-    await _Connection(websocket, context).run()
-
-
-class _Connection(LiveConnection):
+class OpenAIRealtimeConnection(LiveConnection):
     """One client's session: its events in order, ours rendered from the core's."""
 
     protocol = "openai_realtime"
+    subprotocols = SUBPROTOCOLS
 
     def __init__(
         self,

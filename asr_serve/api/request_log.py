@@ -1,0 +1,95 @@
+"""One log line per HTTP request, written by the ingress when the response has ended.
+
+``POST /v1/audio/transcriptions 200 412.3ms model=m audio_s=4.20 codec=mp3 pieces=1
+asr_ms=380.1``, or, for a refused request, ``... 400 3.1ms refused invalid_audio (param
+file): <message>``. Serve adds the replica and the request id (``X-Request-ID``) in front.
+
+Why not Serve's access log: it writes a line per call on every replica, so a transcription
+was four lines (proxy-side ingress, its details, the decoder's call, the model's call)
+and a health probe one more, none of them saying which model or how much audio. Our serve
+configs turn it off (``logging_config.enable_access_log: false``) and this middleware
+writes the one line an operator reads. Levels: INFO, a refusal with a 5xx status
+(overload, deadline) WARNING; our own failures (500) were logged where they happened, with
+their traceback, and get their line here at WARNING too. ``/health`` and ``/ready`` answered
+200 are DEBUG, since probes would otherwise fill the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from asr_serve.errors import ASRServeError
+
+logger = logging.getLogger("ray.serve")
+
+#: Probes: quiet while they pass.
+_PROBES = ("/health", "/ready")
+
+
+def note_request(connection: HTTPConnection, **fields: object) -> None:
+    """Add ``key=value`` fields to the request's line (model, audio seconds, pieces...)."""
+    _state(connection.scope).setdefault("log_fields", {}).update(fields)
+
+
+def note_refusal(connection: HTTPConnection, error: ASRServeError) -> None:
+    """Say on the request's line why it was refused (its status may already be 200 when a
+    stream fails halfway)."""
+    _state(connection.scope)["log_refusal"] = error
+
+
+def _state(scope: Scope) -> dict:
+    """The request's state dict, as ``Request.state`` reads it."""
+    return scope.setdefault("state", {})
+
+
+def _format(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+class RequestLog:
+    """Pure ASGI middleware (streaming responses pass through untouched) for HTTP requests."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the app ends without a response, the server sends a 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            _log(scope, status, 1000 * (time.perf_counter() - started))
+
+
+def _log(scope: Scope, status: int, elapsed_ms: float) -> None:
+    state = scope.get("state", {})
+    refusal: ASRServeError | None = state.get("log_refusal")
+    path = scope["path"]
+    line = f"{scope['method']} {path} {status} {elapsed_ms:.1f}ms"
+    fields = state.get("log_fields", {})
+    if fields:
+        line += " " + " ".join(f"{k}={_format(v)}" for k, v in fields.items())
+    if refusal is not None:
+        param = f" (param {refusal.param})" if refusal.param else ""
+        line += f" refused {refusal.code}{param}: {refusal.message}"
+    if status >= 500 or (refusal is not None and refusal.status_code >= 500):
+        level = logging.WARNING
+    elif status < 400 and path.endswith(_PROBES):
+        level = logging.DEBUG
+    else:
+        level = logging.INFO
+    logger.log(level, "%s", line)
