@@ -126,7 +126,9 @@ async def _session(url: str, model: str, speech: Speech, speed: float, start_in:
 
         sender = asyncio.create_task(send())
         ends = 0
-        with contextlib.suppress(TimeoutError):
+        # A server that falls too far behind may drop the connection (a keepalive timeout):
+        # the finals it had not sent are lost, and the level goes on.
+        with contextlib.suppress(TimeoutError, websockets.ConnectionClosed):
             async with asyncio.timeout(len(pcm) / 48_000 / speed + GRACE_S):
                 async for raw in conn:
                     event = json.loads(raw)
@@ -134,7 +136,8 @@ async def _session(url: str, model: str, speech: Speech, speed: float, start_in:
                     ends += event["type"] in (COMPLETED, FAILED)
                     if ends == len(speech.texts):
                         break
-        await sender
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await sender
     return _items(events, t0, speech, speed)
 
 

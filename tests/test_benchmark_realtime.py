@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
 from asr_serve.testing.speech import Speech
@@ -95,3 +97,15 @@ def test_targets_and_report() -> None:
     page = markdown(report)
     assert "| asr-serve | 8 | 24 | 0 | 0 | 1.20 | 1.80 |" in page
     assert "realtime-loop 1" in page
+
+
+def test_the_baseline_server_builds_on_the_same_session_core(monkeypatch) -> None:
+    """The per-session loop server imports what it shares with asr-serve (run as a subprocess
+    by the benchmark, so a broken import would only show there)."""
+    from asr_serve.config import ModelConfig
+    from benchmarks.servers.common import MODEL_ENV
+
+    model = ModelConfig(name="m", engine="faster-whisper", model="embedded", device="cpu")
+    monkeypatch.setenv(MODEL_ENV, model.model_dump_json())
+    module = importlib.import_module("benchmarks.servers.realtime_loop")
+    assert "/v1/realtime" in {route.path for route in module.app.routes}

@@ -4,7 +4,7 @@ One model in the process under one lock; every session cuts its own stream at pa
 re-decodes its open utterance for partials and decodes its finals itself, each call taking
 the lock in turn: no batching across sessions, no priority of finals over partials, nothing
 shed. It speaks the same OpenAI Realtime protocol through the same session core as asr-serve
-(``run_realtime_session``), so the benchmark's client, VAD and partial policy are identical
+(``OpenAIRealtimeConnection``), so the benchmark's client, VAD and partial policy are identical
 and only the way decodes reach the model differs.
 """
 
@@ -26,7 +26,7 @@ from asr_serve.engines import Engine, EngineResult
 from asr_serve.live.decode import DecodeRequest
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols.connection import LiveContext
-from asr_serve.live.protocols.openai_realtime import run_realtime_session
+from asr_serve.live.protocols.openai_realtime import OpenAIRealtimeConnection
 from benchmarks.servers.common import load_engine, mark_ready, model_config
 
 CONFIG = model_config()
@@ -50,7 +50,7 @@ _CONTEXT = LiveContext(_transcriber, [CONFIG.name], CONFIG.name, LIVE, LiveCount
 
 async def realtime(websocket: WebSocket) -> None:
     await websocket.accept()
-    await run_realtime_session(websocket, _CONTEXT)
+    await OpenAIRealtimeConnection(websocket, _CONTEXT).run()
 
 
 async def ready(_: Request) -> JSONResponse:
