@@ -141,6 +141,8 @@ class LiveConnection(abc.ABC):
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
         self._last_audio = self._loop.time()
+        #: The connection's model: the replica's default until :meth:`open` reads ``?model=``.
+        self._model = context.default_model
 
     def requested_model(self) -> str:
         """The model ``?model=`` names, or the replica's default (see :func:`requested_model`)."""

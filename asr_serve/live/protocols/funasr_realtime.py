@@ -170,7 +170,6 @@ class FunASRRealtimeConnection(LiveConnection):
         context: LiveContext,
     ) -> None:
         super().__init__(websocket, context)
-        self._model = context.default_model
         self._client_endpoints = False
         self._hotwords: tuple[str, ...] = ()
         self._language: str | None = None

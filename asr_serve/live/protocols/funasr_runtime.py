@@ -287,7 +287,6 @@ class FunASRRuntimeConnection(LiveConnection):
         decode: Callable[[bytes], Awaitable[DecodedAudio]],
     ) -> None:
         super().__init__(websocket, context)
-        self._model = context.default_model
         self._decode = decode
         self._input = _Input(InputConfig(), start_ms=0)
         self._core: LiveSession | None = None  # from the first configuration frame on

@@ -98,7 +98,6 @@ class OpenAIRealtimeConnection(LiveConnection):
         context: LiveContext,
     ) -> None:
         super().__init__(websocket, context)
-        self._model = context.default_model  # the connection's, for a null session model
         self._state = TranscriptionSession()
         self._core: LiveSession | None = None
         #: The client event being handled, echoed in the errors it causes.
