@@ -6,10 +6,15 @@ Names are prefixed ``asr_`` (Ray adds ``ray_``). Created inside replicas only: t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ray.serve import metrics
 
 from asr_serve.live.decode import DecodeKind
 from asr_serve.live.metrics import LiveCounters, ShedReason
+
+if TYPE_CHECKING:
+    from asr_serve.audio.decode import DecodedAudio
 
 _LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 _BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -92,7 +97,8 @@ class ASRMetrics:
 
 
 class DecoderMetrics:
-    """Metrics of the AudioDecoder deployment."""
+    """Uploads read into samples: by the AudioDecoder, or by the ingress for what needs no
+    decoding (:mod:`asr_serve.serving.in_place`); both count here, so the panels show all."""
 
     def __init__(self) -> None:
         self.decode_time = metrics.Histogram(
@@ -105,9 +111,16 @@ class DecoderMetrics:
         )
         self.rejected = metrics.Counter(
             "asr_decode_rejected_total",
-            description="Uploads rejected by the decoder, by error code.",
+            description="Uploads rejected while decoding, by error code.",
             tag_keys=("code",),
         )
+
+    def decoded(self, audio: DecodedAudio, seconds: float) -> None:
+        self.decode_time.observe(seconds)
+        self.decoded_seconds.inc(audio.duration_s)
+
+    def refused(self, code: str) -> None:
+        self.rejected.inc(tags={"code": code})
 
 
 class CacheMetrics:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from asr_serve.app import REPLICA_ENV
 from asr_serve.config import AppConfig, LimitsConfig, LiveConfig, asr_deployment_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +70,14 @@ def test_config_validates_against_serve_and_project_schemas(name: str) -> None:
     limits = config.limits
     assert limits.upload_idle_timeout_s < limits.upload_timeout_s <= limits.request_timeout_s
     assert limits.upload_budget_bytes >= 4 * limits.max_upload_bytes
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_replicas_get_the_serve_settings_of_replica_env(name: str) -> None:
+    """The YAML cannot import the constant; it must say the same (the RayService embeds
+    serve_config.yaml, checked by tests/cluster/test_manifests.py)."""
+    (app,) = ServeDeploySchema.model_validate(_load(name)).applications
+    assert app.runtime_env["env_vars"] == REPLICA_ENV
 
 
 def test_deployment_defaults_queue_in_replicas() -> None:

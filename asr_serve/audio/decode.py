@@ -87,6 +87,26 @@ def decode_audio(
             "Upload a supported format such as WAV, FLAC, MP3, OGG, WebM or M4A.",
             param="file",
         ) from exc
+    return _checked(audio, min_duration_s)
+
+
+def read_native_wav(
+    data: bytes, *, max_duration_s: float, min_duration_s: float = 0.0
+) -> DecodedAudio | None:
+    """What :func:`decode_audio` returns for a 16 kHz PCM or float WAV, by the same checks;
+    ``None`` for any other upload (or a WAV libsndfile cannot read), for ``decode_audio``.
+
+    The cheap part alone, so a caller can read the commonest upload where it is without
+    loading FFmpeg's work onto its thread (the ingress does, saving the decoder's hop).
+    """
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    audio = _read_native_wav(data, max_duration_s)
+    return None if audio is None else _checked(audio, min_duration_s)
+
+
+def _checked(audio: DecodedAudio, min_duration_s: float) -> DecodedAudio:
+    """Finite samples, at least ``min_duration_s`` of them, whichever way they were read."""
     if not np.isfinite(audio.samples).all():
         raise InvalidAudioError("The audio contains NaN or infinite samples.", param="file")
     if audio.duration_s < min_duration_s:

@@ -54,10 +54,9 @@ class AudioDecoder:
                 min_duration_s=self.limits.min_audio_s,
             )
         except ASRServeError as exc:
-            self.metrics.rejected.inc(tags={"code": exc.code})
+            self.metrics.refused(exc.code)
             return exc
-        self.metrics.decode_time.observe(time.perf_counter() - started)
-        self.metrics.decoded_seconds.inc(audio.duration_s)
+        self.metrics.decoded(audio, time.perf_counter() - started)
         if self.splitter.fits(audio.samples):  # most uploads: no VAD, no thread hop
             return audio
         # The VAD reads the samples in place; the pieces are offsets, not copies.

@@ -34,8 +34,9 @@ from asr_serve.deployments.calls import Downstream
 from asr_serve.errors import ModelNotFoundError
 from asr_serve.live.protocols import funasr_realtime, funasr_runtime, openai_realtime
 from asr_serve.live.sessions import LiveSessions
-from asr_serve.metrics import CacheMetrics, LiveSessionMetrics
+from asr_serve.metrics import CacheMetrics, DecoderMetrics, LiveSessionMetrics
 from asr_serve.serving.cache import NO_CACHE, RedisCache, ResultCache
+from asr_serve.serving.in_place import InPlaceReader
 from asr_serve.serving.pipeline import Transcription, TranscriptionPipeline
 from asr_serve.web import index_html
 
@@ -193,6 +194,7 @@ class Ingress:
             transcribe=downstream.transcribe,
             capabilities=downstream.capabilities,
             cache=cache,
+            read_in_place=InPlaceReader(app_config, DecoderMetrics()),
         )
         live = LiveSessions(
             app_config.live,

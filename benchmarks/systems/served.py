@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from asr_serve.app import REPLICA_ENV
 from asr_serve.config import AppConfig, ModelConfig
 from asr_serve.testing.net import free_port
 from benchmarks.systems.base import (
@@ -61,7 +62,8 @@ def serve_config(
     model: ModelConfig, port: int, num_gpus: float = 0.0, *, access_log: bool = False
 ) -> dict[str, Any]:
     """The YAML ``serve run`` gets: both applications, args validated by :class:`AppConfig`;
-    Serve's access log off as in the shipped configs, unless ``access_log``."""
+    the replicas' Serve settings and Serve's access log off as in the shipped configs,
+    unless ``access_log``."""
     batching = model.batching.model_copy(update={"max_queue_wait_s": _UNBOUNDED_QUEUE_WAIT_S})
     model = model.model_copy(update={"batching": batching})
     args = AppConfig(models=[model]).model_dump(mode="json", exclude_defaults=True)
@@ -75,6 +77,7 @@ def serve_config(
                 "route_prefix": prefix,
                 "import_path": "asr_serve.app:build_app",
                 "args": args,
+                "runtime_env": {"env_vars": REPLICA_ENV},
                 "deployments": _deployments(model, 1 if app == "asr" else 2, num_gpus),
             }
             for app, prefix in APPS.values()

@@ -16,6 +16,7 @@ import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
+from asr_serve.app import REPLICA_ENV
 from asr_serve.testing.net import free_port
 
 GPU_WORKERS = 2
@@ -47,7 +48,11 @@ def ray_cluster() -> Iterator[LocalCluster]:
         for _ in range(GPU_WORKERS):
             cluster.add_node(num_cpus=4, num_gpus=GPUS_PER_WORKER)
         cluster.wait_for_nodes()
-        context = ray.init(address=cluster.address, configure_logging=False)
+        context = ray.init(  # replicas with the shipped configs' Serve settings
+            address=cluster.address,
+            configure_logging=False,
+            runtime_env={"env_vars": REPLICA_ENV},
+        )
         yield LocalCluster(cluster, f"http://{context.dashboard_url}")
     finally:
         ray.shutdown()

@@ -1,0 +1,57 @@
+"""The uploads the ingress reads itself instead of sending them to the AudioDecoder.
+
+A 16 kHz PCM or float WAV that fits one piece needs no decoding, no resampling and no VAD:
+its samples are a copy of its bytes (libsndfile, about 1 ms for a 2 s clip). Sending it to
+the decoder deployment costs far more than that, all of it serving overhead: a handle call
+from the ingress (Serve's router, a Ray actor call), the decoder replica's request machinery,
+and the samples serialised back to the ingress, about 20 ms of CPU per request across the
+processes on the 2-core machine (benchmarks/README.md, "Where the time goes"). Everything
+else (compressed formats, other sample rates, long files to split) goes to the decoder.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from asr_serve.audio.decode import DecodedAudio, read_native_wav
+from asr_serve.config import AppConfig
+from asr_serve.errors import ASRServeError
+
+if TYPE_CHECKING:
+    from asr_serve.metrics import DecoderMetrics
+
+#: Larger uploads go to the decoder, which reads them off its event loop. 1 MiB is 32 s of
+#: mono 16-bit WAV, longer than a piece: a read on the ingress's loop stays around 1 ms.
+IN_PLACE_MAX_BYTES = 1 << 20
+
+
+class InPlaceReader:
+    """``reader(data)``: the decoded audio of an upload that needs no decoding, else ``None``.
+
+    Same limits and errors as the decoder (the same checks in
+    :func:`~asr_serve.audio.decode.read_native_wav`), counted in the same metrics.
+    """
+
+    def __init__(self, config: AppConfig, metrics: DecoderMetrics | None = None) -> None:
+        self.limits = config.limits
+        self.max_piece_s = config.splitting.max_piece_s
+        self.metrics = metrics
+
+    def __call__(self, data: bytes) -> DecodedAudio | None:
+        if len(data) > IN_PLACE_MAX_BYTES:
+            return None
+        started = time.perf_counter()
+        try:
+            audio = read_native_wav(
+                data, max_duration_s=self.limits.max_audio_s, min_duration_s=self.limits.min_audio_s
+            )
+        except ASRServeError as exc:
+            if self.metrics:
+                self.metrics.refused(exc.code)
+            raise
+        if audio is None or audio.duration_s > self.max_piece_s:  # the decoder splits it
+            return None
+        if self.metrics:
+            self.metrics.decoded(audio, time.perf_counter() - started)
+        return audio
