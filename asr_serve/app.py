@@ -17,18 +17,14 @@ from asr_serve.deployments.decoder import AudioDecoder
 from asr_serve.deployments.ingress import Ingress
 
 #: Serve settings for every replica process, given as the application's ``runtime_env`` in
-#: both serve configs (and by the tests and benchmarks that deploy from Python). Each cut
-#: the CPU a request costs outside the model (benchmarks/README.md, "Where the time goes").
+#: both serve configs (and by the tests and benchmarks that deploy from Python): our code
+#: runs on the replica's own event loop, and its handles route there too, with no hop to a
+#: second thread and back per call (benchmarks/README.md, "Where the time goes"). Every
+#: blocking step (decoding, VAD, the engine, cache keys) already runs in a worker thread,
+#: so nothing stalls that loop. Not here: ``RAY_SERVE_USE_GRPC_BY_DEFAULT`` (calls between
+#: replicas by value over gRPC) cut another 20 ms of CPU a request, but the ingress's
+#: memory grew with every round of clients hanging up mid-decode; see the same section.
 REPLICA_ENV = {
-    # Calls between replicas go over Serve's inter-replica gRPC channel, by value, rather
-    # than as Ray actor tasks through the raylet and the object store.
-    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
-    # gRPC's default 4 MiB would refuse an upload or a minute of decoded audio; the API's
-    # limits (max_upload_bytes, max_audio_s) bound what travels, so no second bound here.
-    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": "-1",
-    # Our code runs on the replica's own event loop, and its handles route there too: no
-    # hop to a second thread and back per call. Every blocking step (decoding, VAD, the
-    # engine, cache keys) already runs in a worker thread, so nothing stalls that loop.
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
 }

@@ -10,6 +10,10 @@ outside the engine as ``cpu_ms_per_request_c16`` in ``results/latest.json``. Lin
 
 python -m benchmarks.cpu_breakdown                  # levels 1, 16, 64; 160 requests each
 python -m benchmarks.cpu_breakdown --levels 16 --requests 320
+python -m benchmarks.cpu_breakdown --format mp3     # uploads the AudioDecoder must decode
+
+The default clips are 16 kHz WAV, which the ingress reads itself; ``--format`` measures the
+path through the decoder deployment (results named ``...-cpu-<format>``).
 """
 
 from __future__ import annotations
@@ -182,6 +186,11 @@ def main(argv: list[str] | None = None) -> Breakdown:
     parser.add_argument("--requests", type=int, default=160, help="requests per level")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
     parser.add_argument(
+        "--format",
+        default="wav",
+        help="clip format (asr_serve.testing.speech.FORMATS), e.g. mp3, flac, ogg-opus",
+    )
+    parser.add_argument(
         "--serve-access-log",
         action="store_true",
         help="keep Serve's access log on (the default before the ingress's own request log)",
@@ -192,7 +201,7 @@ def main(argv: list[str] | None = None) -> Breakdown:
     plan = make_plan(
         "funasr", quick=False, gpu=False, systems=list(SYSTEMS), funasr_dir=ensure_tiny_model()
     )
-    clips = make_mix(plan.clip_seconds)
+    clips = make_mix(plan.clip_seconds, args.format)
     report = Breakdown(
         machine=machine_label(gpu=False),
         command=command_line("benchmarks.cpu_breakdown", argv),
@@ -215,15 +224,16 @@ def main(argv: list[str] | None = None) -> Breakdown:
                 print(to_markdown(report).splitlines()[-1], flush=True)
         finally:
             run.stop()
-    stem = f"{report.date[:10]}-{report.machine}-cpu" + (
+    variant = ("" if args.format == "wav" else f"-{args.format}") + (
         "-access-log" if args.serve_access_log else ""
     )
+    stem = f"{report.date[:10]}-{report.machine}-cpu{variant}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(report.model_dump_json(indent=1))
     (args.out / f"{stem}.md").write_text(to_markdown(report))
     print(f"wrote {args.out / stem}.json, .md")
     at_16 = [lv for lv in report.levels if lv.concurrency == 16]
-    if at_16 and not args.serve_access_log:  # latest.json holds the shipped defaults
+    if at_16 and not variant:  # latest.json holds the shipped defaults and the harness's clips
         update_latest(
             args.out,
             {
