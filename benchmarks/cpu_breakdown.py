@@ -11,9 +11,14 @@ outside the engine as ``cpu_ms_per_request_c16`` in ``results/latest.json``. Lin
 python -m benchmarks.cpu_breakdown                  # levels 1, 16, 64; 160 requests each
 python -m benchmarks.cpu_breakdown --levels 16 --requests 320
 python -m benchmarks.cpu_breakdown --format mp3     # uploads the AudioDecoder must decode
+python -m benchmarks.cpu_breakdown --front haproxy  # Serve's HAProxy instead of its proxy
 
 The default clips are 16 kHz WAV, which the ingress reads itself; ``--format`` measures the
-path through the decoder deployment (results named ``...-cpu-<format>``).
+path through the decoder deployment (results named ``...-cpu-<format>``). ``--front`` tries
+Serve's newer front doors (results ``...-cpu-<front>``): ``haproxy``
+(``RAY_SERVE_ENABLE_HA_PROXY=1``, HAProxy on the HTTP port routing to the ingress replicas'
+own ports; needs the ``haproxy`` binary) or ``direct`` (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``,
+the load sent straight to the one ingress replica's own port, as a load balancer would).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -45,6 +52,7 @@ ROLES = (
     ("ServeReplica:asr:Ingress", "ingress"),
     ("ServeReplica:asr:AudioDecoder", "decoder"),
     ("ProxyActor", "HTTP proxy"),
+    ("haproxy", "HAProxy"),  # --front haproxy only
     ("raylet", "raylet"),
 )
 
@@ -153,6 +161,29 @@ def _asr_pid(root: int) -> int:
     return next(p for p in descendants(root) if _role(p) == "ASR replica")
 
 
+#: ``--front``: Serve's front door -> the cluster's environment for it.
+FRONTS = {
+    "proxy": {},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
+}
+#: Where Serve's direct ingress puts an ingress replica's HTTP port (the first free from here).
+_DIRECT_INGRESS_FIRST_PORT = 30000
+
+
+def _ingress_url(root: int) -> str:
+    """The measured application's ingress replica's own HTTP port, from ``ss``."""
+    pid = next(p for p in descendants(root) if _role(p) == "ingress")
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    ports = sorted(
+        int(m.group(1))
+        for line in listening.splitlines()
+        if f"pid={pid}," in line and (m := re.search(r":(\d+)\s", line))
+    )
+    port = next(p for p in ports if p >= _DIRECT_INGRESS_FIRST_PORT)
+    return f"http://127.0.0.1:{port}"
+
+
 def to_markdown(b: Breakdown) -> str:
     roles = list(b.levels[0].cpu_ms_per_request) if b.levels else []
     lines = [
@@ -190,6 +221,7 @@ def main(argv: list[str] | None = None) -> Breakdown:
         default="wav",
         help="clip format (asr_serve.testing.speech.FORMATS), e.g. mp3, flac, ogg-opus",
     )
+    parser.add_argument("--front", choices=list(FRONTS), default="proxy", help="see above")
     parser.add_argument(
         "--serve-access-log",
         action="store_true",
@@ -209,6 +241,7 @@ def main(argv: list[str] | None = None) -> Breakdown:
         cpus=os.cpu_count() or 0,
         levels=[],
     )
+    os.environ.update(FRONTS[args.front])  # the serve run's Ray processes inherit it
     with tempfile.TemporaryDirectory(prefix="asr-cpu-") as tmp:
         run = ServeRun(Path(tmp), plan.model, access_log=args.serve_access_log)
         system = ServedSystem("asr-serve", run)
@@ -217,6 +250,8 @@ def main(argv: list[str] | None = None) -> Breakdown:
             assert run.process.proc is not None
             root = run.process.proc.pid
             asr_pid = _asr_pid(root)
+            if args.front == "direct":
+                system.base_url = _ingress_url(root)
             measure(system, root, asr_pid, 4, 16, clips)  # warm the path; not reported
             for concurrency in (int(c) for c in args.levels.split(",")):
                 level = measure(system, root, asr_pid, concurrency, args.requests, clips)
@@ -224,8 +259,10 @@ def main(argv: list[str] | None = None) -> Breakdown:
                 print(to_markdown(report).splitlines()[-1], flush=True)
         finally:
             run.stop()
-    variant = ("" if args.format == "wav" else f"-{args.format}") + (
-        "-access-log" if args.serve_access_log else ""
+    variant = (
+        ("" if args.format == "wav" else f"-{args.format}")
+        + ("" if args.front == "proxy" else f"-{args.front}")
+        + ("-access-log" if args.serve_access_log else "")
     )
     stem = f"{report.date[:10]}-{report.machine}-cpu{variant}"
     args.out.mkdir(parents=True, exist_ok=True)
