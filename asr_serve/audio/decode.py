@@ -99,8 +99,6 @@ def read_native_wav(
     The cheap part alone, so a caller can read the commonest upload where it is without
     loading FFmpeg's work onto its thread (the ingress does, saving the decoder's hop).
     """
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None
     audio = _read_native_wav(data, max_duration_s)
     return None if audio is None else _checked(audio, min_duration_s)
 
@@ -138,6 +136,8 @@ def _read_native_wav(data: bytes, max_duration_s: float) -> DecodedAudio | None:
     samples are bit-identical (tests/audio/test_decode.py). WAV only: its samples are at
     most the upload's bytes, so nothing here can be a decompression bomb.
     """
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":  # not a WAV: not libsndfile's to probe
+        return None
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as wav:
             if (
