@@ -36,7 +36,7 @@ from asr_serve.live.protocols import funasr_realtime, funasr_runtime, openai_rea
 from asr_serve.live.sessions import LiveSessions
 from asr_serve.metrics import CacheMetrics, DecoderMetrics, LiveSessionMetrics
 from asr_serve.serving.cache import NO_CACHE, RedisCache, ResultCache
-from asr_serve.serving.in_place import InPlaceReader
+from asr_serve.serving.in_place import ReadInPlaceFirst
 from asr_serve.serving.pipeline import Transcription, TranscriptionPipeline
 from asr_serve.web import index_html
 
@@ -49,6 +49,8 @@ class IngressState:
 
     config: AppConfig
     downstream: Downstream
+    #: Uploaded audio to samples: read in place, or by the AudioDecoder deployment.
+    decode: ReadInPlaceFirst
     pipeline: TranscriptionPipeline
     live: LiveSessions
     uploads: UploadBudget
@@ -128,7 +130,7 @@ async def funasr_ws(websocket: WebSocket, ingress: State) -> None:
     await ingress.live.serve(
         websocket,
         funasr_runtime.FunASRRuntimeConnection,
-        decode=functools.partial(ingress.downstream.decode, splitting=ingress.config.splitting),
+        decode=functools.partial(ingress.decode, splitting=ingress.config.splitting),
     )
 
 
@@ -188,13 +190,14 @@ class Ingress:
         cache: ResultCache = (
             RedisCache(app_config.cache, CacheMetrics()) if app_config.cache.enabled else NO_CACHE
         )
+        # What needs no decoding is read here; the rest goes to the AudioDecoder.
+        decode = ReadInPlaceFirst(app_config, downstream.decode, DecoderMetrics())
         pipeline = TranscriptionPipeline(
             app_config,
-            decode=downstream.decode,
+            decode=decode,
             transcribe=downstream.transcribe,
             capabilities=downstream.capabilities,
             cache=cache,
-            read_in_place=InPlaceReader(app_config, DecoderMetrics()),
         )
         live = LiveSessions(
             app_config.live,
@@ -207,6 +210,7 @@ class Ingress:
         self.state = IngressState(
             config=app_config,
             downstream=downstream,
+            decode=decode,
             pipeline=pipeline,
             live=live,
             uploads=UploadBudget(

@@ -15,30 +15,39 @@ import time
 from typing import TYPE_CHECKING
 
 from asr_serve.audio.decode import DecodedAudio, read_native_wav
-from asr_serve.config import AppConfig
+from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.errors import ASRServeError
 
 if TYPE_CHECKING:
     from asr_serve.metrics import DecoderMetrics
+    from asr_serve.serving.pipeline import DecodeFn
 
 #: Larger uploads go to the decoder, which reads them off its event loop. 1 MiB is 32 s of
 #: mono 16-bit WAV, longer than a piece: a read on the ingress's loop stays around 1 ms.
 IN_PLACE_MAX_BYTES = 1 << 20
 
 
-class InPlaceReader:
-    """``reader(data)``: the decoded audio of an upload that needs no decoding, else ``None``.
+class ReadInPlaceFirst:
+    """A ``decode`` (the AudioDecoder deployment's call) that reads what needs no decoding
+    here first: file requests and FunASR's whole-file live input both go through it.
 
     Same limits and errors as the decoder (the same checks in
     :func:`~asr_serve.audio.decode.read_native_wav`), counted in the same metrics.
     """
 
-    def __init__(self, config: AppConfig, metrics: DecoderMetrics | None = None) -> None:
+    def __init__(
+        self, config: AppConfig, decode: DecodeFn, metrics: DecoderMetrics | None = None
+    ) -> None:
         self.limits = config.limits
         self.max_piece_s = config.splitting.max_piece_s
         self.metrics = metrics
+        self._decode = decode
 
-    def __call__(self, data: bytes) -> DecodedAudio | None:
+    async def __call__(self, data: bytes, splitting: SplittingConfig) -> DecodedAudio:
+        return self.read(data) or await self._decode(data, splitting)
+
+    def read(self, data: bytes) -> DecodedAudio | None:
+        """The upload's audio if it needs no decoding, else ``None`` (for the decoder)."""
         if len(data) > IN_PLACE_MAX_BYTES:
             return None
         started = time.perf_counter()

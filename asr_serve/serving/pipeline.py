@@ -1,8 +1,8 @@
 """One request's way through the graph, as a plain class testable without Ray.
 
 The ingress deployment gives it async callables: ``decode`` (bytes and how to split long
-audio → decoded audio, the AudioDecoder deployment; uploads that need no decoding are read
-in place, :mod:`asr_serve.serving.in_place`), ``transcribe`` (model name, samples,
+audio → decoded audio, the AudioDecoder deployment, reading in place what needs no
+decoding: :mod:`asr_serve.serving.in_place`), ``transcribe`` (model name, samples,
 options → result, that model's ASR deployment) and ``capabilities`` (model name → what its
 engine can do). It validates the request (:mod:`asr_serve.serving.requests`), picks the
 model, applies the limits and the deadline, and returns the engine's result for rendering.
@@ -35,8 +35,6 @@ from asr_serve.serving.requests import (
 from asr_serve.serving.stitching import stitch
 
 DecodeFn = Callable[[bytes, SplittingConfig], Awaitable[DecodedAudio]]
-#: Bytes → their samples where no decoding is needed, else ``None`` (for ``decode``).
-ReadInPlaceFn = Callable[[bytes], DecodedAudio | None]
 #: ``(model, samples, options, admitted)``; ``admitted``: an earlier piece of the request was
 #: admitted, so the model must not refuse this one halfway (admission is per request).
 TranscribeFn = Callable[[str, np.ndarray, TranscribeOptions, bool], Awaitable[EngineResult]]
@@ -97,18 +95,15 @@ class TranscriptionPipeline:
         transcribe: TranscribeFn,
         capabilities: CapabilitiesFn = _no_capabilities,
         cache: ResultCache | None = None,
-        read_in_place: ReadInPlaceFn | None = None,
     ) -> None:
         self.config = config
         self._decode = decode
-        self._read_in_place = read_in_place or (lambda _: None)
         self._transcribe = transcribe
         self._capabilities = capabilities
         self.cache: ResultCache = cache or NO_CACHE
 
     async def start(self, upload: Upload, *, translate: bool = False) -> Job:
-        """Validate and decode (the decoder also plans a long file's pieces); what needs no
-        decoding is read here, without the decoder's round trip."""
+        """Validate and decode (the decoder also plans a long file's pieces)."""
         if translate:
             request = parse_translation(upload.fields, self.config)
             name = await self._translating_model(request.model)
@@ -117,10 +112,8 @@ class TranscriptionPipeline:
             request = parse_request(upload.fields, self.config)
         splitting = splitting_for(request, self.config.splitting)
         deadline = asyncio.get_running_loop().time() + self.config.limits.request_timeout_s
-        audio = self._read_in_place(upload.data)
-        if audio is None:
-            async with self._deadline(deadline):
-                audio = await self._decode(upload.data, splitting)
+        async with self._deadline(deadline):
+            audio = await self._decode(upload.data, splitting)
         return Job(request=request, audio=audio, deadline=deadline, translate=translate)
 
     async def _translating_model(self, requested: str | None) -> str:

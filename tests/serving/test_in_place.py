@@ -14,7 +14,7 @@ from asr_serve.audio.decode import DecodedAudio, decode_audio
 from asr_serve.config import SAMPLE_RATE, AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import InvalidAudioError, PayloadTooLargeError
-from asr_serve.serving.in_place import IN_PLACE_MAX_BYTES, InPlaceReader
+from asr_serve.serving.in_place import IN_PLACE_MAX_BYTES, ReadInPlaceFirst
 from asr_serve.serving.pipeline import TranscriptionPipeline
 from asr_serve.testing.speech import encode, noise
 
@@ -41,6 +41,14 @@ class Metrics:
         self.codes.append(code)
 
 
+async def _no_decoder(data: bytes, splitting: SplittingConfig) -> DecodedAudio:
+    raise AssertionError("read in place only")
+
+
+def _reader(metrics: Metrics | None = None) -> ReadInPlaceFirst:
+    return ReadInPlaceFirst(CONFIG, _no_decoder, metrics)  # type: ignore[arg-type]
+
+
 def _wav(seconds: float, *, subtype: str = "PCM_16", channels: int = 1) -> bytes:
     frames = np.stack([noise(seconds, seed=2)] * channels, axis=1)
     buffer = io.BytesIO()
@@ -52,7 +60,7 @@ def _wav(seconds: float, *, subtype: str = "PCM_16", channels: int = 1) -> bytes
 def test_a_short_16_khz_wav_is_read_as_the_decoder_would(subtype: str, channels: int) -> None:
     data = _wav(2.0, subtype=subtype, channels=channels)
     metrics = Metrics()
-    audio = InPlaceReader(CONFIG, metrics)(data)  # type: ignore[arg-type]
+    audio = _reader(metrics).read(data)
     assert audio is not None
     decoded = decode_audio(data, max_duration_s=20)
     assert np.array_equal(audio.samples, decoded.samples)
@@ -73,7 +81,7 @@ def test_a_short_16_khz_wav_is_read_as_the_decoder_would(subtype: str, channels:
 )
 def test_everything_else_is_left_to_the_decoder(data: bytes) -> None:
     assert len(_wav(2.0, channels=20)) > IN_PLACE_MAX_BYTES
-    assert InPlaceReader(CONFIG)(data) is None
+    assert _reader().read(data) is None
 
 
 @pytest.mark.parametrize(
@@ -88,7 +96,7 @@ def test_everything_else_is_left_to_the_decoder(data: bytes) -> None:
 def test_limits_and_errors_are_the_decoders(data: bytes, error: type[Exception]) -> None:
     metrics = Metrics()
     with pytest.raises(error) as raised:
-        InPlaceReader(CONFIG, metrics)(data)  # type: ignore[arg-type]
+        _reader(metrics).read(data)
     with pytest.raises(error) as by_decoder:
         decode_audio(data, max_duration_s=20, min_duration_s=0.1)
     assert str(raised.value) == str(by_decoder.value)
@@ -106,7 +114,7 @@ def test_the_pipeline_sends_only_what_it_cannot_read_to_the_decoder() -> None:
         return EngineResult(text=f"{len(audio)}", duration=len(audio) / SAMPLE_RATE)
 
     pipeline = TranscriptionPipeline(
-        CONFIG, decode=decode, transcribe=transcribe, read_in_place=InPlaceReader(CONFIG)
+        CONFIG, decode=ReadInPlaceFirst(CONFIG, decode), transcribe=transcribe
     )
     wav, flac = _wav(2.0), encode(noise(2.0, seed=1), SAMPLE_RATE, "flac")
 
