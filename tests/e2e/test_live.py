@@ -37,7 +37,12 @@ from tests.support.funasr_clients import (
     runtime_session,
 )
 from tests.support.realtime import COMPLETED, DELTA, check_items, client_for, stream_with_sdk
-from tests.support.replica_probe import replica_actors, replica_memory
+from tests.support.replica_probe import (
+    replica_actors,
+    replica_memory,
+    retained,
+    start_tracing,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -291,13 +296,18 @@ async def test_clients_that_vanish_mid_utterance_leave_nothing_behind(ws_url, sp
             await asyncio.gather(*(vanish() for _ in range(wave)))
         return await settled(0)
 
-    # Warm up first: the first sessions grow the allocator's arenas once, for good.
-    baseline = await sessions(60)
+    baseline = await sessions(60)  # warm up: first imports, pools, caches
     rss_before = replica_memory(ingress).rss_mib
+    start_tracing(ingress)
     stats = await sessions(200)
+    kept = retained(ingress)
     assert stats["tasks"] <= baseline["tasks"] + 5, (baseline, stats)
     # 200 sessions of 3 s of audio would hold ~37 MiB of float32 if kept; allow a fraction.
-    assert replica_memory(ingress).rss_mib - rss_before < 12
+    assert kept.mib < 4, kept
+    # Memory outside Python's view (Ray's and gRPC's buffers): the resident set may move
+    # with the allocator (up to ~30 MiB after one such round, measured), not by all the
+    # audio the sessions sent (~67 MiB as received and decoded).
+    assert replica_memory(ingress).rss_mib - rss_before < 48
 
 
 def _door(ws_url: str, path: str, **query: str) -> str:

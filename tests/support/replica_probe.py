@@ -3,10 +3,16 @@ memory.
 
 The memory figures come from the replica's own ``/proc/self/status`` (Linux), read by a
 function the replica runs through Ray's ``__ray_call__``: the test measures the process
-that really decoded the uploads, not an estimate.
+that really decoded the uploads, not an estimate. What a replica's RSS does after a burst
+is the allocator's business (arenas grow, plateau, shrink back: tens of MiB either way over
+rounds of live clients), so whether objects are *kept* is asked of ``tracemalloc``, which
+sees every Python object and NumPy buffer allocated since it started and still alive.
 """
 
 from __future__ import annotations
+
+import gc
+import tracemalloc
 
 import ray
 from pydantic import BaseModel
@@ -59,3 +65,33 @@ def proxy_actor() -> ray.actor.ActorHandle:
         if a["name"].startswith("SERVE_PROXY_ACTOR")
     ]
     return proxy
+
+
+class Retained(BaseModel):
+    """What was allocated since :func:`start_tracing` and is still alive, after a full
+    collection: its size and the largest allocation sites (for the failure message)."""
+
+    mib: float
+    top: list[str]
+
+
+def _start_tracing(_replica: object) -> None:
+    tracemalloc.start(8)
+
+
+def _retained(_replica: object, sites: int) -> Retained:
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot()
+    mib = tracemalloc.get_traced_memory()[0] / 2**20
+    tracemalloc.stop()
+    return Retained(mib=mib, top=[str(s) for s in snapshot.statistics("lineno")[:sites]])
+
+
+def start_tracing(actor: ray.actor.ActorHandle) -> None:
+    """Have the replica trace its allocations from now on (slows it a little)."""
+    ray.get(actor.__ray_call__.remote(_start_tracing))
+
+
+def retained(actor: ray.actor.ActorHandle, *, sites: int = 8) -> Retained:
+    """What the replica allocated since :func:`start_tracing` and still holds; stops tracing."""
+    return ray.get(actor.__ray_call__.remote(_retained, sites))
