@@ -116,12 +116,11 @@ def check_files(hello: np.ndarray) -> None:
 
 
 def test_serve_run_cpu_config(tmp_path: Path) -> None:
-    serve_cli = SERVE_CLI
     with served(tmp_path):
         # The monitoring steps of the README: without the token the CLI is refused ...
         plain = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
         refused = subprocess.run(
-            [str(serve_cli), "status", "-a", DASHBOARD],
+            [str(SERVE_CLI), "status", "-a", DASHBOARD],
             capture_output=True,
             text=True,
             timeout=60,
@@ -130,7 +129,7 @@ def test_serve_run_cpu_config(tmp_path: Path) -> None:
         assert refused.returncode != 0 and "Authentication required" in refused.stderr
         # ... with it, it answers; the dashboard's API takes the token `ray get-auth-token` prints.
         status = subprocess.run(
-            [str(serve_cli), "status", "-a", DASHBOARD],
+            [str(SERVE_CLI), "status", "-a", DASHBOARD],
             capture_output=True,
             text=True,
             timeout=60,
@@ -138,7 +137,7 @@ def test_serve_run_cpu_config(tmp_path: Path) -> None:
             env={**plain, "RAY_AUTH_MODE": "token"},
         ).stdout
         token = subprocess.run(
-            [str(serve_cli.with_name("ray")), "get-auth-token"],
+            [str(SERVE_CLI.with_name("ray")), "get-auth-token"],
             capture_output=True,
             text=True,
             timeout=60,
