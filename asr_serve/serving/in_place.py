@@ -3,7 +3,7 @@
 A 16 kHz PCM or float WAV that fits one piece needs no decoding, no resampling and no VAD:
 its samples are a copy of its bytes (libsndfile, about 1 ms for a 2 s clip). Sending it to
 the decoder deployment costs far more than that, all of it serving overhead: a handle call
-from the ingress (Serve's router, a Ray actor call), the decoder replica's request machinery,
+from the ingress (Serve's router, a call to another replica), the decoder's request machinery,
 and the samples serialised back to the ingress: about 29 ms of CPU per request across the
 processes on the 2-core machine (benchmarks/README.md, "Where the time goes"). Everything
 else (compressed formats, other sample rates, long files to split) goes to the decoder.
