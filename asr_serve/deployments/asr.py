@@ -39,7 +39,7 @@ _DEFAULT_BATCHING = BatchingConfig()
 )
 class ASR:
     def __init__(self, model: dict) -> None:
-        from asr_serve.metrics import ASRMetrics
+        from asr_serve.deployments.serve_metrics import ASRMetrics
 
         self.model = ModelConfig.model_validate(model)
         self.metrics = ASRMetrics(self.model.name)

@@ -30,7 +30,7 @@ from asr_serve.errors import ASRServeError
 )
 class AudioDecoder:
     def __init__(self, limits: dict, splitting: dict | None = None) -> None:
-        from asr_serve.metrics import DecoderMetrics
+        from asr_serve.deployments.serve_metrics import DecoderMetrics
 
         self.limits = LimitsConfig.model_validate(limits)
         self.splitter = PieceSplitter(SplittingConfig.model_validate(splitting or {}))

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asr_serve.api.protocol import TranscriptionRequest
-from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio, Piece
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineCapabilities, EngineResult, TranscribeOptions
 from asr_serve.errors import DeadlineExceededError, InvalidRequestError
 from asr_serve.serving.cache import NO_CACHE, ResultCache
 from asr_serve.serving.requests import (
+    TranscriptionRequest,
+    Upload,
     model_name,
     parse_request,
     parse_translation,

@@ -6,11 +6,11 @@ import asyncio
 
 import numpy as np
 
-from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import AppConfig
 from asr_serve.engines.base import EngineResult, Segment, TranscribeOptions, Word
 from asr_serve.serving.pipeline import TranscriptionPipeline
+from asr_serve.serving.requests import Upload
 from asr_serve.serving.stitching import join_texts, place, stitch
 from tests.serving.test_pipeline import _run
 
