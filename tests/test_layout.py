@@ -4,13 +4,16 @@ the leaf, engines stay light."""
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import asr_serve
 
 PACKAGE = Path(asr_serve.__file__).parent
+REPO = PACKAGE.parent
 
 
 def _module_name(path: Path) -> str:
@@ -66,7 +69,6 @@ ALLOWED = {
     "engines": {"config", "errors"},
     "audio": {"config", "errors"},
     "web": set(),
-    "testing": {"live", "audio", "config"},
     "config": set(),
     "errors": set(),
     "version": set(),
@@ -163,6 +165,34 @@ def test_an_engine_does_not_import_the_http_side() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_test_helpers_are_not_shipped() -> None:
-    shipped = {p.stem for p in (PACKAGE / "testing").glob("*.py")}
-    assert shipped <= {"__init__", "long_audio", "net", "speech", "text", "tiny_model"}
+def test_the_package_imports_nothing_of_the_repository_around_it() -> None:
+    """``devtools``, ``tests`` and ``benchmarks`` are not in the wheel."""
+    outside = {"devtools", "tests", "benchmarks", "cluster"}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            assert not {n.split(".")[0] for n in names} & outside, path
+
+
+def test_the_wheel_ships_the_package_and_its_page_only(tmp_path: Path) -> None:
+    """Built as a user would get it (offline, from what setuptools reads), the wheel holds
+    every module of ``asr_serve`` and the page, and nothing else."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(PACKAGE, source / "asr_serve", ignore=shutil.ignore_patterns("__pycache__"))
+    offline = ["--no-deps", "--no-build-isolation", "--no-index", "--quiet"]
+    dist = tmp_path / "dist"
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", *offline, "--wheel-dir", str(dist)]
+    subprocess.run([*pip_wheel, str(source)], check=True, timeout=300)
+    (wheel,) = dist.glob("asr_serve-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        files = {n for n in archive.namelist() if ".dist-info/" not in n}
+    expected = {p.relative_to(PACKAGE.parent).as_posix() for p in PACKAGE.rglob("*.py")}
+    assert files == expected | {"asr_serve/web/index.html"}

@@ -44,7 +44,7 @@ class ASR:
         self.model = ModelConfig.model_validate(model)
         self.metrics = ASRMetrics(self.model.name)
         self.batching = self.model.batching
-        #: Recent batch sizes and wall times, for tests and the ``stats`` call.
+        #: Recent batch sizes and wall times, for :meth:`stats`.
         self.recent_batches: deque[int] = deque(maxlen=1024)
         self.recent_batch_seconds: deque[float] = deque(maxlen=1024)
         self.gate = EngineGate()
@@ -157,7 +157,11 @@ class ASR:
         return True
 
     def stats(self) -> dict:
-        """Batching as this replica saw it; used by tests and the benchmark harness."""
+        """This replica as an operator's handle call sees it
+        (``serve.get_deployment_handle("ASR-<model>", app).stats.remote()``, answered by one
+        replica): where it runs, its batching settings, the sizes and wall times of its
+        recent batches, its engine's measured speed and the audio queued for admission.
+        Prometheus has histograms over all replicas; this is one replica, batch by batch."""
         return {
             "model": self.model.name,
             "pid": os.getpid(),

@@ -87,12 +87,16 @@ class Ingress:
             ready=downstream.ready,
         )
 
-    async def live_stats(self) -> dict:
-        """Live sessions and asyncio tasks of this replica, for tests and operators."""
+    async def stats(self) -> dict:
+        """What this replica holds now, for an operator's handle call
+        (``serve.get_deployment_handle("Ingress", app).stats.remote()``): live sessions,
+        partial results running, waiting and shed, utterances, and its asyncio tasks (which
+        grow if something leaks). Prometheus has the totals; this is one replica, now."""
         live = self.state.live
         return {
             "sessions": live.active,
             "partials_running": live.scheduler.partials_running,
+            "partials_waiting": live.scheduler.partials_waiting,
             "partials_shed": sum(live.metrics.shed.values()),
             "utterances": sum(live.metrics.utterances.values()),
             "tasks": len(asyncio.all_tasks()),

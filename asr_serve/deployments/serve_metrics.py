@@ -150,7 +150,7 @@ class CacheMetrics:
 class LiveSessionMetrics(LiveCounters):
     """An ingress replica's live sessions, as :class:`asr_serve.live.metrics.LiveMetrics`:
     exported to Prometheus, labelled by protocol (the door a session came in by), and kept
-    as totals (:class:`LiveCounters`) for the ingress's ``live_stats``."""
+    as totals (:class:`LiveCounters`) for the ingress's ``stats``."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -13,7 +13,7 @@ from ray import serve
 
 from asr_serve.config import ModelConfig
 from asr_serve.engines import TranscribeOptions, create_engine
-from asr_serve.testing.speech import encode, noise, tone
+from devtools.speech import encode, noise, tone
 from tests.api.test_openapi import TRANSCRIPTION_FIELDS, TRANSLATION_FIELDS, form
 from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
 

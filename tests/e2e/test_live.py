@@ -26,8 +26,8 @@ import ray
 import websockets
 from ray import serve
 
-from asr_serve.testing.speech import Speech, encode, pcm16, speech_with_pauses
-from asr_serve.testing.text import SENTENCES, wer
+from devtools.speech import Speech, encode, pcm16, speech_with_pauses
+from devtools.text import SENTENCES, wer
 from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
 from tests.support.funasr_clients import (
     check_runtime_final,
@@ -105,7 +105,7 @@ def references(base_url: str, speech: Speech) -> list[str]:
 
 
 async def _stats() -> dict[str, Any]:
-    return await serve.get_deployment_handle("Ingress", APP).live_stats.remote()
+    return await serve.get_deployment_handle("Ingress", APP).stats.remote()
 
 
 async def _raw(ws_url: str, *, model: str = WHISPER, **kwargs: Any):

@@ -12,8 +12,8 @@ from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
 from asr_serve.engines.funasr import FunASREngine
 from asr_serve.engines.whisper import WhisperEngine
 from asr_serve.live.decode import DecodeKind, DecodeRequest, Transcriber
-from asr_serve.testing.speech import Speech, speech_with_pauses
-from asr_serve.testing.text import SENTENCES
+from devtools.speech import Speech, speech_with_pauses
+from devtools.text import SENTENCES
 from tests.live.server import whisper_engine
 
 SR = 16_000

@@ -17,8 +17,8 @@ from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols.connection import ProtocolError
 from asr_serve.live.protocols.funasr_realtime import language_code
 from asr_serve.live.scheduler import DecodeScheduler
-from asr_serve.testing.speech import Speech, pcm16
-from asr_serve.testing.text import wer
+from devtools.speech import Speech, pcm16
+from devtools.text import wer
 from tests.live.conftest import FakeTranscriber, Recorder
 from tests.live.server import LiveServer, engine_decode
 from tests.support.funasr_clients import (

@@ -16,8 +16,8 @@ from asr_serve.config import LiveConfig
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols.funasr_runtime import ClientFrame
 from asr_serve.live.scheduler import DecodeScheduler
-from asr_serve.testing.speech import Speech, encode, pcm16
-from asr_serve.testing.text import normalize, wer, word_errors
+from devtools.speech import Speech, encode, pcm16
+from devtools.text import normalize, wer, word_errors
 from tests.live.conftest import FakeTranscriber, Recorder
 from tests.live.server import LiveServer, engine_decode
 from tests.support.funasr_clients import (

@@ -30,8 +30,8 @@ from asr_serve.live.decode import DecodeRequest
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols.connection import LiveContext, accepted_subprotocol
 from asr_serve.live.protocols.openai_realtime import SUBPROTOCOLS, OpenAIRealtimeConnection
-from asr_serve.testing.speech import pcm16, speech_with_pauses
-from asr_serve.testing.text import SENTENCES
+from devtools.speech import pcm16, speech_with_pauses
+from devtools.text import SENTENCES
 from tests.live.conftest import FakeTranscriber
 from tests.support.realtime import chunks
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from asr_serve.testing.speech import pcm16
+from devtools.speech import pcm16
 from tests.live.server import WHISPER, LiveServer
 from tests.support.realtime import DELTA, check_items, client_for, stream_with_sdk
 

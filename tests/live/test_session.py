@@ -29,8 +29,8 @@ from asr_serve.live.session import (
     SessionAudioLimitError,
     SessionSettings,
 )
-from asr_serve.testing.speech import Speech, pcm16, speech_with_pauses
-from asr_serve.testing.text import SENTENCES
+from devtools.speech import Speech, pcm16, speech_with_pauses
+from devtools.text import SENTENCES
 from tests.live.conftest import SR, FakeTranscriber
 from tests.support.realtime import chunks
 

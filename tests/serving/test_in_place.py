@@ -16,7 +16,7 @@ from asr_serve.errors import InvalidAudioError, PayloadTooLargeError
 from asr_serve.serving.in_place import IN_PLACE_MAX_BYTES, ReadInPlaceFirst
 from asr_serve.serving.pipeline import TranscriptionPipeline
 from asr_serve.serving.requests import Upload
-from asr_serve.testing.speech import encode, noise
+from devtools.speech import encode, noise
 
 CONFIG = AppConfig.model_validate(
     {
