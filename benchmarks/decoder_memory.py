@@ -18,7 +18,7 @@ import wave
 import numpy as np
 
 from asr_serve.audio.decode import decode_audio
-from asr_serve.audio.vad import PieceSplitter
+from asr_serve.audio.splitting import PieceSplitter
 from asr_serve.config import SAMPLE_RATE, SplittingConfig
 from devtools.long_audio import long_recording
 

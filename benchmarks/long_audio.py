@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from asr_serve.audio.decode import decode_audio
-from asr_serve.audio.vad import PieceSplitter
+from asr_serve.audio.splitting import PieceSplitter
 from asr_serve.config import SAMPLE_RATE, SplittingConfig
 from asr_serve.engines import TranscribeOptions, create_engine
 from benchmarks.plan import make_plan

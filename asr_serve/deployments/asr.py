@@ -75,7 +75,7 @@ class ASR:
         audio: np.ndarray,
         options: TranscribeOptions,
         admitted: bool = False,
-        partial_max_wait_s: float | None = None,
+        partial_wait_s: float | None = None,
     ) -> EngineResult | ASRServeError | None:
         """One item's audio; it shares an engine call with whatever else is waiting.
 
@@ -85,9 +85,9 @@ class ASR:
         values for the ingress to raise: Serve logs every exception a replica method raises
         as an ERROR with its traceback, which is for our own failures.
 
-        With ``partial_max_wait_s`` the item is a live partial result, best effort: it is not
+        With ``partial_wait_s`` the item is a live partial result, best effort: it is not
         admitted by time but goes in only behind every waiting request, and gives up (``None``)
-        after that long.
+        after that long (:mod:`asr_serve.live.partials`).
         """
         try:
             self.engine.check_options(options)
@@ -95,8 +95,8 @@ class ASR:
             return exc
         cost = item_cost(len(audio) / SAMPLE_RATE, self.batching)
         item = BatchItem(audio=audio, options=options, cost=cost)
-        if partial_max_wait_s is not None:
-            if not await self.gate.wait_behind_requests(partial_max_wait_s):
+        if partial_wait_s is not None:
+            if not await self.gate.wait_behind_requests(partial_wait_s):
                 self.metrics.partials_shed.inc()
                 return None
             return await self._batched(item)

@@ -5,7 +5,7 @@ decoding, pieces, cache, stitching) is
 :class:`~asr_serve.serving.pipeline.TranscriptionPipeline`; the calls to the other
 deployments are :class:`~asr_serve.deployments.calls.Downstream`. This class builds them
 once per replica from its config and wires them together; the replica builds its FastAPI app
-once it is constructed (:func:`asr_serve.api.app.build_api`).
+once it is constructed (:func:`asr_serve.api.asgi.build_api`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from asr_serve.api.app import INGRESS_ROUTERS, build_api
+from asr_serve.api.asgi import INGRESS_ROUTERS, build_api
 from asr_serve.api.auth import APIKeyVerifier
 from asr_serve.api.state import IngressState
 from asr_serve.api.upload import UploadBudget
@@ -70,7 +70,7 @@ class Ingress:
         )
         live = LiveSessions(
             app_config.live,
-            decode=downstream.live_decode(app_config.live.partial_max_wait_s),
+            transcribe=downstream.live_transcribe(app_config.live.partial_model_wait_s),
             metrics=LiveSessionMetrics(),
             models=[m.name for m in app_config.models],
             default_model=app_config.default_model or app_config.models[0].name,

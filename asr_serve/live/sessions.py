@@ -3,8 +3,8 @@
 Every WebSocket protocol door (OpenAI Realtime, FunASR's runtime, Fun-ASR-Nano's realtime)
 goes through :meth:`LiveSessions.serve` once its route has checked the API key: the socket
 is accepted, the replica's session cap is applied (close code 1013, "try again later", which
-clients treat as retryable), and every session of the replica decodes through one
-:class:`~asr_serve.live.scheduler.DecodeScheduler`, so finals never queue behind partials
+clients treat as retryable), and every session of the replica is transcribed through one
+:class:`~asr_serve.live.partials.PartialScheduler`, so finals never queue behind partials
 and partials are shed first.
 """
 
@@ -17,15 +17,15 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from asr_serve.config import LiveConfig
-from asr_serve.live.decode import Decode
 from asr_serve.live.metrics import LiveCounters
+from asr_serve.live.partials import PartialScheduler
 from asr_serve.live.protocols.connection import (
     CLOSE_TRY_AGAIN,
     LiveConnection,
     LiveContext,
     accepted_subprotocol,
 )
-from asr_serve.live.scheduler import DecodeScheduler
+from asr_serve.live.transcribe import Transcribe
 
 logger = logging.getLogger("ray.serve")
 
@@ -35,14 +35,14 @@ class LiveSessions:
         self,
         config: LiveConfig,
         *,
-        decode: Decode,
+        transcribe: Transcribe,
         metrics: LiveCounters,
         models: Sequence[str],
         default_model: str,
     ) -> None:
         self.config = config
         self.metrics = metrics
-        self.scheduler = DecodeScheduler(decode, config, metrics)
+        self.scheduler = PartialScheduler(transcribe, config, metrics)
         self._context = LiveContext(self.scheduler, list(models), default_model, config, metrics)
         #: Sessions open now on this replica, all doors together.
         self.active = 0

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from asr_serve.api.app import INGRESS_ROUTERS, build_api
+from asr_serve.api.asgi import INGRESS_ROUTERS, build_api
 from asr_serve.api.auth import APIKeyVerifier
 from asr_serve.config import CorsConfig
 from asr_serve.serving.requests import TranscriptionRequest, TranslationRequest

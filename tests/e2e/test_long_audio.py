@@ -21,7 +21,7 @@ import webvtt
 from ray import serve
 
 from asr_serve.audio.decode import decode_audio
-from asr_serve.audio.vad import PieceSplitter
+from asr_serve.audio.splitting import PieceSplitter
 from asr_serve.config import ModelConfig, SplittingConfig
 from asr_serve.engines import TranscribeOptions, create_engine
 from devtools.long_audio import Recording, long_recording

@@ -25,15 +25,15 @@ from asr_serve.audio.decode import DecodedAudio, decode_audio
 from asr_serve.config import LiveConfig, ModelConfig
 from asr_serve.engines.base import Engine, EngineResult
 from asr_serve.engines.whisper import WhisperEngine
-from asr_serve.live.decode import Decode, DecodeRequest, Transcriber
 from asr_serve.live.metrics import LiveCounters
+from asr_serve.live.partials import PartialScheduler
 from asr_serve.live.protocols import funasr_realtime, funasr_runtime, openai_realtime
 from asr_serve.live.protocols.connection import (
     LiveConnection,
     LiveContext,
     accepted_subprotocol,
 )
-from asr_serve.live.scheduler import DecodeScheduler
+from asr_serve.live.transcribe import Transcribe, TranscribeRequest
 
 WHISPER = "whisper-tiny.en"
 
@@ -49,18 +49,18 @@ def whisper_engine() -> WhisperEngine:
     return engine
 
 
-def engine_decode(engine: Engine) -> Decode:
-    """Decode with ``engine`` one call at a time, on a worker thread, as one model replica."""
+def engine_transcribe(engine: Engine) -> Transcribe:
+    """Transcribe with ``engine`` one call at a time, on a worker thread, as one model replica."""
     lock = threading.Lock()
 
-    async def decode(request: DecodeRequest) -> EngineResult:
+    async def transcribe(request: TranscribeRequest) -> EngineResult:
         def run() -> EngineResult:
             with lock:
                 return engine.transcribe([request.audio], [request.options])[0]
 
         return await asyncio.to_thread(run)
 
-    return decode
+    return transcribe
 
 
 async def decode_file(data: bytes) -> DecodedAudio:
@@ -69,13 +69,13 @@ async def decode_file(data: bytes) -> DecodedAudio:
 
 
 class LiveServer:
-    """The doors over ``engine`` (through the replica's decode scheduler) or ``transcriber``."""
+    """The doors over ``engine`` (through the replica's partial scheduler) or ``transcriber``."""
 
     def __init__(
         self,
         *,
         engine: Engine | None = None,
-        transcriber: Transcriber | None = None,
+        transcriber: Transcribe | None = None,
         models: Sequence[str] = (WHISPER,),
         config: LiveConfig | None = None,
         routes: Sequence[BaseRoute] = (),
@@ -84,7 +84,7 @@ class LiveServer:
         self.counters = LiveCounters()
         if transcriber is None:
             assert engine is not None, "an engine or a transcriber"
-            transcriber = DecodeScheduler(engine_decode(engine), self.config, self.counters)
+            transcriber = PartialScheduler(engine_transcribe(engine), self.config, self.counters)
         context = LiveContext(transcriber, list(models), models[0], self.config, self.counters)
         doors = [
             ("/v1/realtime", openai_realtime.OpenAIRealtimeConnection),

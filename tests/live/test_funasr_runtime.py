@@ -14,12 +14,12 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from asr_serve.config import LiveConfig
 from asr_serve.live.metrics import LiveCounters
+from asr_serve.live.partials import PartialScheduler
 from asr_serve.live.protocols.funasr_runtime import ClientFrame
-from asr_serve.live.scheduler import DecodeScheduler
 from devtools.speech import Speech, encode, pcm16
 from devtools.text import normalize, wer, word_errors
 from tests.live.conftest import FakeTranscriber, Recorder
-from tests.live.server import LiveServer, engine_decode
+from tests.live.server import LiveServer, engine_transcribe
 from tests.support.funasr_clients import (
     RUNTIME_CONFIG,
     check_runtime_final,
@@ -125,7 +125,7 @@ async def test_the_tiny_fun_asr_nano_says_what_it_says_for_the_same_audio(
     tiny_funasr, speech: Speech
 ) -> None:
     config = LiveConfig()
-    recorder = Recorder(DecodeScheduler(engine_decode(tiny_funasr), config, LiveCounters()))
+    recorder = Recorder(PartialScheduler(engine_transcribe(tiny_funasr), config, LiveCounters()))
     with LiveServer(transcriber=recorder, config=config) as server:
         messages = await runtime_session(
             server.url("/v1/funasr/ws"), pcm16(speech.audio, 16_000), speed=None

@@ -18,7 +18,7 @@ frames of PCM16 little-endian mono 16 kHz audio, any length:
 - ``LANGUAGE:xx`` → ``{"event": "language_set", "language": "xx"}``: an ISO code (``en``) or
   a name as Fun-ASR-Nano's prompt takes it (``中文``, ``英文`` ...); ``LANGUAGE:`` clears it;
 - ``COMMIT`` (client endpoints only): ends the utterance → one ``is_final`` result, holding
-  the sentences since the last ``COMMIT`` (none if it was too short to decode);
+  the sentences since the last ``COMMIT`` (none if it was too short to transcribe);
 - ``STOP``: ends the session → a final result if audio came since ``START`` (client mode:
   since the last ``COMMIT``), then ``{"event": "stopped"}`` (always).
 
@@ -26,7 +26,7 @@ Results: ``{"sentences": [{"text", "start", "end"}], "partial", "partial_start_m
 "duration_ms", "is_final"}``, times in ms since ``START``. ``sentences`` are final; with
 server endpoints every result carries all of them since ``START``, with client endpoints
 those since the last ``COMMIT``. ``partial`` is the open utterance's latest hypothesis
-(replace, do not append; it may change), sent as it is decoded again, every
+(replace, do not append; it may change), sent as it is transcribed again, every
 ``partial_interval_s`` of audio; a result also goes out as each utterance is final.
 
 Where funasr ignores a client's mistake silently or crashes on it, this answers with the
@@ -49,6 +49,7 @@ from asr_serve.config import SAMPLE_RATE, ServerVAD
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.engines.languages import FUN_ASR_NANO_LANGUAGES
 from asr_serve.errors import ASRServeError
+from asr_serve.live.core import CommitEmptyError, LiveSession, SessionSettings
 from asr_serve.live.events import (
     Committed,
     Completed,
@@ -60,7 +61,6 @@ from asr_serve.live.events import (
 )
 from asr_serve.live.pcm import InputFormat
 from asr_serve.live.protocols.connection import LiveConnection, LiveContext, ProtocolError
-from asr_serve.live.session import CommitEmptyError, LiveSession, SessionSettings
 
 #: funasr's server names no subprotocol and its clients offer none.
 SUBPROTOCOLS: tuple[str, ...] = ()

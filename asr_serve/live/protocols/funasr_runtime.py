@@ -71,6 +71,7 @@ from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import SAMPLE_RATE, ServerVAD
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import ASRServeError, PayloadTooLargeError
+from asr_serve.live.core import CommitEmptyError, LiveSession, SessionSettings
 from asr_serve.live.events import Committed, Completed, Failed, LiveEvent, Partial
 from asr_serve.live.partials import units
 from asr_serve.live.pcm import InputFormat, SampleRate, encode_pcm16
@@ -80,7 +81,6 @@ from asr_serve.live.protocols.connection import (
     ProtocolError,
     invalid_message,
 )
-from asr_serve.live.session import CommitEmptyError, LiveSession, SessionSettings
 
 #: Subprotocols to accept with: FunASR's Python server speaks ``binary``, its client offers it.
 SUBPROTOCOLS = ("binary",)
@@ -386,7 +386,7 @@ class FunASRRuntimeConnection(LiveConnection):
                 self._clock_ms += decoded.duration_s * 1000
         try:
             await self._core.commit()
-        except CommitEmptyError:  # no speech open, or too little to decode: drop it
+        except CommitEmptyError:  # no speech open, or too little to transcribe: drop it
             await self._core.clear()
         ended, self._input = self._input, _Input(self._input.config, round(self._clock_ms))
         self._audio_bytes = 0
