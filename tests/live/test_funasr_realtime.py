@@ -16,7 +16,7 @@ from asr_serve.config import LiveConfig
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.partials import PartialScheduler
 from asr_serve.live.protocols.connection import ProtocolError
-from asr_serve.live.protocols.funasr_realtime import language_code
+from asr_serve.live.protocols.funasr_realtime_messages import language_code
 from devtools.speech import Speech, pcm16
 from devtools.text import wer
 from tests.live.conftest import FakeTranscriber, Recorder

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from asr_serve.config import LiveConfig
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.partials import PartialScheduler
-from asr_serve.live.protocols.funasr_runtime import ClientFrame
+from asr_serve.live.protocols.funasr_runtime_messages import ClientFrame
 from devtools.speech import Speech, encode, pcm16
 from devtools.text import normalize, wer, word_errors
 from tests.live.conftest import FakeTranscriber, Recorder

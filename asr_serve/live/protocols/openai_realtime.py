@@ -47,7 +47,7 @@ from asr_serve.live.events import (
 )
 from asr_serve.live.pcm import InputFormat
 from asr_serve.live.protocols.connection import LiveConnection, LiveContext
-from asr_serve.live.protocols.openai_events import (
+from asr_serve.live.protocols.openai_realtime_messages import (
     AppendAudio,
     Audio,
     AudioInput,
