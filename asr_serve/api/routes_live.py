@@ -8,7 +8,6 @@ rest: the session cap, and one protocol's connection on the shared session core.
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime.
 
-import functools
 import logging
 from typing import Any
 
@@ -48,12 +47,12 @@ async def realtime(websocket: WebSocket, ingress: State) -> None:
 
 @router.websocket("/v1/funasr/ws")
 async def funasr_ws(websocket: WebSocket, ingress: State) -> None:
-    """FunASR's runtime protocol (2pass, online, offline), whole files through the decoder."""
+    """FunASR's runtime protocol (2pass, online, offline); whole files as file requests."""
     await _serve(
         websocket,
         ingress,
         FunASRRuntimeConnection,
-        decode=functools.partial(ingress.decode, splitting=ingress.config.splitting),
+        transcribe_file=ingress.pipeline.transcribe_file,
     )
 
 

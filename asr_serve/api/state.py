@@ -14,7 +14,7 @@ from asr_serve.api.auth import APIKeyVerifier
 from asr_serve.api.upload import UploadBudget
 from asr_serve.config import AppConfig
 from asr_serve.live.sessions import LiveSessions
-from asr_serve.serving.pipeline import DecodeFn, TranscriptionPipeline
+from asr_serve.serving.pipeline import TranscriptionPipeline
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,6 @@ class IngressState:
     live: LiveSessions
     uploads: UploadBudget
     api_keys: APIKeyVerifier
-    #: Uploaded audio to samples: read in place, or by the AudioDecoder deployment.
-    decode: DecodeFn
     #: Per model: whether a replica has loaded and warmed it up.
     ready: Callable[[], Awaitable[dict[str, bool]]]
 

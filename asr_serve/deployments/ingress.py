@@ -83,7 +83,6 @@ class Ingress:
                 app_config.limits.upload_budget_bytes, app_config.limits.max_concurrent_uploads
             ),
             api_keys=api_keys,
-            decode=decode,
             ready=downstream.ready,
         )
 

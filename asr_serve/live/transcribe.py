@@ -40,3 +40,7 @@ class TranscribeRequest:
 #: Transcribes a request; ``None``: a partial that was dropped (by the replica's partial
 #: scheduler, or by the model's replica, which requests kept busy). Finals never get ``None``.
 Transcribe = Callable[[TranscribeRequest], Awaitable[EngineResult | None]]
+
+#: A whole file in any container, for a model, with options: decoded, split at pauses,
+#: transcribed and stitched as a file request's audio is. Raises the request's errors.
+TranscribeFile = Callable[[bytes, str, TranscribeOptions], Awaitable[EngineResult]]

@@ -14,8 +14,10 @@ its first audio). Fields:
 - ``wav_name``: echoed in every answer (default ``wav-default-id``, as the C++ runtime);
 - ``wav_format``: ``pcm`` (default): PCM16 little-endian mono at ``audio_fs`` Hz (8-96 kHz,
   default 16000). Anything else (``wav``, ``mp3``, ``others`` ...): a whole file in any
-  container, sent in as many frames as it takes and decoded at the end of the input with
-  the service's decoder (at most ``max_file_bytes``); ``audio_fs`` is then the file's own;
+  container, sent in as many frames as it takes (at most ``max_file_bytes``) and, at the end
+  of the input, transcribed as a file request's audio is: decoded (read in place, or by the
+  decoder), split at pauses when long, its pieces batched with everyone's and stitched;
+  ``audio_fs`` is then the file's own;
 - ``hotwords``: FunASR's JSON object text of word to weight (``"{\\"阿里巴巴\\": 20}"``), or
   a plain string of words separated by commas (or, without commas, by spaces): the words
   become the model's hotwords (Fun-ASR) or prompt (Whisper). Weights are dropped: in the
@@ -34,7 +36,7 @@ server's streaming settings, which the C++ runtime ignores), and ``svs_itn`` (th
 reads it only for SenseVoiceSmall; ``itn`` is the switch here). Unknown fields are ignored,
 as the runtime ignores them.
 
-Server to client (JSON text): utterances are cut at pauses by the server's VAD.
+Server to client (JSON text): PCM utterances are cut at pauses by the server's VAD.
 
 - ``{"mode": "2pass-online", "wav_name", "text", "is_final": false}``: text of the open
   utterance that became stable, to append (``online`` in ``online`` mode);
@@ -43,7 +45,8 @@ Server to client (JSON text): utterances are cut at pauses by the server's VAD.
   mode; in ``online`` mode the utterance's end is one more ``online`` message with the rest
   of its text). ``timestamp`` is a JSON string of ``[start_ms, end_ms]`` per word and
   ``stamp_sents`` one object per engine segment, as the runtime sends them, when the model
-  gives word timings (ms since the input's start);
+  gives word timings (ms since the input's start). A whole file is one such result, its
+  input's last;
 - the input's last message, after ``is_speaking: false``, has ``is_final: true``: always
   exactly one, with empty text if the end held no speech (then it carries the mode of the
   utterance results). With ``is_end: true`` it also carries ``"is_end": true``;
@@ -57,18 +60,16 @@ codes are every door's (:mod:`asr_serve.live.protocols.connection`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from starlette.websockets import WebSocket
 
-from asr_serve.audio.decode import DecodedAudio
-from asr_serve.config import SAMPLE_RATE, ServerVAD
+from asr_serve.config import ServerVAD
 from asr_serve.errors import ASRServeError, PayloadTooLargeError
 from asr_serve.live.core import CommitEmptyError, LiveSession, SessionSettings
 from asr_serve.live.events import Committed, Completed, Failed, LiveEvent, Partial
 from asr_serve.live.partials import units
-from asr_serve.live.pcm import InputFormat, encode_pcm16
+from asr_serve.live.pcm import InputFormat
 from asr_serve.live.protocols.connection import LiveConnection, LiveContext, ProtocolError
 from asr_serve.live.protocols.funasr_runtime_messages import (
     ANSWER_MODES,
@@ -79,6 +80,7 @@ from asr_serve.live.protocols.funasr_runtime_messages import (
     parse_frame,
     stamps,
 )
+from asr_serve.live.transcribe import TranscribeFile
 
 #: Subprotocols to accept with: FunASR's Python server speaks ``binary``, its client offers it.
 SUBPROTOCOLS = ("binary",)
@@ -106,16 +108,16 @@ class FunASRRuntimeConnection(LiveConnection):
         self,
         websocket: WebSocket,
         context: LiveContext,
-        decode: Callable[[bytes], Awaitable[DecodedAudio]],
+        transcribe_file: TranscribeFile,
     ) -> None:
         super().__init__(websocket, context)
-        self._decode = decode
+        self._transcribe_file = transcribe_file
         self._input = _Input(InputConfig(), start_ms=0)
         self._core: LiveSession | None = None  # from the first configuration frame on
         self._file = bytearray()  # the current input's file, when it sends one
         self._file_refused = False  # it went over max_file_bytes: the rest is dropped
         self._audio_bytes = 0  # audio the current input sent
-        self._clock_ms = 0.0  # audio taken, on the session's clock
+        self._clock_ms = 0.0  # PCM audio taken, on the session's clock
         self._items: dict[str, _Input] = {}  # committed items not ended yet, and their input
         self._sent: dict[str, str] = {}  # online text sent per open item
 
@@ -173,11 +175,10 @@ class FunASRRuntimeConnection(LiveConnection):
     def _settings(self, config: InputConfig) -> SessionSettings:
         return SessionSettings(
             model=self._model,
-            # A file is decoded to 16 kHz before the session takes it.
-            input_format=InputFormat(rate=SAMPLE_RATE if config.is_file else config.audio_fs),
+            input_format=InputFormat(rate=config.audio_fs),
             turn_detection=ServerVAD(),
             options=config.options(),
-            partials=config.mode != "offline" and not config.is_file,
+            partials=config.mode != "offline",
         )
 
     def _take_file(self, data: bytes) -> None:
@@ -194,30 +195,43 @@ class FunASRRuntimeConnection(LiveConnection):
         self._file += data
 
     async def _end_input(self, *, ack: bool) -> None:
-        """The input is over: decode its file if it sent one, close its last utterance, and
-        make sure its last message says ``is_final``; what follows is a new input."""
+        """The input is over: close its last utterance, or transcribe its file, and make sure
+        its last message says ``is_final``; what follows is a new input."""
         assert self._core is not None
         data, self._file, self._file_refused = bytes(self._file), bytearray(), False
-        if data:
+        if not self._input.config.is_file:
             try:
-                decoded = await self._decode(data)
-            except ASRServeError as exc:  # not audio, or too long: the input ends without it
-                self.send_error(exc)
-            else:
-                await self._core.append(encode_pcm16(decoded.samples))
-                self._clock_ms += decoded.duration_s * 1000
-        try:
-            await self._core.commit()
-        except CommitEmptyError:  # no speech open, or too little to transcribe: drop it
-            await self._core.clear()
+                await self._core.commit()
+            except CommitEmptyError:  # no speech open, or too little to transcribe: drop it
+                await self._core.clear()
         ended, self._input = self._input, _Input(self._input.config, round(self._clock_ms))
         self._audio_bytes = 0
         ended.ack = ack
+        if ended.config.is_file:
+            await self._end_file(ended, data)
+            return
         open_items = [item for item in ended.items if item in self._items]
         if open_items:
             ended.final_item = open_items[-1]
         else:
             self._send_result(ended, "", final=True)
+
+    async def _end_file(self, ended: _Input, data: bytes) -> None:
+        """A whole file's result is its input's final message (empty when there was no file,
+        or it could not be transcribed: not audio, too long, an option the model lacks)."""
+        result = None
+        if data:
+            try:
+                result = await self._transcribe_file(data, self._model, ended.config.options())
+            except ASRServeError as exc:
+                self.send_error(exc)
+            # The connection waited for the model, not for its client.
+            self.audio_taken()
+        if result is None:
+            self._send_result(ended, "", final=True)
+        else:
+            timing = stamps(result, offset_ms=0)
+            self._send_result(ended, result.text.strip(), final=True, timing=timing)
 
     def _render(self, event: LiveEvent) -> None:
         """The core's events as the runtime's messages."""
