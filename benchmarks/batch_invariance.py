@@ -31,9 +31,9 @@ import numpy as np
 from pydantic import BaseModel
 
 from asr_serve.config import ModelConfig
-from asr_serve.testing.text import SENTENCES, wer
 from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.run import RESULTS_DIR
+from devtools.text import SENTENCES, wer
 
 #: Three voices make the corpus's words less certain for the model than one clear voice,
 #: which is where a batch's numerics can tip a word.
@@ -62,7 +62,7 @@ def _whisper(dtype: str) -> dict:
 
 
 def settings() -> list[Setting]:
-    from asr_serve.testing.tiny_model import ensure_tiny_model
+    from devtools.tiny_model import ensure_tiny_model
 
     return [
         Setting(name="whisper int8 (library default backend)", model=_whisper("int8")),
@@ -104,7 +104,7 @@ class SettingResult(BaseModel):
 
 
 def _corpus() -> tuple[list[np.ndarray], list[str]]:
-    from asr_serve.testing.speech import synthesize
+    from devtools.speech import synthesize
 
     clips, texts = [], []
     for voice in VOICES:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from asr_serve.testing.speech import synthesize
-from asr_serve.testing.text import SENTENCES
 from benchmarks import batch_invariance
 from benchmarks.batch_invariance import Setting, markdown, measure
+from devtools.speech import synthesize
+from devtools.text import SENTENCES
 
 
 @pytest.fixture

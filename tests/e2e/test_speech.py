@@ -14,8 +14,8 @@ from ray import serve
 from asr_serve.audio.decode import decode_audio
 from asr_serve.config import ModelConfig
 from asr_serve.engines import TranscribeOptions, create_engine
-from asr_serve.testing.speech import FORMATS, encode, synthesize
-from asr_serve.testing.text import SENTENCES, normalize, wer
+from devtools.speech import FORMATS, encode, synthesize
+from devtools.text import SENTENCES, normalize, wer
 from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
 
 pytestmark = pytest.mark.e2e

@@ -15,10 +15,10 @@ import pytest
 
 from asr_serve.config import LiveConfig
 from asr_serve.live.metrics import LiveCounters
-from asr_serve.live.scheduler import DecodeScheduler
-from asr_serve.testing.speech import pcm16
+from asr_serve.live.partials import PartialScheduler
+from devtools.speech import pcm16
 from tests.live.conftest import Recorder
-from tests.live.server import WHISPER, LiveServer, engine_decode
+from tests.live.server import WHISPER, LiveServer, engine_transcribe
 from tests.support.realtime import COMPLETED, DELTA, check_items, client_for, stream_with_sdk
 
 pytestmark = pytest.mark.anyio
@@ -33,7 +33,7 @@ def counters() -> LiveCounters:
 def recorder(whisper, counters) -> Recorder:
     """The replica's scheduler over the engine, keeping each final's audio."""
     config = LiveConfig(max_partials_in_flight=1)
-    return Recorder(DecodeScheduler(engine_decode(whisper), config, counters))
+    return Recorder(PartialScheduler(engine_transcribe(whisper), config, counters))
 
 
 @pytest.fixture
