@@ -70,7 +70,12 @@ from asr_serve.live.core import CommitEmptyError, LiveSession, SessionSettings
 from asr_serve.live.events import Committed, Completed, Failed, LiveEvent, Partial
 from asr_serve.live.partials import units
 from asr_serve.live.pcm import InputFormat
-from asr_serve.live.protocols.connection import LiveConnection, LiveContext, ProtocolError
+from asr_serve.live.protocols.connection import (
+    LiveConnection,
+    LiveContext,
+    ProtocolError,
+    check_length,
+)
 from asr_serve.live.protocols.funasr_runtime_messages import (
     ANSWER_MODES,
     ErrorMessage,
@@ -129,7 +134,12 @@ class FunASRRuntimeConnection(LiveConnection):
             await self._core.close(drain=drain)
 
     async def on_text(self, text: str) -> None:
+        self.check_text_size(text)
         frame = parse_frame(text)
+        check_length(frame.wav_name, self.config.max_id_chars, "wav_name")
+        if frame.hotwords is not None:
+            prompt = ",".join(frame.hotwords)
+            check_length(prompt, self.context.limits.max_prompt_chars, "hotwords")
         current = self._input.config
         config = current.merged(frame)
         if self._audio_bytes and (
@@ -164,7 +174,7 @@ class FunASRRuntimeConnection(LiveConnection):
             await self._core.append(data)
             self._clock_ms += len(data) * 500 / config.audio_fs  # PCM16: 2 bytes a sample
         self._audio_bytes += len(data)
-        self.audio_taken()
+        self.audio_taken(data)
 
     def send_error(self, error: ASRServeError) -> None:
         wav_name = self._input.config.wav_name
@@ -225,8 +235,7 @@ class FunASRRuntimeConnection(LiveConnection):
                 result = await self._transcribe_file(data, self._model, ended.config.options())
             except ASRServeError as exc:
                 self.send_error(exc)
-            # The connection waited for the model, not for its client.
-            self.audio_taken()
+            self.waited()  # for the model, not for its client
         if result is None:
             self._send_result(ended, "", final=True)
         else:
