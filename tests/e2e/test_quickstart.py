@@ -140,6 +140,8 @@ EXAMPLE_PAGES = [p for p in docs.PAGES if any(block.runs for block in docs.block
 @pytest.fixture(scope="class")
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One ``serve run`` for the quickstart's checks and every page's examples."""
+    # The CLI steps talk to the dashboard at its default port; another cluster's would answer.
+    assert not _answers(DASHBOARD), "another Ray dashboard already listens on port 8265"
     with served(tmp_path_factory.mktemp("quickstart")) as log:
         yield log
 
