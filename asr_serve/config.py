@@ -250,10 +250,10 @@ class LiveConfig(_Strict):
     #: is closed (4003) once its committed items are sent, so a slot is never held for ever
     #: by a trickle of audio. An hour, as OpenAI's Realtime sessions.
     max_session_s: float = Field(3600.0, gt=0.0)
-    #: Largest text frame that is not an audio append (every FunASR text frame; an OpenAI
-    #: event other than ``input_audio_buffer.append``), refused before it is parsed. Room
-    #: for a ``session.update`` carrying ``limits.max_prompt_chars`` of any script.
-    max_event_bytes: int = Field(64 * 1024, ge=1024)
+    #: Largest text frame of the FunASR doors, whose text frames are control messages,
+    #: refused before it is parsed: room for hotwords of ``limits.max_prompt_chars`` in any
+    #: script. OpenAI's text frames carry audio; each of their fields is bounded instead.
+    max_control_frame_bytes: int = Field(64 * 1024, ge=1024)
     #: Client strings every answer echoes (FunASR's ``wav_name``, OpenAI's ``event_id``):
     #: longer ones are refused, so one frame cannot make every later message large.
     max_id_chars: int = Field(256, ge=16)

@@ -325,38 +325,33 @@ async def _the_next_is_refused(base_url: str) -> None:
     assert extra.close_code == 1013
 
 
-async def test_empty_appends_hold_no_slot(base_url, normal_wav, warm) -> None:
-    """64 sockets each sending an empty append twice a second held every slot of the
-    replica for ever: an empty append is not audio, so each is closed idle (4000)."""
-    empty = json.dumps({"type": "input_audio_buffer.append", "audio": ""})
+@pytest.mark.parametrize(
+    ("audio", "every_s", "code", "bound_s"),
+    [
+        # An empty append twice a second held a slot for ever: it is not audio, so idle.
+        ("", 0.5, 4000, IDLE_S),
+        # A sample a second is audio, so the idle timeout never comes; the wall clock does.
+        ("AAA=", 1.0, 4003, SESSION_S),
+    ],
+    ids=["empty appends", "a trickle of audio"],
+)
+async def test_sessions_that_send_nothing_worth_a_slot_release_it(
+    base_url, normal_wav, warm, audio: str, every_s: float, code: int, bound_s: float
+) -> None:
+    """64 near-idle sockets held every session slot of a replica; each is now closed within
+    its bound, and a new session gets a slot."""
+    append = json.dumps({"type": "input_audio_buffer.append", "audio": audio})
     async with _beside(base_url, normal_wav):
         started = time.monotonic()
-        sockets = await _hold_slots(base_url, empty, 0.5)
+        sockets = await _hold_slots(base_url, append, every_s)
         await _the_next_is_refused(base_url)
-        codes = await _closed(sockets, IDLE_S + 20)
+        codes = await _closed(sockets, bound_s + 20)
         elapsed = time.monotonic() - started
         async with await _realtime(base_url):
             pass  # a slot is free again
-    print(f"empty appends: {MAX_SESSIONS} sessions closed {set(codes)} within {elapsed:.1f} s")
-    assert codes == [4000] * MAX_SESSIONS
-
-
-async def test_a_trickle_of_audio_holds_a_slot_for_max_session_s_at_most(
-    base_url, normal_wav, warm
-) -> None:
-    """A sample a second is audio, so the idle timeout never comes; the wall clock does."""
-    sample = json.dumps({"type": "input_audio_buffer.append", "audio": "AAA="})  # 2 bytes
-    async with _beside(base_url, normal_wav):
-        started = time.monotonic()
-        sockets = await _hold_slots(base_url, sample, 1.0)
-        await _the_next_is_refused(base_url)
-        codes = await _closed(sockets, SESSION_S + 20)
-        elapsed = time.monotonic() - started
-        async with await _realtime(base_url):
-            pass
-    print(f"trickle: {MAX_SESSIONS} sessions closed {set(codes)} after {elapsed:.1f} s")
-    assert codes == [4003] * MAX_SESSIONS
-    assert elapsed >= SESSION_S
+    print(f"{MAX_SESSIONS} sessions closed {set(codes)} after {elapsed:.1f} s")
+    assert codes == [code] * MAX_SESSIONS
+    assert elapsed >= bound_s
 
 
 async def test_a_path_cannot_forge_a_log_line(base_url, normal_wav, warm) -> None:

@@ -157,7 +157,7 @@ async def _error(ws: ClientConnection) -> dict[str, Any]:
         ("COMMIT", "client_endpoints_required"),
         ("HOTWORDS:" + "热词," * 1400, "string_above_max_length"),  # over max_prompt_chars
         ("LANGUAGE:" + "x" * 60_000, "invalid_language"),
-        ("HOTWORDS:" + "x" * 70_000, "payload_too_large"),  # over max_event_bytes: unread
+        ("HOTWORDS:" + "x" * 70_000, "payload_too_large"),  # over max_control_frame_bytes: unread
     ],
 )
 async def test_a_mistake_is_an_error_event_and_the_session_goes_on(

@@ -247,7 +247,7 @@ def test_a_bad_client_event_is_an_error_event_and_the_session_goes_on(
 def test_a_prompt_of_a_megabyte_is_refused_by_name() -> None:
     """Over ``max_prompt_chars`` (the HTTP path's limit), whatever its size; the session
     keeps its prompt and goes on. The older update shape names its own field."""
-    with _connect(max_event_bytes=1024) as client:  # an update is not an append: not capped
+    with _connect() as client:
         client.recv()
         prompt = {"transcription": {"prompt": "hotword, " * 130_000}}
         error = client.update({"audio": {"input": prompt}})["error"]

@@ -242,7 +242,8 @@ class LiveConnection(abc.ABC):
             self._outbox.close()
             if drain:
                 await asyncio.wait([writer], timeout=_WRITER_GRACE_S)
-            writer.cancel()
+            writer.cancel()  # a client that does not read could hold it in send for ever
+            await asyncio.wait([writer])
         if close is not None:
             with contextlib.suppress(Exception):  # it may have gone meanwhile
                 await self.websocket.close(*close)
@@ -263,11 +264,11 @@ class LiveConnection(abc.ABC):
         self._last_audio = self._loop.time()
 
     def check_text_size(self, text: str) -> None:
-        """Refuse a control frame over ``max_event_bytes`` before it is parsed."""
+        """Refuse a control frame over ``max_control_frame_bytes`` before it is parsed."""
         size = encoded_size(text)
-        if size > self.config.max_event_bytes:
+        if size > self.config.max_control_frame_bytes:
             raise PayloadTooLargeError(
-                f"A text frame may carry at most {self.config.max_event_bytes} bytes; got "
+                f"A text frame may carry at most {self.config.max_control_frame_bytes} bytes; got "
                 f"{size}. Send audio in binary frames",
             )
 
