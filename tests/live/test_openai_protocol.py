@@ -289,6 +289,9 @@ def test_a_long_event_id_is_refused_and_never_echoed(client: _Client) -> None:
     )
     client.send({"type": "t" * 100_000})
     assert len(client.error()["message"]) < 300  # the unknown type is echoed cut
+    client.send({"type": "input_audio_buffer.clear", "k" * 100_000: 1})
+    error = client.error()
+    assert error["code"] == "unknown_parameter" and len(error["param"]) < 200
     client.assert_usable()
 
 

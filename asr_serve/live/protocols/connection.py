@@ -114,7 +114,8 @@ def requested_model(websocket: WebSocket, models: Sequence[str], default_model: 
 def invalid_message(exc: ValidationError) -> ProtocolError:
     """The first problem pydantic found in a client message, the field named as ``param``."""
     error = exc.errors()[0]
-    param = ".".join(str(part) for part in error["loc"]) or None
+    # A field's name is the client's too (an unknown one is echoed): cut like any echo.
+    param = clip(".".join(str(part) for part in error["loc"]), 128) or None
     if error["type"] in ("extra_forbidden", "none_required"):
         # Unknown fields, and fields this server has nothing behind (null only).
         code, message = "unknown_parameter", f"{param} is not supported by this server"
