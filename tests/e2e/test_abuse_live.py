@@ -50,6 +50,10 @@ LIVE = {
     "idle_timeout_s": IDLE_S,
     "max_session_s": SESSION_S,
     "max_result_sentences": 2,
+    # Partials every 2 s of speech, not 0.5: on one CPU Whisper replica a session's partials
+    # take the model's time from the file requests beside it, which is the fair share's to
+    # bound (issue 24, items 2 and 3), not these cases' (tests/README.md has the figures).
+    "partial_interval_s": 2.0,
 }
 #: Ordinary file requests beside an abusive client: at most this many times their P95 alone,
 #: measured over this many requests just before the case.
@@ -222,8 +226,7 @@ async def test_realtime_results_repeat_a_bounded_number_of_sentences(
     """funasr's realtime door in server endpoint mode repeated every sentence since START
     in every result: output that grows with the square of the session. Results now repeat
     the latest ``max_result_sentences``; STOP's result has them all. Short sentences at real
-    time: the partials of long ones would take the one CPU model's time from the file
-    requests beside them, which is the fair share's business, not this case's."""
+    time, as a microphone sends them."""
     short = speech_with_pauses([SENTENCES[i] for i in (1, 3, 4, 7)], pause_s=1.0)
     audio = pcm16(short.audio, 16_000)
     async with _beside(base_url, normal_wav):
