@@ -8,14 +8,16 @@ Connection: ``?model=`` picks the model; ``?endpoint_mode=client`` is funasr's
 ``--endpoint-mode client`` (the client ends each utterance with ``COMMIT``), the default
 ``server`` cuts utterances at pauses with the server's VAD.
 
-Client to server: text commands (names case-insensitive, arguments as sent) and binary
-frames of PCM16 little-endian mono 16 kHz audio, any length:
+Client to server: text commands (names case-insensitive, arguments as sent; a frame at most
+``live.max_control_frame_bytes``) and binary frames of PCM16 little-endian mono 16 kHz
+audio, any length:
 
 - ``START``: a new session (clock, sentences and audio start again; hotwords and language
   stay, and so does what the connection has spent of ``max_session_audio_s``)
   → ``{"event": "started"}``;
 - ``HOTWORDS:a,b`` → ``{"event": "hotwords_set", "hotwords": ["a", "b"]}``: the model's
-  hotwords (Fun-ASR) or prompt (Whisper); ``HOTWORDS:`` clears them;
+  hotwords (Fun-ASR) or prompt (Whisper), at most ``limits.max_prompt_chars`` of them
+  joined; ``HOTWORDS:`` clears them;
 - ``LANGUAGE:xx`` → ``{"event": "language_set", "language": "xx"}``: an ISO code (``en``) or
   a name as Fun-ASR-Nano's prompt takes it (``中文``, ``英文`` ...); ``LANGUAGE:`` clears it;
 - ``COMMIT`` (client endpoints only): ends the utterance → one ``is_final`` result, holding
