@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import json
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ import pytest
 import yaml
 from openai import OpenAI
 
+from asr_serve.testing.languages import COFFEE, speak
 from asr_serve.testing.speech import encode, pcm16, synthesize
 from asr_serve.testing.text import normalize
 from tests.support.realtime import COMPLETED, client_for, stream_with_sdk
@@ -168,10 +170,38 @@ def test_serve_run_cpu_config(tmp_path: Path) -> None:
             "Ingress": "HEALTHY",
             "AudioDecoder": "HEALTHY",
             "ASR-whisper-tiny.en": "HEALTHY",
+            "ASR-whisper-base": "HEALTHY",
         }
 
         hello = synthesize("hello world")
         check_files(hello)
+        check_translation(tmp_path)
+
+
+def check_translation(tmp_path: Path) -> None:
+    """The README's translation with curl: French speech, no model named, English text from
+    Whisper base; the same file transcribed names the language it detected."""
+    wav = tmp_path / "bonjour.wav"
+    wav.write_bytes(encode(speak("fr", COFFEE["fr"]), 16000, "wav"))
+    curl = ["curl", "-s", "-F", f"file=@{wav}"]
+    translated = subprocess.run(
+        [*curl, "-F", "response_format=verbose_json", f"{URL}/v1/audio/translations"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    body = json.loads(translated)
+    assert body["task"] == "translate" and body["model"] == "whisper-base", body
+    assert body["languages"] == [{"code": "fr"}] and "coffee" in normalize(body["text"]), body
+    detected = subprocess.run(
+        [*curl, "-F", "model=whisper-base", f"{URL}/v1/audio/transcriptions"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert json.loads(detected)["languages"] == [{"code": "fr"}], detected
 
 
 def haproxy_replicas() -> list[dict[str, str]]:
