@@ -1,0 +1,405 @@
+"""Many languages on a CPU: the quickstart's multilingual model (Whisper base), measured.
+
+    python -m benchmarks.languages [--concurrency 4] [--requests 24]
+
+1. **Detection**, in process: Whisper base as ``serve_config.cpu.yaml`` configures it, on
+   espeak-ng speech (:mod:`asr_serve.testing.languages`): per language, six clips of one
+   sentence and six of two; no ``language``, so the model detects it. Accuracy over
+   :data:`~asr_serve.testing.languages.LANGUAGES` (the goal: at least 90 %), and apart over
+   :data:`~asr_serve.testing.languages.HARD_LANGUAGES`.
+2. **Quickstart cost**: ``serve run serve_config.cpu.yaml`` as shipped and the same without
+   Whisper base, each from an empty weights cache (``ASR_SERVE_CACHE_DIR``, so the first
+   start joins the parts, as on a fresh machine): seconds to ``/ready`` and the memory of
+   the whole process tree once ready (PSS, so shared pages count once).
+3. **Parity**: the one-sentence clips through the served Whisper base (``verbose_json``, no
+   language, ``--concurrency`` clients) against the in-process results: detected language
+   and text agreement, and each side's WER against the sentences.
+4. **Throughput side by side** on the served quickstart: English clips (as the main
+   benchmark's) at ``--concurrency`` clients to tiny.en, to Whisper base, then to both at
+   once (half the clients each).
+
+Writes ``results/<date>-<machine>-languages.json`` and ``.md`` and adds ``languages`` to
+``results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+
+from asr_serve.config import CACHE_DIR_ENV, AppConfig, ModelConfig, asr_deployment_name
+from asr_serve.engines import TranscribeOptions, create_engine
+from asr_serve.engines.embedded import WHISPER_BASE, assemble
+from asr_serve.testing.languages import HARD_LANGUAGES, LANGUAGES, SENTENCES, speak
+from asr_serve.testing.net import free_port
+from asr_serve.testing.speech import encode
+from asr_serve.testing.text import wer
+from benchmarks.audio import make_mix
+from benchmarks.loadgen import TRANSCRIPTIONS, closed_loop, summarize
+from benchmarks.report import command_line, machine_label, update_latest
+from benchmarks.run import RESULTS_DIR
+from benchmarks.systems.base import ROOT, ServerProcess, cmdline, descendants, http_ok
+
+QUICKSTART = ROOT / "serve_config.cpu.yaml"
+MULTILINGUAL = "embedded-multilingual"
+START_TIMEOUT_S = 600.0
+#: Clips per kind and language; the sentences of a pair are consecutive (cyclically).
+KINDS = ("sentence", "pair")
+_BATCH = 4
+
+
+def _quickstart(with_multilingual: bool) -> dict[str, Any]:
+    """``serve_config.cpu.yaml`` on a free port, with or without its multilingual model."""
+    config = yaml.safe_load(QUICKSTART.read_text())
+    config["http_options"]["port"] = free_port()
+    if not with_multilingual:
+        (app,) = config["applications"]
+        dropped = {m["name"] for m in app["args"]["models"] if m["model"] == MULTILINGUAL}
+        app["args"]["models"] = [m for m in app["args"]["models"] if m["name"] not in dropped]
+        names = {asr_deployment_name(name) for name in dropped}
+        app["deployments"] = [d for d in app["deployments"] if d["name"] not in names]
+    return config
+
+
+def _models(config: dict[str, Any]) -> dict[str, ModelConfig]:
+    (app,) = config["applications"]
+    models = AppConfig.model_validate(app["args"]).models
+    return {m.model: m for m in models}
+
+
+def _clips() -> list[dict[str, Any]]:
+    """Every language's clips: the text and the 16 kHz samples."""
+    clips = []
+    for lang, sentences in SENTENCES.items():
+        n = len(sentences)
+        for kind in KINDS:
+            for i in range(n):
+                text = (
+                    sentences[i]
+                    if kind == "sentence"
+                    else f"{sentences[i]} {sentences[(i + 1) % n]}"
+                )
+                clips.append({"lang": lang, "kind": kind, "text": text, "audio": speak(lang, text)})
+    return clips
+
+
+def _accuracy(results: list[dict[str, Any]], languages: tuple[str, ...]) -> float:
+    chosen = [r for r in results if r["lang"] in languages]
+    return sum(r["detected"] == r["lang"] for r in chosen) / len(chosen)
+
+
+def detection(model: ModelConfig, clips: list[dict[str, Any]]) -> dict[str, Any]:
+    """In process: every clip's detected language and text, batched as the replica batches."""
+    engine = create_engine(model)
+    engine.load()
+    engine.warmup()
+    results = []
+    started = time.perf_counter()
+    for start in range(0, len(clips), _BATCH):
+        batch = clips[start : start + _BATCH]
+        out = engine.transcribe([c["audio"] for c in batch], [TranscribeOptions()] * len(batch))
+        for clip, result in zip(batch, out, strict=True):
+            results.append(
+                {k: clip[k] for k in ("lang", "kind", "text")}
+                | {"detected": result.language, "hypothesis": result.text}
+            )
+    elapsed = time.perf_counter() - started
+    audio_s = sum(len(c["audio"]) for c in clips) / 16_000
+    per_language = {
+        lang: {
+            kind: sum(
+                r["detected"] == lang for r in results if r["lang"] == lang and r["kind"] == kind
+            )
+            / len(SENTENCES[lang])
+            for kind in KINDS
+        }
+        for lang in SENTENCES
+    }
+    return {
+        "accuracy": _accuracy(results, LANGUAGES),
+        "accuracy_by_kind": {
+            kind: _accuracy([r for r in results if r["kind"] == kind], LANGUAGES) for kind in KINDS
+        },
+        "hard_accuracy": _accuracy(results, HARD_LANGUAGES),
+        "per_language": per_language,
+        "wer_by_language": {
+            lang: wer(
+                [r["text"] for r in results if r["lang"] == lang],
+                [r["hypothesis"] for r in results if r["lang"] == lang],
+            )
+            for lang in SENTENCES
+        },
+        "confusions": [
+            f"{r['lang']}->{r['detected']}" for r in results if r["detected"] != r["lang"]
+        ],
+        "inprocess_rtfx": audio_s / elapsed,
+        "results": results,
+    }
+
+
+def _pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages split between the processes that map them."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _memory(root_pid: int, deployment: str | None) -> dict[str, float]:
+    pids = [root_pid, *descendants(root_pid)]
+    total = sum(_pss_kib(p) for p in pids)
+    found: dict[str, float] = {"total_mib": total / 1024}
+    if deployment is not None:
+        replica = [p for p in pids if any(deployment in arg for arg in cmdline(p))]
+        found["replica_mib"] = sum(_pss_kib(p) for p in replica) / 1024
+    return found
+
+
+@contextlib.contextmanager
+def quickstart(
+    config: dict[str, Any], log_dir: Path, cache_dir: Path
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``serve run`` of ``config`` with its own Ray and weights cache; yields its URL and
+    what starting it cost."""
+    name = "with" if len(config["applications"][0]["args"]["models"]) > 1 else "without"
+    path = log_dir / f"quickstart-{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    serve_cli = str(Path(sys.executable).with_name("serve"))
+    env = {
+        "RAY_ADDRESS": "local",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        CACHE_DIR_ENV: str(cache_dir),
+    }
+    process = ServerProcess([serve_cli, "run", str(path)], env, log_dir / f"{path.stem}.log")
+    url = f"http://127.0.0.1:{config['http_options']['port']}"
+    process.start()
+    try:
+        ready_s = process.wait(lambda: http_ok(f"{url}/ready"), START_TIMEOUT_S)
+        time.sleep(5)  # let start-up's transient allocations settle
+        assert process.proc is not None
+        multilingual = [
+            m for m in config["applications"][0]["args"]["models"] if m["model"] == MULTILINGUAL
+        ]
+        deployment = asr_deployment_name(multilingual[0]["name"]) if multilingual else None
+        yield url, {"ready_s": ready_s, **_memory(process.proc.pid, deployment)}
+    finally:
+        process.stop(sig=signal.SIGINT, timeout_s=90)
+
+
+def parity(url: str, model: str, inprocess: dict[str, Any], concurrency: int) -> dict[str, Any]:
+    """The one-sentence clips through the served model, detected, against in process."""
+    local = [r for r in inprocess["results"] if r["kind"] == "sentence"]
+    wavs = [encode(speak(r["lang"], r["text"]), 16_000, "wav") for r in local]
+
+    async def post_all() -> list[dict[str, Any]]:
+        limit = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=300) as client:
+
+            async def one(wav: bytes) -> dict[str, Any]:
+                async with limit:
+                    resp = await client.post(
+                        url + TRANSCRIPTIONS,
+                        files={"file": ("clip.wav", wav)},
+                        data={"model": model, "response_format": "verbose_json"},
+                    )
+                    resp.raise_for_status()
+                    return resp.json()
+
+            return list(await asyncio.gather(*(one(w) for w in wavs)))
+
+    served = asyncio.run(post_all())
+    references = [r["text"] for r in local]
+    return {
+        "clips": len(local),
+        "language_agreement": np.mean(
+            [s["language"] == r["detected"] for s, r in zip(served, local, strict=True)]
+        ),
+        "text_agreement": np.mean(
+            [s["text"] == r["hypothesis"] for s, r in zip(served, local, strict=True)]
+        ),
+        "served_accuracy": _accuracy(
+            [
+                {"lang": r["lang"], "detected": s["language"]}
+                for s, r in zip(served, local, strict=True)
+            ],
+            LANGUAGES,
+        ),
+        "served_wer": wer(references, [s["text"] for s in served]),
+        "inprocess_wer": wer(references, [r["hypothesis"] for r in local]),
+    }
+
+
+def throughput(url: str, models: dict[str, str], concurrency: int, requests: int) -> dict[str, Any]:
+    """English clips at ``concurrency`` clients to each model alone, then to both at once."""
+    clips = make_mix([2.0, 5.0])
+    endpoint = url + TRANSCRIPTIONS
+
+    async def level(targets: dict[str, int]) -> dict[str, Any]:
+        runs = await asyncio.gather(
+            *(
+                closed_loop(
+                    endpoint,
+                    clips,
+                    clients,
+                    requests * clients // concurrency,
+                    fields={"model": name},
+                )
+                for name, clients in targets.items()
+            )
+        )
+        return {
+            name: summarize(name, "closed", records, elapsed, concurrency=clients).model_dump(
+                include={"requests", "ok", "throughput_rps", "rtfx", "p50_ms", "p95_ms"}
+            )
+            for (name, clients), (records, elapsed) in zip(targets.items(), runs, strict=True)
+        }
+
+    out: dict[str, Any] = {}
+    for label in models:
+        out[f"{label} alone"] = asyncio.run(level({models[label]: concurrency}))[models[label]]
+    both = asyncio.run(level({name: concurrency // 2 for name in models.values()}))
+    out["both at once"] = both
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.languages", description=__doc__)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=24, help="per model at full concurrency")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+
+    shipped = _quickstart(with_multilingual=True)
+    models = _models(shipped)
+    base, tiny = models[MULTILINGUAL], models["embedded"]
+    clips = _clips()
+    report: dict[str, Any] = {
+        "clips": {kind: sum(c["kind"] == kind for c in clips) for kind in KINDS}
+    }
+    report["detection"] = detection(base, clips)
+    print(
+        json.dumps({k: v for k, v in report["detection"].items() if k != "results"}, indent=1),
+        flush=True,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="asr-bench-languages-") as tmp:
+        started = time.perf_counter()
+        assemble(WHISPER_BASE, Path(tmp) / "join", "bench")
+        report["join_s"] = time.perf_counter() - started
+        with quickstart(shipped, Path(tmp), Path(tmp) / "cache-with") as (url, cost):
+            report["quickstart_with"] = cost
+            report["parity"] = parity(url, base.name, report["detection"], args.concurrency)
+            print(json.dumps(report["parity"], indent=1), flush=True)
+            report["throughput"] = throughput(
+                url, {"tiny.en": tiny.name, "base": base.name}, args.concurrency, args.requests
+            )
+        without = _quickstart(with_multilingual=False)
+        with quickstart(without, Path(tmp), Path(tmp) / "cache-without") as (_, cost):
+            report["quickstart_without"] = cost
+
+    with_, without_ = report["quickstart_with"], report["quickstart_without"]
+    summary = {
+        "detection_accuracy": report["detection"]["accuracy"],
+        "detection_accuracy_hard": report["detection"]["hard_accuracy"],
+        "served_wer": report["parity"]["served_wer"],
+        "inprocess_wer": report["parity"]["inprocess_wer"],
+        "served_text_agreement": report["parity"]["text_agreement"],
+        "base_vs_tiny_throughput": report["throughput"]["base alone"]["throughput_rps"]
+        / report["throughput"]["tiny.en alone"]["throughput_rps"],
+        "quickstart_extra_ready_s": with_["ready_s"] - without_["ready_s"],
+        "quickstart_extra_mib": with_["total_mib"] - without_["total_mib"],
+    }
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    machine = machine_label(gpu=False)
+    command = command_line("benchmarks.languages", argv)
+    full = {"machine": machine, "command": command, "date": date, "summary": summary, **report}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{date[:10]}-{machine}-languages"
+    stem.with_suffix(".json").write_text(json.dumps(full, indent=1, default=float) + "\n")
+    stem.with_suffix(".md").write_text(markdown(full))
+    update_latest(args.out, {"languages": {**summary, "command": command, "date": date}})
+    print(json.dumps(summary, indent=1), flush=True)
+    return full
+
+
+def markdown(full: dict[str, Any]) -> str:
+    """The run as tables."""
+    det, par = full["detection"], full["parity"]
+    lines = [
+        f"# Many languages on a CPU: {full['machine']}, {full['date']}",
+        "",
+        f"`{full['command']}`",
+        "",
+        "## Detection (in process, Whisper base, no language given)",
+        "",
+        "| language | one sentence | two sentences | WER |",
+        "|---|---|---|---|",
+    ]
+    for lang, kinds in det["per_language"].items():
+        hard = " (hard)" if lang in HARD_LANGUAGES else ""
+        lines.append(
+            f"| {lang}{hard} | {kinds['sentence']:.0%} | {kinds['pair']:.0%} "
+            f"| {det['wer_by_language'][lang]:.2f} |"
+        )
+    by_kind = det["accuracy_by_kind"]
+    lines += [
+        "",
+        f"Accuracy over {', '.join(LANGUAGES)}: **{det['accuracy']:.1%}** (one sentence "
+        f"{by_kind['sentence']:.1%}, two {by_kind['pair']:.1%}); over the hard ones "
+        f"({', '.join(HARD_LANGUAGES)}): {det['hard_accuracy']:.1%}. "
+        f"Mistaken for: {', '.join(det['confusions']) or 'none'}.",
+        "",
+        "## Served vs in process (one-sentence clips, every language)",
+        "",
+        "| clips | language agrees | text agrees | WER served | WER in process |",
+        "|---|---|---|---|---|",
+        f"| {par['clips']} | {par['language_agreement']:.1%} | {par['text_agreement']:.1%} "
+        f"| {par['served_wer']:.3f} | {par['inprocess_wer']:.3f} |",
+        "",
+        "## Throughput on the served quickstart (English clips of 2 and 5 s)",
+        "",
+        "| run | model | requests | req/s | RTFx | P50 ms | P95 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run, value in full["throughput"].items():
+        rows = value.items() if run == "both at once" else [(run.split()[0], value)]
+        for model, s in rows:
+            lines.append(
+                f"| {run} | {model} | {s['ok']}/{s['requests']} | {s['throughput_rps']:.2f} "
+                f"| {s['rtfx']:.1f} | {s['p50_ms']:.0f} | {s['p95_ms']:.0f} |"
+            )
+    w, wo = full["quickstart_with"], full["quickstart_without"]
+    lines += [
+        "",
+        "## What the second model costs the quickstart (empty weights cache)",
+        "",
+        "| config | to /ready | memory (PSS, whole tree) | Whisper base replica |",
+        "|---|---|---|---|",
+        f"| tiny.en only | {wo['ready_s']:.1f} s | {wo['total_mib']:.0f} MiB | - |",
+        f"| tiny.en + Whisper base (shipped) | {w['ready_s']:.1f} s | {w['total_mib']:.0f} MiB "
+        f"| {w['replica_mib']:.0f} MiB |",
+        "",
+        f"Joining the two parts alone (and checking the digest): {full['join_s']:.1f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
