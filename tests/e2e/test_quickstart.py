@@ -183,25 +183,17 @@ def check_translation(tmp_path: Path) -> None:
     Whisper base; the same file transcribed names the language it detected."""
     wav = tmp_path / "bonjour.wav"
     wav.write_bytes(encode(speak("fr", COFFEE["fr"]), 16000, "wav"))
-    curl = ["curl", "-s", "-F", f"file=@{wav}"]
-    translated = subprocess.run(
-        [*curl, "-F", "response_format=verbose_json", f"{URL}/v1/audio/translations"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    body = json.loads(translated)
+
+    def curl(route: str, field: str) -> dict:
+        command = ["curl", "-s", "-F", f"file=@{wav}", "-F", field, f"{URL}/v1/audio/{route}"]
+        out = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+        return json.loads(out.stdout)
+
+    body = curl("translations", "response_format=verbose_json")
     assert body["task"] == "translate" and body["model"] == "whisper-base", body
     assert body["languages"] == [{"code": "fr"}] and "coffee" in normalize(body["text"]), body
-    detected = subprocess.run(
-        [*curl, "-F", "model=whisper-base", f"{URL}/v1/audio/transcriptions"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    assert json.loads(detected)["languages"] == [{"code": "fr"}], detected
+    detected = curl("transcriptions", "model=whisper-base")
+    assert detected["languages"] == [{"code": "fr"}], detected
 
 
 def haproxy_replicas() -> list[dict[str, str]]:

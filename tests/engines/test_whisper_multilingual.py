@@ -6,28 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asr_serve.config import ModelConfig
-from asr_serve.engines import EngineResult, TranscribeOptions, create_engine
+from asr_serve.engines import EngineResult, TranscribeOptions
 from asr_serve.engines.whisper import WhisperEngine
 from asr_serve.errors import InvalidRequestError
 from asr_serve.testing.languages import COFFEE, PHRASES, speak
 from asr_serve.testing.text import normalize
-
-MULTILINGUAL = {
-    "name": "base",
-    "engine": "faster-whisper",
-    "model": "embedded-multilingual",
-    "device": "cpu",
-    "cpu_threads": 2,
-}
+from tests.engines.conftest import loaded_whisper
 
 
 @pytest.fixture(scope="module")
 def engine() -> WhisperEngine:
-    engine = create_engine(ModelConfig.model_validate(MULTILINGUAL))
-    assert isinstance(engine, WhisperEngine)
-    engine.load()
-    return engine
+    return loaded_whisper("embedded-multilingual")
 
 
 @pytest.fixture(scope="module")

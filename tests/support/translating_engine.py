@@ -4,8 +4,9 @@ The OpenAI contract tests route ``/v1/audio/translations`` among three models wi
 engine as the one that translates, served as ``engine:
 tests.support.translating_engine:TranslatingEngine``: everything around it (capabilities
 asked of the replica, batching, the ingress) is real, and it costs the tiny checkpoint, not
-a second Whisper (real translation by Whisper base is ``tests/e2e/test_multilingual.py``). Its "translation" is the transcript
-marked with :data:`MARK`, so a test sees which task the engine was given.
+a second Whisper (real translation by Whisper base is ``tests/e2e/test_multilingual.py``).
+Its "translation" is the transcript marked with :data:`MARK`, so a test sees which task the
+engine was given.
 """
 
 from __future__ import annotations
