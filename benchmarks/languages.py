@@ -3,10 +3,10 @@
     python -m benchmarks.languages [--concurrency 4] [--requests 24]
 
 1. **Detection**, in process: Whisper base as ``serve_config.cpu.yaml`` configures it, on
-   espeak-ng speech (:mod:`asr_serve.testing.languages`): per language, six clips of one
+   espeak-ng speech (:mod:`devtools.languages`): per language, six clips of one
    sentence and six of two; no ``language``, so the model detects it. Accuracy over
-   :data:`~asr_serve.testing.languages.LANGUAGES` (the goal: at least 90 %), and apart over
-   :data:`~asr_serve.testing.languages.HARD_LANGUAGES`.
+   :data:`~devtools.languages.LANGUAGES` (the goal: at least 90 %), and apart over
+   :data:`~devtools.languages.HARD_LANGUAGES`.
 2. **Quickstart cost**: ``serve run serve_config.cpu.yaml`` as shipped (admission by time
    lifted, as in the main benchmark, so no request is refused) and the same without
    Whisper base, each from an empty weights cache (``ASR_SERVE_CACHE_DIR``, so the first
@@ -16,7 +16,7 @@
    so the same decoding as in process: no timestamps; ``languages`` names the detected one;
    ``--concurrency`` clients) against the in-process results: detected language and text
    agreement, and each side's WER against the sentences, over every language and over
-   :data:`~asr_serve.testing.languages.LANGUAGES`.
+   :data:`~devtools.languages.LANGUAGES`.
 4. **Throughput side by side** on the served quickstart: English clips (as the main
    benchmark's) at ``--concurrency`` clients to tiny.en, to Whisper base, then to both at
    once (half the clients each).
@@ -47,15 +47,15 @@ import yaml
 from asr_serve.config import CACHE_DIR_ENV, AppConfig, ModelConfig, asr_deployment_name
 from asr_serve.engines import TranscribeOptions, create_engine
 from asr_serve.engines.embedded import WHISPER_BASE, assemble
-from asr_serve.testing.languages import HARD_LANGUAGES, LANGUAGES, SENTENCES, speak
-from asr_serve.testing.net import free_port
-from asr_serve.testing.speech import encode
-from asr_serve.testing.text import wer
 from benchmarks.audio import make_mix
 from benchmarks.loadgen import TRANSCRIPTIONS, closed_loop, summarize
 from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.run import RESULTS_DIR
 from benchmarks.systems.base import ROOT, ServerProcess, cmdline, descendants, http_ok
+from devtools.languages import HARD_LANGUAGES, LANGUAGES, SENTENCES, speak
+from devtools.net import free_port
+from devtools.speech import encode
+from devtools.text import wer
 
 QUICKSTART = ROOT / "serve_config.cpu.yaml"
 MULTILINGUAL = "embedded-multilingual"

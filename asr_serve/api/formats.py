@@ -9,7 +9,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from asr_serve.api.protocol import (
     Logprob,
-    ResponseFormat,
     TranscriptionLanguage,
     TranscriptionResponse,
     TranscriptionSegment,
@@ -19,6 +18,7 @@ from asr_serve.api.protocol import (
 )
 from asr_serve.api.subtitles import to_srt, to_vtt
 from asr_serve.engines.base import EngineResult
+from asr_serve.serving.requests import ResponseFormat
 
 
 def to_verbose(

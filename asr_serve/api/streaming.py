@@ -25,7 +25,6 @@ from asr_serve.api.formats import to_languages
 from asr_serve.api.protocol import (
     ErrorDetail,
     TranscriptError,
-    TranscriptionRequest,
     TranscriptTextDelta,
     TranscriptTextDone,
 )
@@ -33,6 +32,7 @@ from asr_serve.api.request_log import note_refusal
 from asr_serve.engines.base import EngineResult
 from asr_serve.errors import ASRServeError
 from asr_serve.serving.pipeline import PieceResult, detected_languages
+from asr_serve.serving.requests import TranscriptionRequest
 from asr_serve.serving.stitching import join_texts
 
 logger = logging.getLogger("ray.serve")

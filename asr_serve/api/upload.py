@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -30,26 +29,16 @@ from asr_serve.errors import (
     UnsupportedMediaTypeError,
     UploadBudgetError,
 )
+from asr_serve.serving.requests import FieldValue, Upload
 
 #: Room for the multipart framing and the small text fields beside the file.
 FORM_OVERHEAD_BYTES = 256 * 1024
 MAX_FIELD_BYTES = 64 * 1024
 
 
-FieldValue = str | list[str] | dict[str, str]
 #: ``name[key]``: one key of an object field, as the ``openai`` client sends
 #: ``chunking_strategy={"type": "server_vad", ...}`` in a form.
 _OBJECT_KEY = re.compile(r"^(\w+)\[(\w+)\]$")
-
-
-@dataclass(frozen=True)
-class Upload:
-    """The parsed form: the audio bytes and the other fields (the file's name and declared
-    type are not read: the decoder judges the bytes themselves). ``name[]`` fields are
-    lists, ``name[key]`` fields objects."""
-
-    data: bytes
-    fields: dict[str, FieldValue]
 
 
 def _add_field(fields: dict[str, FieldValue], key: str, value: str) -> None:

@@ -6,6 +6,9 @@ decoding: :mod:`asr_serve.serving.in_place`), ``transcribe`` (model name, sample
 options → result, that model's ASR deployment) and ``capabilities`` (model name → what its
 engine can do). It validates the request (:mod:`asr_serve.serving.requests`), picks the
 model, applies the limits and the deadline, and returns the engine's result for rendering.
+
+A whole file sent over FunASR's runtime WebSocket door takes the same way
+(:meth:`TranscriptionPipeline.transcribe_file`), its options given by the door.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asr_serve.api.protocol import TranscriptionRequest
-from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio, Piece
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineCapabilities, EngineResult, TranscribeOptions
 from asr_serve.errors import DeadlineExceededError, InvalidRequestError
 from asr_serve.serving.cache import NO_CACHE, ResultCache
 from asr_serve.serving.requests import (
+    TranscriptionRequest,
+    Upload,
     model_name,
     parse_request,
     parse_translation,
@@ -165,18 +168,33 @@ class TranscriptionPipeline:
             languages=detected_languages(job.request, [p.result for p in pieces]),
         )
 
-    async def results(self, job: Job) -> AsyncGenerator[PieceResult, None]:
-        """Each piece's result, in time order, as soon as it and those before it are done.
+    async def transcribe_file(
+        self, data: bytes, model: str, options: TranscribeOptions
+    ) -> EngineResult:
+        """A whole file's result: decoded (in place, or by the decoder, which splits a long
+        file at pauses), its pieces transcribed and stitched, as a request's file is."""
+        deadline = asyncio.get_running_loop().time() + self.config.limits.request_timeout_s
+        async with self._deadline(deadline):
+            audio = await self._decode(data, self.config.splitting)
+        pieces = [piece async for piece in self._pieces(model, audio, options, deadline)]
+        return stitch([(p.piece, p.result) for p in pieces], audio.duration_s)
 
-        Pieces go to the model as separate items, so its ``@serve.batch`` mixes them with
+    def results(self, job: Job) -> AsyncGenerator[PieceResult, None]:
+        """Each piece's result, in time order, as soon as it and those before it are done."""
+        assert job.request.model is not None
+        options = transcribe_options(job.request, translate=job.translate)
+        return self._pieces(job.request.model, job.audio, options, job.deadline)
+
+    async def _pieces(
+        self, model: str, audio: DecodedAudio, options: TranscribeOptions, deadline: float
+    ) -> AsyncGenerator[PieceResult, None]:
+        """Pieces go to the model as separate items, so its ``@serve.batch`` mixes them with
         other requests' items; at most ``splitting.max_in_flight`` at a time, so a long
         file does not queue all its pieces ahead of a short request. Slices of the decoded
         array are views: only each piece's own samples are serialised to the model.
         """
-        assert job.request.model is not None
-        model, samples = job.request.model, job.audio.samples
+        samples = audio.samples
         model_config = self.config.model(model)
-        options = transcribe_options(job.request, translate=job.translate)
         in_flight = asyncio.Semaphore(self.config.splitting.max_in_flight)
 
         async def one(piece: Piece, admitted: bool) -> PieceResult:
@@ -198,11 +216,11 @@ class TranscriptionPipeline:
         # the rest follow it unchecked, so an admitted long file is not refused halfway.
         tasks = [
             asyncio.ensure_future(one(piece, admitted=i > 0))
-            for i, piece in enumerate(job.audio.pieces_to_transcribe())
+            for i, piece in enumerate(audio.pieces_to_transcribe())
         ]
         try:
             for task in tasks:
-                async with self._deadline(job.deadline):
+                async with self._deadline(deadline):
                     result = await task
                 yield result
         finally:

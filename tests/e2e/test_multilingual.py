@@ -19,9 +19,9 @@ import srt
 import webvtt
 from ray import serve
 
-from asr_serve.testing.languages import COFFEE, PHRASES, SENTENCES, VOICES, speak
-from asr_serve.testing.speech import Speech, encode, pcm16, speech_with_pauses
-from asr_serve.testing.text import normalize
+from devtools.languages import COFFEE, PHRASES, SENTENCES, VOICES, speak
+from devtools.speech import Speech, encode, pcm16, speech_with_pauses
+from devtools.text import normalize
 from tests.e2e.serving import WHISPER, deploy, whisper_model
 from tests.support.funasr_clients import realtime_session, runtime_results, runtime_session
 from tests.support.realtime import COMPLETED, DELTA, client_for, stream_with_sdk

@@ -24,9 +24,9 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from asr_serve.testing.languages import COFFEE, speak
-from asr_serve.testing.speech import encode, pcm16, synthesize
-from asr_serve.testing.text import normalize
+from devtools.languages import COFFEE, speak
+from devtools.speech import encode, pcm16, synthesize
+from devtools.text import normalize
 from tests.support.realtime import COMPLETED, client_for, stream_with_sdk
 
 pytestmark = pytest.mark.e2e

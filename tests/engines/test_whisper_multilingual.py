@@ -9,8 +9,8 @@ import pytest
 from asr_serve.engines import EngineResult, TranscribeOptions
 from asr_serve.engines.whisper import WhisperEngine
 from asr_serve.errors import InvalidRequestError
-from asr_serve.testing.languages import COFFEE, PHRASES, speak
-from asr_serve.testing.text import normalize
+from devtools.languages import COFFEE, PHRASES, speak
+from devtools.text import normalize
 from tests.engines.conftest import loaded_whisper
 
 

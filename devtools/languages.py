@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from asr_serve.testing.speech import synthesize
+from devtools.speech import synthesize
 
 #: espeak-ng's voice for each language code.
 VOICES: dict[str, str] = {
