@@ -231,7 +231,7 @@ async def test_funasr_runtime_svs_lang(base_url, french) -> None:
 @pytest.mark.anyio
 async def test_fun_asr_realtime_language(base_url, french) -> None:
     results = await realtime_session(
-        _door(base_url, "/v1/funasr/realtime"), pcm16(french.audio, 16_000), speed=2, language="fr"
+        _door(base_url, "/v1/funasr/realtime"), pcm16(french.audio, 16_000), speed=1, language="fr"
     )
     _in_french([s["text"] for s in results[-1]["sentences"]])
     assert any(r["partial"] for r in results)
