@@ -1,6 +1,6 @@
 """Many languages on a CPU: the quickstart's multilingual model (Whisper base), measured.
 
-    python -m benchmarks.languages [--concurrency 4] [--requests 24]
+    python -m benchmarks.languages [--concurrency 4] [--requests 24] [--starts 2]
 
 1. **Detection**, in process: Whisper base as ``serve_config.cpu.yaml`` configures it, on
    espeak-ng speech (:mod:`devtools.languages`): per language, six clips of one
@@ -9,14 +9,15 @@
    :data:`~devtools.languages.HARD_LANGUAGES`.
 2. **Quickstart cost**: ``serve run serve_config.cpu.yaml`` as shipped (admission by time
    lifted, as in the main benchmark, so no request is refused) and the same without
-   Whisper base, each from an empty weights cache (``ASR_SERVE_CACHE_DIR``, so the first
-   start joins the parts, as on a fresh machine): seconds to ``/ready`` and the memory of
-   the whole process tree once ready (PSS, so shared pages count once).
-3. **Parity**: the one-sentence clips through the served Whisper base (``json``, no language,
-   so the same decoding as in process: no timestamps; ``languages`` names the detected one;
-   ``--concurrency`` clients) against the in-process results: detected language and text
-   agreement, and each side's WER against the sentences, over every language and over
-   :data:`~devtools.languages.LANGUAGES`.
+   Whisper base, ``--starts`` times each, alternating, each from an empty weights cache
+   (``ASR_SERVE_CACHE_DIR``, so the start joins the parts, as on a fresh machine): seconds to
+   ``/ready`` and the memory of the whole process tree once ready (PSS, so shared pages
+   count once); medians.
+3. **Parity**: the one-sentence clips (the same WAV bytes) through the served Whisper base
+   one after another (``json``, no language: the same decoding as in process, without
+   timestamps; ``languages`` names the detected one) against the in-process results, each
+   clip alone: detected language and text agreement, and each side's WER against the
+   sentences, over every language and over :data:`~devtools.languages.LANGUAGES`.
 4. **Throughput side by side** on the served quickstart: English clips (as the main
    benchmark's) at ``--concurrency`` clients to tiny.en, to Whisper base, then to both at
    once (half the clients each).
@@ -32,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -44,7 +46,14 @@ import httpx
 import numpy as np
 import yaml
 
-from asr_serve.config import CACHE_DIR_ENV, AppConfig, ModelConfig, asr_deployment_name
+from asr_serve.audio.decode import decode_audio
+from asr_serve.config import (
+    CACHE_DIR_ENV,
+    SAMPLE_RATE,
+    AppConfig,
+    ModelConfig,
+    asr_deployment_name,
+)
 from asr_serve.engines import TranscribeOptions, create_engine
 from asr_serve.engines.embedded import WHISPER_BASE, assemble
 from benchmarks.audio import make_mix
@@ -62,7 +71,6 @@ MULTILINGUAL = "embedded-multilingual"
 START_TIMEOUT_S = 600.0
 #: Clips per kind and language; the sentences of a pair are consecutive (cyclically).
 KINDS = ("sentence", "pair")
-_BATCH = 4
 
 
 #: As the main benchmark's (benchmarks/systems/served.py): throughput at a fixed concurrency
@@ -94,7 +102,7 @@ def _models(config: dict[str, Any]) -> dict[str, ModelConfig]:
 
 
 def _clips() -> list[dict[str, Any]]:
-    """Every language's clips: the text and the 16 kHz samples."""
+    """Every language's clips: the text, a 16 kHz WAV of it and the samples read from it."""
     clips = []
     for lang, sentences in SENTENCES.items():
         n = len(sentences)
@@ -105,7 +113,9 @@ def _clips() -> list[dict[str, Any]]:
                     if kind == "sentence"
                     else f"{sentences[i]} {sentences[(i + 1) % n]}"
                 )
-                clips.append({"lang": lang, "kind": kind, "text": text, "audio": speak(lang, text)})
+                wav = encode(speak(lang, text), SAMPLE_RATE, "wav")
+                audio = decode_audio(wav, max_duration_s=60).samples  # what the server reads
+                clips.append({"lang": lang, "kind": kind, "text": text, "wav": wav, "audio": audio})
     return clips
 
 
@@ -115,20 +125,19 @@ def _accuracy(results: list[dict[str, Any]], languages: tuple[str, ...]) -> floa
 
 
 def detection(model: ModelConfig, clips: list[dict[str, Any]]) -> dict[str, Any]:
-    """In process: every clip's detected language and text, batched as the replica batches."""
+    """In process: every clip's detected language and text, one clip at a time (as the
+    served model gets each when it has no other work: the parity is exact then)."""
     engine = create_engine(model)
     engine.load()
     engine.warmup()
     results = []
     started = time.perf_counter()
-    for start in range(0, len(clips), _BATCH):
-        batch = clips[start : start + _BATCH]
-        out = engine.transcribe([c["audio"] for c in batch], [TranscribeOptions()] * len(batch))
-        for clip, result in zip(batch, out, strict=True):
-            results.append(
-                {k: clip[k] for k in ("lang", "kind", "text")}
-                | {"detected": result.language, "hypothesis": result.text}
-            )
+    for clip in clips:
+        (result,) = engine.transcribe([clip["audio"]], [TranscribeOptions()])
+        results.append(
+            {k: clip[k] for k in ("lang", "kind", "text", "wav")}
+            | {"detected": result.language, "hypothesis": result.text}
+        )
     elapsed = time.perf_counter() - started
     audio_s = sum(len(c["audio"]) for c in clips) / 16_000
     per_language = {
@@ -214,29 +223,19 @@ def quickstart(
         process.stop(sig=signal.SIGINT, timeout_s=90)
 
 
-def parity(url: str, model: str, inprocess: dict[str, Any], concurrency: int) -> dict[str, Any]:
-    """The one-sentence clips through the served model, detected, against in process."""
+def parity(url: str, model: str, inprocess: dict[str, Any]) -> dict[str, Any]:
+    """The one-sentence clips through the served model one after another, detected,
+    against in process."""
     local = [r for r in inprocess["results"] if r["kind"] == "sentence"]
-    wavs = [encode(speak(r["lang"], r["text"]), 16_000, "wav") for r in local]
-
-    async def post_all() -> list[dict[str, Any]]:
-        limit = asyncio.Semaphore(concurrency)
-        async with httpx.AsyncClient(timeout=300) as client:
-
-            async def one(wav: bytes) -> dict[str, Any]:
-                async with limit:
-                    resp = await client.post(
-                        url + TRANSCRIPTIONS,
-                        files={"file": ("clip.wav", wav)},
-                        data={"model": model},
-                    )
-                    resp.raise_for_status()
-                    body = resp.json()
-                    return {"text": body["text"], "language": body["languages"][0]["code"]}
-
-            return list(await asyncio.gather(*(one(w) for w in wavs)))
-
-    served = asyncio.run(post_all())
+    served = []
+    with httpx.Client(timeout=300) as client:
+        for r in local:
+            resp = client.post(
+                url + TRANSCRIPTIONS, files={"file": ("clip.wav", r["wav"])}, data={"model": model}
+            )
+            resp.raise_for_status()
+            body = resp.json()
+            served.append({"text": body["text"], "language": body["languages"][0]["code"]})
     goal = [i for i, r in enumerate(local) if r["lang"] in LANGUAGES]
     references = [r["text"] for r in local]
     return {
@@ -300,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.languages", description=__doc__)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--requests", type=int, default=24, help="per model at full concurrency")
+    parser.add_argument("--starts", type=int, default=2, help="starts of each quickstart")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
 
@@ -320,17 +320,31 @@ def main(argv: list[str] | None = None) -> dict:
         started = time.perf_counter()
         assemble(WHISPER_BASE, Path(tmp) / "join", "bench")
         report["join_s"] = time.perf_counter() - started
-        with quickstart(shipped, Path(tmp), Path(tmp) / "cache-with") as (url, cost):
-            report["quickstart_with"] = cost
-            report["parity"] = parity(url, base.name, report["detection"], args.concurrency)
-            print(json.dumps(report["parity"], indent=1), flush=True)
-            report["throughput"] = throughput(
-                url, {"tiny.en": tiny.name, "base": base.name}, args.concurrency, args.requests
-            )
-        without = _quickstart(with_multilingual=False)
-        with quickstart(without, Path(tmp), Path(tmp) / "cache-without") as (_, cost):
-            report["quickstart_without"] = cost
-
+        starts: dict[str, list[dict[str, float]]] = {"with": [], "without": []}
+        # Alternating, so a change in the machine's load falls on both alike.
+        for i in range(args.starts):
+            for label in starts:
+                config = _quickstart(with_multilingual=label == "with")
+                cache = Path(tmp) / f"cache-{label}-{i}"
+                with quickstart(config, Path(tmp), cache) as (url, cost):
+                    starts[label].append(cost)
+                    print(label, cost, flush=True)
+                    if label == "with" and i == 0:
+                        report["parity"] = parity(url, base.name, report["detection"])
+                        print(json.dumps(report["parity"], indent=1), flush=True)
+                        report["throughput"] = throughput(
+                            url,
+                            {"tiny.en": tiny.name, "base": base.name},
+                            args.concurrency,
+                            args.requests,
+                        )
+    for r in report["detection"]["results"]:
+        del r["wav"]
+    report["starts"] = starts
+    for label, costs in starts.items():
+        report[f"quickstart_{label}"] = {
+            key: statistics.median(c[key] for c in costs) for key in costs[0]
+        }
     with_, without_ = report["quickstart_with"], report["quickstart_without"]
     summary = {
         "detection_accuracy": report["detection"]["accuracy"],
@@ -356,6 +370,10 @@ def main(argv: list[str] | None = None) -> dict:
     update_latest(args.out, {"languages": {**summary, "command": command, "date": date}})
     print(json.dumps(summary, indent=1), flush=True)
     return full
+
+
+def _each(full: dict[str, Any], label: str) -> str:
+    return ", ".join(f"{c['ready_s']:.1f}" for c in full["starts"][label])
 
 
 def markdown(full: dict[str, Any]) -> str:
@@ -409,13 +427,15 @@ def markdown(full: dict[str, Any]) -> str:
     w, wo = full["quickstart_with"], full["quickstart_without"]
     lines += [
         "",
-        "## What the second model costs the quickstart (empty weights cache)",
+        "## What the second model costs the quickstart (empty weights cache; medians of "
+        f"{len(full['starts']['with'])} starts each, alternating)",
         "",
-        "| config | to /ready | memory (PSS, whole tree) | Whisper base replica |",
-        "|---|---|---|---|",
-        f"| tiny.en only | {wo['ready_s']:.1f} s | {wo['total_mib']:.0f} MiB | - |",
-        f"| tiny.en + Whisper base (shipped) | {w['ready_s']:.1f} s | {w['total_mib']:.0f} MiB "
-        f"| {w['replica_mib']:.0f} MiB |",
+        "| config | to /ready | each start | memory (PSS, whole tree) | Whisper base replica |",
+        "|---|---|---|---|---|",
+        f"| tiny.en only | {wo['ready_s']:.1f} s | {_each(full, 'without')} "
+        f"| {wo['total_mib']:.0f} MiB | - |",
+        f"| tiny.en + Whisper base (shipped) | {w['ready_s']:.1f} s | {_each(full, 'with')} "
+        f"| {w['total_mib']:.0f} MiB | {w['replica_mib']:.0f} MiB |",
         "",
         f"Joining the two parts alone (and checking the digest): {full['join_s']:.1f} s.",
         "",
