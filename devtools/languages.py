@@ -3,9 +3,9 @@ benchmark (``benchmarks/languages.py``). Nothing is downloaded.
 
 The same six everyday sentences in each language, so the languages are compared on the same
 content. espeak-ng's voices differ a lot in how natural they sound: Whisper base recognises
-its English, Spanish, German, Italian, Polish and French well enough, its Portuguese, Dutch
-and Russian hardly at all (measured in ``benchmarks/README.md``), so those are
-:data:`HARD_LANGUAGES`, measured and reported apart.
+its English, German and Spanish every time, its Italian and Polish most times, its French
+about half the time, its Portuguese, Dutch and Russian hardly ever (``benchmarks/README.md``),
+so those three are :data:`HARD_LANGUAGES`, measured and reported apart.
 """
 
 from __future__ import annotations
