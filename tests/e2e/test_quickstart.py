@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import csv
 import io
-import json
 import os
 import signal
 import socket
@@ -25,7 +24,6 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from devtools.languages import COFFEE, speak
 from devtools.speech import encode, pcm16, synthesize
 from devtools.text import normalize
 from tests.support import docs
@@ -191,30 +189,6 @@ class TestQuickstart:
 
         hello = synthesize("hello world")
         check_files(hello)
-        check_translation(tmp_path)
-
-
-def check_translation(tmp_path: Path) -> None:
-    """The README's translation with curl: French speech, no model named, English text from
-    Whisper base; the same file transcribed names the language it detected."""
-    wav = tmp_path / "bonjour.wav"
-    wav.write_bytes(encode(speak("fr", COFFEE["fr"]), 16000, "wav"))
-
-    def curl(route: str, field: str) -> dict:
-        command = ["curl", "-s", "-F", f"file=@{wav}", "-F", field, f"{URL}/v1/audio/{route}"]
-        out = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
-        return json.loads(out.stdout)
-
-    body = curl("translations", "response_format=verbose_json")
-    assert body["task"] == "translate" and body["model"] == "whisper-base", body
-    assert body["languages"] == [{"code": "fr"}] and "coffee" in normalize(body["text"]), body
-    detected = curl("transcriptions", "model=whisper-base")
-    assert detected["languages"] == [{"code": "fr"}], detected
-
-    @pytest.mark.parametrize("page", EXAMPLE_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-    def test_examples(self, page: Path, tmp_path: Path) -> None:
-        """Each page's console and python blocks, in order, in a directory of their own."""
-        docs.run_page(page, tmp_path)
 
 
 def haproxy_replicas() -> list[dict[str, str]]:
