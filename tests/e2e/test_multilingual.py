@@ -188,6 +188,16 @@ def _in_french(texts: list[str]) -> None:
         assert _overlap(sentence, text) >= 0.6, (sentence, text)
 
 
+def _partials_in_french(partials: list[str], finals: list[str]) -> None:
+    """Partial text, where the replica had time for it, is French: words of the sentences
+    or of the French finals (the model may hear "Bonjour" as "Où ?" there too). A partial
+    is shed when it would be stale before it ran: Whisper base on a busy 2-core CPU can miss
+    them all, so that they come at all is the Fun-ASR-Nano door's test."""
+    words = [w for p in partials for w in normalize(p)]
+    french = set(normalize(" ".join([*FRENCH, *finals])))
+    assert sum(w in french for w in words) >= 0.6 * len(words), (partials, finals)
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("language", ["fr", None], ids=["set", "detected"])
 async def test_a_french_realtime_session(base_url, french, language) -> None:
@@ -211,8 +221,7 @@ async def test_a_french_realtime_session(base_url, french, language) -> None:
         committed = [e.type for e in item].index("input_audio_buffer.committed")
         partials += [e.delta for e in item[:committed] if e.type == DELTA]
         assert (final.languages and [lang.model_dump() for lang in final.languages]) == expected
-    # Partials came while the speech went on, and they are French words of the sentences.
-    assert partials and _overlap(" ".join(partials), " ".join(FRENCH)) >= 0.6, partials
+    _partials_in_french(partials, [e.transcript for e in finals])
 
 
 def _door(base_url: str, path: str) -> str:
@@ -224,8 +233,9 @@ async def test_funasr_runtime_svs_lang(base_url, french) -> None:
     messages = await runtime_session(
         _door(base_url, "/v1/funasr/ws"), pcm16(french.audio, 16_000), speed=1, svs_lang="fr"
     )
-    _in_french([m["text"] for m in runtime_results(messages, "2pass-offline")])
-    assert runtime_results(messages, "2pass-online")  # partials too
+    finals = [m["text"] for m in runtime_results(messages, "2pass-offline")]
+    _in_french(finals)
+    _partials_in_french([m["text"] for m in runtime_results(messages, "2pass-online")], finals)
 
 
 @pytest.mark.anyio
@@ -233,8 +243,12 @@ async def test_fun_asr_realtime_language(base_url, french) -> None:
     results = await realtime_session(
         _door(base_url, "/v1/funasr/realtime"), pcm16(french.audio, 16_000), speed=1, language="fr"
     )
-    _in_french([s["text"] for s in results[-1]["sentences"]])
-    assert any(r["partial"] for r in results)
+    finals = [s["text"] for s in results[-1]["sentences"]]
+    _in_french(finals)
+    # Every partial hypothesis goes out here (replace, not append): some while speech went on.
+    partials = [r["partial"] for r in results if r["partial"]]
+    assert partials
+    _partials_in_french(partials, finals)
 
 
 def test_french_audio_is_really_french_to_the_english_model(client, wavs) -> None:
