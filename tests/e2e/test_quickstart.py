@@ -195,6 +195,11 @@ class TestQuickstart:
         hello = synthesize("hello world")
         check_files(hello)
 
+    @pytest.mark.parametrize("page", EXAMPLE_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+    def test_examples(self, page: Path, tmp_path: Path) -> None:
+        """Each page's console and python blocks, in order, in a directory of their own."""
+        docs.run_page(page, tmp_path)
+
 
 def haproxy_replicas() -> list[dict[str, str]]:
     """HAProxy's statistics for the ingress replicas of the application ``asr``."""
