@@ -241,9 +241,11 @@ class LiveConfig(_Strict):
     partial_model_wait_s: float = Field(1.0, gt=0.0, le=60.0)
     #: A final transcription not done after this long fails its item, so every item ends.
     final_timeout_s: float = Field(60.0, gt=0.0)
-    #: No audio for this long closes the session (close code 4000).
+    #: No audio for this long closes the session (close code 4000); an empty append or binary
+    #: frame is not audio, so it keeps no slot.
     idle_timeout_s: float = Field(60.0, gt=0.0)
-    #: Audio one session may send in all; past it the session is closed (close code 4001).
+    #: Audio one connection may send in all, every session it opens together (``START``
+    #: again does not start the count again); past it the connection is closed (4001).
     max_session_audio_s: float = Field(1800.0, gt=0.0)
     #: Largest audio payload of one append (or binary frame), in decoded bytes; 15 MiB as
     #: OpenAI's API.

@@ -457,21 +457,21 @@ def test_empty_appends_are_not_audio_and_keep_no_session_alive() -> None:
 def test_a_session_ends_after_max_session_s_however_it_trickles() -> None:
     """A sample every 0.1 s is audio, so the idle timeout never comes; the wall clock does,
     once the committed items are done."""
-    with _connect(max_session_s=1.0, idle_timeout_s=0.5) as client:
+    with _connect(max_session_s=2.0, idle_timeout_s=1.0) as client:
         client.recv()
         started = time.monotonic()
         client.update({"audio": {"input": {"turn_detection": None}}})
         client.append(bytes(9_600))
         client.send({"type": "input_audio_buffer.commit"})
-        for _ in range(12):
+        for _ in range(22):
             client.append(bytes(2))
             time.sleep(0.1)
         kinds = []
         while (message := client.ws.receive())["type"] == "websocket.send":
             kinds.append(json.loads(message["text"])["type"])
         assert kinds[-1] == "conversation.item.input_audio_transcription.completed"
-        assert (message["code"], message["reason"]) == (4003, "session over 1 s")
-        assert time.monotonic() - started < 2.5
+        assert (message["code"], message["reason"]) == (4003, "session over 2 s")
+        assert time.monotonic() - started < 4
 
 
 def test_a_client_that_makes_output_faster_than_it_is_sent_is_closed_with_4002() -> None:
