@@ -58,19 +58,31 @@ DEPENDS = {
 #: Each layer and the layers it may import, top to bottom: ``app`` builds the graph from the
 #: Serve deployments (Ray glue), which serve the HTTP and WebSocket routes (``api``) over the
 #: request flow (``serving``) and the live sessions (``live``), which use the engines and the
-#: audio decoding and splitting (``engines``, ``audio``), over the settings and the API's
-#: errors. A layer may import itself; never one above it, nor its neighbour on its level.
+#: audio decoding and splitting (``engines``, ``audio``), over the settings, the API's
+#: errors and the rules for client text (``untrusted``). A layer may import itself; never
+#: one above it, nor its neighbour on its level.
 ALLOWED = {
     "app": {"deployments", "config"},
-    "deployments": {"api", "serving", "live", "engines", "audio", "config", "errors"},
-    "api": {"serving", "live", "engines", "audio", "web", "config", "errors", "version"},
-    "serving": {"engines", "audio", "config", "errors", "version"},
-    "live": {"engines", "audio", "config", "errors"},
+    "deployments": {"api", "serving", "live", "engines", "audio", "config", "errors", "untrusted"},
+    "api": {
+        "serving",
+        "live",
+        "engines",
+        "audio",
+        "web",
+        "config",
+        "errors",
+        "untrusted",
+        "version",
+    },
+    "serving": {"engines", "audio", "config", "errors", "untrusted", "version"},
+    "live": {"engines", "audio", "config", "errors", "untrusted"},
     "engines": {"config", "errors"},
     "audio": {"config", "errors"},
     "web": set(),
     "config": set(),
     "errors": set(),
+    "untrusted": set(),
     "version": set(),
 }
 
