@@ -52,7 +52,11 @@ def test_readme_is_short_and_lists_every_page() -> None:
 def test_make_serve_serves_the_config_the_quickstart_test_runs() -> None:
     """The README's first command is the ``serve run`` that test_quickstart.py starts."""
     plan = subprocess.run(
-        ["make", "-n", "serve"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", "serve"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert plan.splitlines()[-1].endswith("/serve run serve_config.cpu.yaml")
 

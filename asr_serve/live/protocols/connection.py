@@ -315,6 +315,10 @@ class LiveConnection(abc.ABC):
                 self.send_error(exc)
                 if isinstance(exc, SessionAudioLimitError):
                     return CLOSE_AUDIO_LIMIT, "session audio limit reached"
+            # Frames the proxy has already queued come back from ``receive`` without
+            # suspending: a client that floods frames would hold the Ingress's event loop,
+            # and every request on it, until its flood is read. One frame, then the others.
+            await asyncio.sleep(0)
 
     def _stop_receiving(self) -> None:
         """The outbox overflowed: stop waiting for the client's next frame."""
