@@ -95,4 +95,12 @@ def test_an_engine_does_not_import_the_http_side() -> None:
 
 def test_test_helpers_are_not_shipped() -> None:
     shipped = {p.stem for p in (PACKAGE / "testing").glob("*.py")}
-    assert shipped <= {"__init__", "long_audio", "net", "speech", "text", "tiny_model"}
+    assert shipped <= {
+        "__init__",
+        "conversation",
+        "long_audio",
+        "net",
+        "speech",
+        "text",
+        "tiny_model",
+    }

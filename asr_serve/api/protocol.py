@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from asr_serve.config import ModelConfig
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
+#: ``diarized_json``: segments with speakers (transcriptions only).
+TranscriptionFormat = ResponseFormat | Literal["diarized_json"]
+#: OpenAI's bound on ``known_speaker_names[]`` / ``known_speaker_references[]``.
+MAX_KNOWN_SPEAKERS = 4
+SpeakerName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 TimestampGranularity = Literal["segment", "word"]
 #: A language code: ISO-639-1 (or -3) such as ``en``, ``zh``, ``yue``.
 LanguageCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?$")]
@@ -54,16 +59,17 @@ class TranscriptionRequest(BaseModel):
     prompt: str | None = None
     #: Words to recognise: Fun-ASR's hotwords (beside the prompt's); refused by other models.
     keywords: list[str] = Field(default_factory=list)
-    #: ``diarized_json`` is refused until diarization exists.
-    response_format: ResponseFormat | Literal["diarized_json"] = "json"
+    #: ``diarized_json``: segments with their speakers (``A``, ``B``, … or known names).
+    response_format: TranscriptionFormat = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)
     timestamp_granularities: list[TimestampGranularity] = Field(default_factory=list)
     #: ``logprobs``: per-word log-probabilities, from models that give them.
     include: list[Literal["logprobs"]] = Field(default_factory=list)
     #: How long audio is split: ``auto`` (the server's splitting) or a ``server_vad`` object.
     chunking_strategy: Literal["auto"] | ServerVADChunking | None = None
-    #: Refused until diarization exists.
-    known_speaker_names: list[str] = Field(default_factory=list)
+    #: With ``diarized_json``: names for the speakers of ``known_speaker_references``.
+    known_speaker_names: list[SpeakerName] = Field(default_factory=list)
+    #: Data URLs of 2-10 s clips of those speakers, one per name, at most four.
     known_speaker_references: list[str] = Field(default_factory=list)
     #: Server-sent events as pieces finish (``transcript.text.delta`` ... ``.done``);
     #: with ``response_format`` ``json`` or ``text`` only.
@@ -156,6 +162,28 @@ class VerboseTranscriptionResponse(BaseModel):
     logprobs: list[Logprob] | None = None
     #: The model that served the request (not in OpenAI's shape; useful with several).
     model: str | None = None
+
+
+class DiarizedSegment(BaseModel):
+    """A ``diarized_json`` segment, and the ``transcript.text.segment`` event of a stream."""
+
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+    id: str
+    start: float
+    end: float
+    text: str
+    #: ``A``, ``B``, … in order of appearance, or a name from ``known_speaker_names``.
+    speaker: str
+
+
+class DiarizedTranscriptionResponse(BaseModel):
+    """``response_format=diarized_json``: OpenAI's ``TranscriptionDiarized``."""
+
+    task: Literal["transcribe"] = "transcribe"
+    duration: float
+    text: str
+    segments: list[DiarizedSegment]
+    usage: Usage | None = None
 
 
 class TranscriptTextDelta(BaseModel):

@@ -36,6 +36,7 @@ from asr_serve.live.protocols import funasr_realtime, funasr_runtime, openai_rea
 from asr_serve.live.sessions import LiveSessions
 from asr_serve.metrics import CacheMetrics, DecoderMetrics, LiveSessionMetrics
 from asr_serve.serving.cache import NO_CACHE, RedisCache, ResultCache
+from asr_serve.serving.diarization import FileDiarizer
 from asr_serve.serving.in_place import ReadInPlaceFirst
 from asr_serve.serving.pipeline import Transcription, TranscriptionPipeline
 from asr_serve.web import index_html
@@ -89,7 +90,6 @@ async def translations(request: Request, ingress: State) -> Response:
 
 
 def _rendered(request: Request, done: Transcription) -> Response:
-    assert done.request.response_format != "diarized_json"  # refused by parse_request
     note_request(request, asr_ms=done.asr_ms)
     return render(
         done.result,
@@ -99,6 +99,7 @@ def _rendered(request: Request, done: Transcription) -> Response:
         logprobs="logprobs" in done.request.include,
         task="translate" if done.translate else "transcribe",
         headers=cache_headers(done.cache_hit),
+        speakers=done.speakers or (),
     )
 
 
@@ -179,14 +180,18 @@ async def ready(ingress: State) -> JSONResponse:
 @serve.ingress()
 class Ingress:
     def __init__(
-        self, decoder: DeploymentHandle, models: dict[str, DeploymentHandle], config: dict
+        self,
+        decoder: DeploymentHandle,
+        models: dict[str, DeploymentHandle],
+        config: dict,
+        speakers: DeploymentHandle | None = None,
     ) -> None:
         app_config = AppConfig.model_validate(config)
         self.api_keys = APIKeyVerifier.from_config(app_config.auth)
         logger.info(
             "API key auth %s", "on" if self.api_keys.enabled else "off (no keys configured)"
         )
-        downstream = Downstream(decoder, models)
+        downstream = Downstream(decoder, models, speakers)
         cache: ResultCache = (
             RedisCache(app_config.cache, CacheMetrics()) if app_config.cache.enabled else NO_CACHE
         )
@@ -198,6 +203,9 @@ class Ingress:
             transcribe=downstream.transcribe,
             capabilities=downstream.capabilities,
             cache=cache,
+            diarizer=(
+                FileDiarizer(app_config.speakers, downstream.embed) if downstream.diarizes else None
+            ),
         )
         live = LiveSessions(
             app_config.live,
@@ -206,6 +214,8 @@ class Ingress:
             api_keys=self.api_keys,
             models=[m.name for m in app_config.models],
             default_model=app_config.default_model or app_config.models[0].name,
+            embed=downstream.embed if downstream.diarizes else None,
+            speakers=app_config.speakers,
         )
         self.state = IngressState(
             config=app_config,

@@ -53,6 +53,7 @@ from asr_serve.live.events import (
 from asr_serve.live.metrics import LiveMetrics
 from asr_serve.live.partials import StableText
 from asr_serve.live.pcm import InputFormat, PCMDecoder
+from asr_serve.live.speakers import SessionSpeakers
 from asr_serve.live.turns import Cut, Pause, Resume, Start, Stop, Turn, TurnDetector, ms_to_samples
 from asr_serve.live.vad import VADStream
 
@@ -83,6 +84,8 @@ class SessionSettings(BaseModel):
     options: TranscribeOptions = Field(default_factory=TranscribeOptions)
     #: Partial results for the open utterance (if the replica's ``LiveConfig`` allows them).
     partials: bool = True
+    #: Label each utterance with its speaker (if the replica has the Speakers deployment).
+    speakers: bool = False
 
 
 @dataclass(eq=False)
@@ -112,6 +115,7 @@ class LiveSession:
         metrics: LiveMetrics,
         *,
         protocol: str,
+        speakers: SessionSpeakers | None = None,
     ) -> None:
         self.id = f"sess_{secrets.token_hex(10)}"
         #: The adapter's name; only a label on the session's metrics.
@@ -119,6 +123,7 @@ class LiveSession:
         self.settings = settings
         self.config = config
         self._transcriber = transcriber
+        self._speakers = speakers
         self._emit = emit
         self._metrics = metrics
         self._decoder = PCMDecoder(settings.input_format)
@@ -301,6 +306,8 @@ class LiveSession:
     ) -> None:
         """Decode a committed utterance; emit its outcome after the previous item's."""
         outcome: EngineResult | ASRServeError
+        speakers = self._speakers if self.settings.speakers else None
+        embedding = asyncio.ensure_future(speakers.embed(audio)) if speakers else None
         try:
             async with asyncio.timeout(self.config.final_timeout_s):
                 outcome = await self._decode(audio, DecodeKind.FINAL, lambda: True)
@@ -313,6 +320,7 @@ class LiveSession:
         except Exception:
             logger.exception("live session %s: final decode failed", self.id)
             outcome = ASRServeError("transcription failed")
+        vector = await embedding if embedding is not None else None
         if previous is not None:
             await asyncio.wait([previous])
         if isinstance(outcome, ASRServeError):
@@ -329,6 +337,7 @@ class LiveSession:
                 _ms(span[0]),
                 _ms(span[1]),
                 outcome,
+                speaker=speakers.label(vector, len(audio)) if speakers else None,
             )
         )
 

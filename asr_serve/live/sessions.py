@@ -18,7 +18,7 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from asr_serve.api.auth import APIKeyVerifier
-from asr_serve.config import LiveConfig
+from asr_serve.config import LiveConfig, SpeakersConfig
 from asr_serve.errors import AuthenticationError
 from asr_serve.live.decode import Decode
 from asr_serve.live.metrics import LiveCounters
@@ -30,6 +30,7 @@ from asr_serve.live.protocols.connection import (
     accepted_subprotocol,
 )
 from asr_serve.live.scheduler import DecodeScheduler
+from asr_serve.live.speakers import Embed
 
 logger = logging.getLogger("ray.serve")
 
@@ -44,12 +45,22 @@ class LiveSessions:
         api_keys: APIKeyVerifier,
         models: Sequence[str],
         default_model: str,
+        embed: Embed | None = None,
+        speakers: SpeakersConfig | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.scheduler = DecodeScheduler(decode, config, metrics)
         self._api_keys = api_keys
-        self._context = LiveContext(self.scheduler, list(models), default_model, config, metrics)
+        self._context = LiveContext(
+            self.scheduler,
+            list(models),
+            default_model,
+            config,
+            metrics,
+            embed,
+            speakers or SpeakersConfig(),
+        )
         #: Sessions open now on this replica, all doors together.
         self.active = 0
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineCapabilities, EngineResult, TranscribeOptions
 from asr_serve.errors import DeadlineExceededError, InvalidRequestError
 from asr_serve.serving.cache import NO_CACHE, ResultCache
+from asr_serve.serving.diarization import FileDiarizer
 from asr_serve.serving.requests import (
     model_name,
     parse_request,
@@ -33,8 +36,21 @@ from asr_serve.serving.requests import (
     transcribe_options,
 )
 from asr_serve.serving.stitching import stitch
+from asr_serve.speakers.clustering import KnownSpeakers
+from asr_serve.speakers.labels import SpeakerSegment, Turn, attribute
 
-DecodeFn = Callable[[bytes, SplittingConfig], Awaitable[DecodedAudio]]
+#: OpenAI's diarizing model needs ``chunking_strategy`` for audio longer than this.
+DIARIZE_UNCHUNKED_MAX_S = 30.0
+
+
+class DecodeFn(Protocol):
+    """Upload bytes to samples; ``regions`` asks for the VAD's speech regions too."""
+
+    def __call__(
+        self, data: bytes, splitting: SplittingConfig, regions: bool = False
+    ) -> Awaitable[DecodedAudio]: ...
+
+
 #: ``(model, samples, options, admitted)``; ``admitted``: an earlier piece of the request was
 #: admitted, so the model must not refuse this one halfway (admission is per request).
 TranscribeFn = Callable[[str, np.ndarray, TranscribeOptions, bool], Awaitable[EngineResult]]
@@ -55,6 +71,8 @@ class Transcription:
     translate: bool = False
     #: Wall time from the first piece sent to the model to the last result.
     asr_ms: float = 0.0
+    #: ``diarized_json``: the transcript's segments with their speakers.
+    speakers: list[SpeakerSegment] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,8 @@ class PieceResult:
     piece: Piece
     result: EngineResult
     cache_hit: bool | None
+    #: ``diarized_json``: who spoke when in the whole file.
+    turns: list[Turn] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,12 @@ class Job:
     deadline: float
     #: ``/v1/audio/translations``: English text, by a model that can translate.
     translate: bool = False
+    #: ``diarized_json``'s reference clips, embedded.
+    known: KnownSpeakers | None = None
+
+    @property
+    def diarize(self) -> bool:
+        return self.request.response_format == "diarized_json"
 
     def log_fields(self) -> dict[str, object]:
         """What the request's log line says about it."""
@@ -95,9 +121,11 @@ class TranscriptionPipeline:
         transcribe: TranscribeFn,
         capabilities: CapabilitiesFn = _no_capabilities,
         cache: ResultCache | None = None,
+        diarizer: FileDiarizer | None = None,
     ) -> None:
         self.config = config
         self._decode = decode
+        self.diarizer = diarizer
         self._transcribe = transcribe
         self._capabilities = capabilities
         self.cache: ResultCache = cache or NO_CACHE
@@ -112,9 +140,35 @@ class TranscriptionPipeline:
             request = parse_request(upload.fields, self.config)
         splitting = splitting_for(request, self.config.splitting)
         deadline = asyncio.get_running_loop().time() + self.config.limits.request_timeout_s
+        if request.response_format != "diarized_json":
+            async with self._deadline(deadline):
+                audio = await self._decode(upload.data, splitting)
+            return Job(request=request, audio=audio, deadline=deadline, translate=translate)
         async with self._deadline(deadline):
-            audio = await self._decode(upload.data, splitting)
-        return Job(request=request, audio=audio, deadline=deadline, translate=translate)
+            audio, known = await self._diarized(request, upload.data, splitting)
+        return Job(request=request, audio=audio, deadline=deadline, known=known)
+
+    async def _diarized(
+        self, request: TranscriptionRequest, data: bytes, splitting: SplittingConfig
+    ) -> tuple[DecodedAudio, KnownSpeakers | None]:
+        """The file with its speech regions, and the request's reference clips embedded."""
+        if self.diarizer is None:
+            raise InvalidRequestError(
+                "diarized_json: speaker diarization is off on this server",
+                param="response_format",
+            )
+        audio = await self._decode(data, splitting, True)
+        if request.chunking_strategy is None and audio.duration_s > DIARIZE_UNCHUNKED_MAX_S:
+            raise InvalidRequestError(
+                f"chunking_strategy is required with diarized_json for audio longer than "
+                f"{DIARIZE_UNCHUNKED_MAX_S:g} s (this is {audio.duration_s:.1f} s); send "
+                "chunking_strategy=auto",
+                param="chunking_strategy",
+            )
+        known = await self.diarizer.known_speakers(
+            request, self._decode, self.config.limits, splitting
+        )
+        return audio, known
 
     async def _translating_model(self, requested: str | None) -> str:
         """The named model if it can translate; with none named, the default model if it
@@ -143,6 +197,7 @@ class TranscriptionPipeline:
         asr_ms = 1000 * (time.perf_counter() - started)
         result = stitch([(p.piece, p.result) for p in pieces], job.audio.duration_s)
         hits = [p.cache_hit for p in pieces if p.cache_hit is not None]
+        turns = pieces[0].turns if pieces else None
         return Transcription(
             request=job.request,
             model=job.request.model,
@@ -150,6 +205,7 @@ class TranscriptionPipeline:
             cache_hit=all(hits) if hits else None,
             translate=job.translate,
             asr_ms=asr_ms,
+            speakers=None if turns is None else attribute(result.segments, turns, "A"),
         )
 
     async def results(self, job: Job) -> AsyncGenerator[PieceResult, None]:
@@ -183,19 +239,29 @@ class TranscriptionPipeline:
         # the generator cancels the rest and waits for them, retrieving their exceptions.
         # The first piece is admitted by the model's queue (or refused, failing the request);
         # the rest follow it unchecked, so an admitted long file is not refused halfway.
+        # Diarization runs beside the pieces; the first result waits for it.
+        diarizing = (
+            asyncio.ensure_future(self.diarizer.turns(job.audio, job.known))
+            if job.diarize and self.diarizer is not None
+            else None
+        )
         tasks = [
             asyncio.ensure_future(one(piece, admitted=i > 0))
             for i, piece in enumerate(job.audio.pieces_to_transcribe())
         ]
         try:
+            turns = None
             for task in tasks:
                 async with self._deadline(job.deadline):
                     result = await task
-                yield result
+                    if diarizing is not None and turns is None:
+                        turns = await diarizing
+                yield dataclasses.replace(result, turns=turns)
         finally:
-            for task in tasks:
+            everything = [*tasks, *([diarizing] if diarizing is not None else [])]
+            for task in everything:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*everything, return_exceptions=True)
 
     @contextlib.asynccontextmanager
     async def _deadline(self, deadline: float) -> AsyncIterator[None]:

@@ -17,6 +17,8 @@ from asr_serve.api.protocol import ServerVADChunking, TranscriptionRequest, Tran
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.errors import InvalidParameterError, InvalidRequestError, ModelNotFoundError
+from asr_serve.serving.diarization import check_known_speakers
+from asr_serve.speakers.models import resolve
 
 Fields = Mapping[str, object]
 M = TypeVar("M", bound=BaseModel)
@@ -47,10 +49,15 @@ def _check_prompt(prompt: str | None, config: AppConfig) -> None:
 
 
 def model_name(requested: str | None, config: AppConfig) -> str:
-    """The configured model a request names (the default when it names none), or a 404."""
-    name = requested or config.default_model
-    assert name is not None
-    if name not in {m.name for m in config.models}:
+    """The configured model a request names (the default when it names none), or a 404.
+
+    OpenAI selects diarization by model name: ``gpt-4o-transcribe-diarize`` is the default
+    model here and ``<model>-diarize`` that model (:mod:`asr_serve.speakers.models`); with
+    files, ``response_format=diarized_json`` is what asks for speakers."""
+    configured = {m.name for m in config.models}
+    assert config.default_model is not None
+    name, _ = resolve(requested or config.default_model, configured, config.default_model)
+    if name not in configured:
         raise ModelNotFoundError(
             f"model {name!r} does not exist; available: {', '.join(m.name for m in config.models)}",
             param="model",
@@ -63,22 +70,15 @@ def parse_request(fields: Fields, config: AppConfig) -> TranscriptionRequest:
     request = _validate(TranscriptionRequest, fields)
     _check_prompt(request.prompt, config)
     name = model_name(request.model, config)
-    refusals = {
-        "known_speaker_names": request.known_speaker_names,
-        "known_speaker_references": request.known_speaker_references,
-        "response_format": request.response_format == "diarized_json",
-    }
-    for param, asked in refusals.items():
-        if asked:
-            raise InvalidRequestError(
-                f"{param}: speaker diarization is not available on this server", param=param
-            )
-    if request.stream and request.response_format not in ("json", "text"):
+    _check_diarization(request, config)
+    if request.stream and request.response_format not in ("json", "text", "diarized_json"):
         raise InvalidRequestError(
-            "stream=true answers with text events; use response_format json or text",
+            "stream=true answers with text events; use response_format json, text or diarized_json",
             param="stream",
         )
-    if request.include and (request.stream or request.response_format in ("text", "srt", "vtt")):
+    if request.include and (
+        request.stream or request.response_format in ("text", "srt", "vtt", "diarized_json")
+    ):
         raise InvalidRequestError(
             "include[]=logprobs is given with response_format json or verbose_json, unstreamed",
             param="include",
@@ -91,6 +91,33 @@ def parse_request(fields: Fields, config: AppConfig) -> TranscriptionRequest:
     return request.model_copy(
         update={"model": name, "language": _language(request), "languages": []}
     )
+
+
+def _check_diarization(request: TranscriptionRequest, config: AppConfig) -> None:
+    """``diarized_json`` and known speakers: on a server with speakers, together, and
+    without what OpenAI's diarizing model refuses (word or segment timestamp granularities;
+    ``include[]``, refused with the other formats it does not fit)."""
+    diarized = request.response_format == "diarized_json"
+    if diarized and not config.speakers.enabled:
+        raise InvalidRequestError(
+            "diarized_json: speaker diarization is off on this server (speakers.enabled)",
+            param="response_format",
+        )
+    if not diarized:
+        for param in ("known_speaker_names", "known_speaker_references"):
+            if getattr(request, param):
+                raise InvalidRequestError(
+                    f"{param} names the speakers of response_format=diarized_json; ask for it",
+                    param=param,
+                )
+        return
+    check_known_speakers(request)
+    if request.timestamp_granularities:
+        raise InvalidRequestError(
+            "timestamp_granularities is not available with diarized_json: its segments carry "
+            "their times",
+            param="timestamp_granularities",
+        )
 
 
 def _language(request: TranscriptionRequest) -> str | None:
@@ -132,7 +159,8 @@ def transcribe_options(
         language=request.language.lower() if request.language else None,
         prompt=request.prompt,
         temperature=request.temperature,
-        segment_timestamps=request.response_format in ("verbose_json", "srt", "vtt"),
+        segment_timestamps=request.response_format
+        in ("verbose_json", "srt", "vtt", "diarized_json"),
         word_timestamps="word" in request.timestamp_granularities,
         task="translate" if translate else "transcribe",
         logprobs="logprobs" in request.include,

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from asr_serve.api.upload import FORM_OVERHEAD_BYTES, UploadBudget, read_upload
+from asr_serve.api.upload import UploadBudget, form_limit, read_upload
 from asr_serve.config import LimitsConfig
 from asr_serve.errors import ASRServeError, RequestTimeoutError, UploadBudgetError
 
@@ -73,7 +73,7 @@ def test_declared_length_over_limit_is_413_without_reading() -> None:
         return JSONResponse({})
 
     client = TestClient(Starlette(routes=[Route("/", endpoint, methods=["POST"])]))
-    body = b"--b\r\n" + b"x" * (LIMIT + FORM_OVERHEAD_BYTES + 10)
+    body = b"--b\r\n" + b"x" * (form_limit(LimitsConfig(max_upload_bytes=LIMIT)) + 10)
     resp = client.post(
         "/", content=body, headers={"content-type": "multipart/form-data; boundary=b"}
     )

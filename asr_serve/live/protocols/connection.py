@@ -37,18 +37,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pydantic import ValidationError
 from starlette.websockets import WebSocket
 
-from asr_serve.config import LiveConfig
+from asr_serve.config import LiveConfig, SpeakersConfig
 from asr_serve.errors import ASRServeError, InvalidRequestError, PayloadTooLargeError
 from asr_serve.live.decode import Transcriber
 from asr_serve.live.events import LiveEvent
 from asr_serve.live.metrics import LiveMetrics
 from asr_serve.live.session import LiveSession, SessionAudioLimitError, SessionSettings
+from asr_serve.live.speakers import Embed, SessionSpeakers
+from asr_serve.speakers.models import resolve
 
 logger = logging.getLogger("ray.serve")
 
@@ -87,7 +89,7 @@ def accepted_subprotocol(websocket: WebSocket, supported: Sequence[str]) -> str 
 def requested_model(websocket: WebSocket, models: Sequence[str], default_model: str) -> str:
     """The model ``?model=`` names, or the default; :class:`ProtocolError` if not served."""
     model = websocket.query_params.get("model", default_model)
-    if model not in models:
+    if resolve(model, models, default_model)[0] not in models:
         raise ProtocolError(
             "model_not_found",
             f"The model {model!r} does not exist; available: {', '.join(models)}",
@@ -124,6 +126,9 @@ class LiveContext:
     default_model: str
     config: LiveConfig
     metrics: LiveMetrics
+    #: Speaker embeddings of utterances (the Speakers deployment); ``None``: speakers off.
+    embed: Embed | None = None
+    speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
 
 
 class LiveConnection(abc.ABC):
@@ -160,6 +165,11 @@ class LiveConnection(abc.ABC):
             emit,
             context.metrics,
             protocol=self.protocol,
+            speakers=(
+                SessionSpeakers(context.embed, context.speakers)
+                if settings.speakers and context.embed is not None
+                else None
+            ),
         )
 
     @abc.abstractmethod

@@ -71,6 +71,7 @@ from asr_serve.live.protocols.openai_events import (
     TranscriptionCompleted,
     TranscriptionDelta,
     TranscriptionFailed,
+    TranscriptionSegment,
     TranscriptionSession,
     beta_session_object,
     merge,
@@ -79,6 +80,7 @@ from asr_serve.live.protocols.openai_events import (
     validation_error,
 )
 from asr_serve.live.session import LiveSession, SessionSettings
+from asr_serve.speakers.models import resolve
 
 #: Subprotocols to accept with: OpenAI's browser clients offer ``realtime`` beside their key.
 SUBPROTOCOLS = ("realtime",)
@@ -174,7 +176,7 @@ class OpenAIRealtimeConnection(LiveConnection):
             error.param = f"session.{error.param}" if error.param else "session"
             raise error from None
         model = state.audio.input.transcription.model
-        if model is not None and model not in self.context.models:
+        if model is not None and self._model_of(model)[0] not in self.context.models:
             raise ClientEventError(
                 "model_not_found",
                 f"The model {model!r} does not exist; available: {', '.join(self.context.models)}",
@@ -190,11 +192,23 @@ class OpenAIRealtimeConnection(LiveConnection):
         else:
             self._send(SessionUpdated(session=session_object(state, session_id)))
 
+    def _model_of(self, name: str) -> tuple[str, bool]:
+        """The model a name means and whether it diarizes (``<model>-diarize``)."""
+        return resolve(name, self.context.models, self.context.default_model)
+
     def _settings(self, state: TranscriptionSession) -> SessionSettings:
         audio = state.audio.input
         detection = audio.turn_detection
+        model, speakers = self._model_of(audio.transcription.model or self._model)
+        if speakers and self.context.embed is None:
+            raise ClientEventError(
+                "unsupported_value",
+                "speaker diarization is off on this server (speakers.enabled)",
+                param="session.audio.input.transcription.model",
+            )
         return SessionSettings(
-            model=audio.transcription.model or self._model,
+            model=model,
+            speakers=speakers,
             input_format=InputFormat(
                 encoding=_ENCODINGS[audio.format.type], rate=audio.format.rate or 8_000
             ),
@@ -218,9 +232,20 @@ class OpenAIRealtimeConnection(LiveConnection):
                 self._send(ClearedEvent())
             case Partial(item_id, _, delta, _) if delta:
                 self._send(TranscriptionDelta(item_id=item_id, delta=delta))
-            case Completed(item_id, transcript, delta, start_ms, end_ms):
+            case Completed(item_id, transcript, delta, start_ms, end_ms, _, speaker):
                 if delta:
                     self._send(TranscriptionDelta(item_id=item_id, delta=delta))
+                if speaker is not None:
+                    self._send(
+                        TranscriptionSegment(
+                            item_id=item_id,
+                            id=f"seg_{item_id}",
+                            start=start_ms / 1000,
+                            end=end_ms / 1000,
+                            text=transcript,
+                            speaker=speaker,
+                        )
+                    )
                 self._send(
                     TranscriptionCompleted(
                         item_id=item_id,

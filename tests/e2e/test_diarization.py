@@ -1,0 +1,166 @@
+"""Who spoke, through real Serve and the official ``openai`` client: files in
+``diarized_json`` (plain, with known speakers, streamed), their refusals, and a realtime
+session whose model diarizes.
+
+One application serves the embedded Whisper tiny.en with the Speakers deployment. The
+conversations are two espeak-ng voices taking turns (:mod:`asr_serve.testing.conversation`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from collections.abc import Iterator
+
+import openai
+import pytest
+from ray import serve
+
+from asr_serve.testing.conversation import LINES, VOICES, Conversation, attributed_share, converse
+from asr_serve.testing.speech import encode, pcm16
+from tests.e2e.serving import WHISPER, deploy, whisper_model
+from tests.support.realtime import client_for, stream_with_sdk
+
+pytestmark = pytest.mark.e2e
+
+APP = "diarize"
+ANN, BOB = VOICES[0], VOICES[1]
+
+
+@pytest.fixture(scope="module")
+def base_url(serve_url: str) -> Iterator[str]:
+    deploy(APP, {"models": [whisper_model()]})
+    yield f"{serve_url}/{APP}"
+    serve.delete(APP)
+
+
+@pytest.fixture(scope="module")
+def client(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def talk() -> Conversation:
+    """Six turns, about 35 s: over the 30 s past which OpenAI needs a chunking_strategy."""
+    return converse([((ANN, BOB)[i % 2], LINES[i]) for i in range(6)])
+
+
+def _wav(conversation: Conversation) -> io.BytesIO:
+    f = io.BytesIO(encode(conversation.audio, 16000, "wav"))
+    f.name = "talk.wav"
+    return f
+
+
+def _data_url(voice, text: str) -> str:
+    wav = encode(voice.say(text), 16000, "wav")
+    return "data:audio/wav;base64," + base64.b64encode(wav).decode()
+
+
+def _refused(call, param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        call()
+    assert err.value.body["param"] == param, err.value.body  # type: ignore[index]
+
+
+def test_diarized_json_names_speakers_by_letter(client: openai.OpenAI, talk: Conversation) -> None:
+    result = client.audio.transcriptions.create(
+        model=WHISPER, file=_wav(talk), response_format="diarized_json", chunking_strategy="auto"
+    )
+    assert result.task == "transcribe" and abs(result.duration - talk.duration_s) < 0.01
+    assert {s.speaker for s in result.segments} == {"A", "B"}
+    assert result.segments[0].speaker == "A" and result.segments[0].id == "seg_0"
+    assert all(s.type == "transcript.text.segment" for s in result.segments)
+    assert "budget" in result.text.lower()
+    hypothesis = [(s.start, s.end, s.speaker) for s in result.segments]
+    assert attributed_share(talk.turns, hypothesis) >= 0.9
+
+
+def test_known_speakers_name_them(client: openai.OpenAI, talk: Conversation) -> None:
+    result = client.audio.transcriptions.create(
+        model=WHISPER,
+        file=_wav(talk),
+        response_format="diarized_json",
+        chunking_strategy="auto",
+        known_speaker_names=["customer", "agent"],
+        known_speaker_references=[_data_url(BOB, LINES[9]), _data_url(ANN, LINES[12])],
+    )
+    named = [
+        (s.start, s.end, {"agent": "ann", "customer": "bob"}[s.speaker]) for s in result.segments
+    ]
+    assert attributed_share(talk.turns, named, by_name=True) >= 0.9
+
+
+def test_streamed_segments_carry_speakers(client: openai.OpenAI, talk: Conversation) -> None:
+    stream = client.audio.transcriptions.create(
+        model=WHISPER,
+        file=_wav(talk),
+        response_format="diarized_json",
+        chunking_strategy="auto",
+        stream=True,
+    )
+    events = list(stream)
+    segments = [e for e in events if e.type == "transcript.text.segment"]
+    assert events[-1].type == "transcript.text.done" and segments
+    assert {e.speaker for e in segments} == {"A", "B"}
+    assert [e.id for e in segments] == [f"seg_{i}" for i in range(len(segments))]
+    assert attributed_share(talk.turns, [(e.start, e.end, e.speaker) for e in segments]) >= 0.9
+
+
+def test_what_diarization_refuses(client: openai.OpenAI, talk: Conversation) -> None:
+    create = client.audio.transcriptions.create
+    long_wav = _wav(talk)
+    _refused(
+        lambda: create(model=WHISPER, file=long_wav, response_format="diarized_json"),
+        "chunking_strategy",
+    )
+    short = converse([(ANN, LINES[0])])
+    for refs, param in (
+        (["data:audio/wav;base64,@@@"], "known_speaker_references"),
+        (["https://example.com/a.wav"], "known_speaker_references"),
+        ([_data_url(ANN, "Yes.")], "known_speaker_references"),  # under 2 s
+        ([_data_url(ANN, LINES[0])] * 5, "known_speaker_names"),  # 5 names for 5 clips
+    ):
+        names = [f"n{i}" for i in range(len(refs))]
+        _refused(
+            lambda refs=refs, names=names: create(
+                model=WHISPER,
+                file=_wav(short),
+                response_format="diarized_json",
+                known_speaker_names=names,
+                known_speaker_references=refs,
+            ),
+            param,
+        )
+    _refused(
+        lambda: create(model=WHISPER, file=_wav(short), known_speaker_names=["a"]),
+        "known_speaker_names",
+    )
+    _refused(
+        lambda: create(
+            model=WHISPER, file=_wav(short), response_format="diarized_json", include=["logprobs"]
+        ),
+        "include",
+    )
+
+
+def test_a_realtime_session_labels_each_utterance(base_url: str) -> None:
+    """``<model>-diarize`` selects speakers, as OpenAI's diarizing model does: a segment
+    event with the speaker before each item's completion; labels stable all session."""
+    voices = [ANN, BOB, ANN, BOB]
+    talk = converse([(v, LINES[i]) for i, v in enumerate(voices)], pause_s=1.2)
+    events = asyncio.run(
+        stream_with_sdk(
+            client_for(base_url),
+            f"{WHISPER}-diarize",
+            pcm16(talk.audio, 24_000),
+            chunk_ms=100,
+            speed=None,
+            session={"type": "transcription"},
+            items=4,
+        )
+    )
+    segments = [e for e in events if e.type.endswith("input_audio_transcription.segment")]
+    assert [s.speaker for s in segments] == ["A", "B", "A", "B"]
+    completed = [e for e in events if e.type.endswith("transcription.completed")]
+    assert [s.item_id for s in segments] == [c.item_id for c in completed]
