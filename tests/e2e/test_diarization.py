@@ -119,7 +119,7 @@ def test_what_diarization_refuses(client: openai.OpenAI, talk: Conversation) -> 
         (["data:audio/wav;base64,@@@"], "known_speaker_references"),
         (["https://example.com/a.wav"], "known_speaker_references"),
         ([_data_url(ANN, "Yes.")], "known_speaker_references"),  # under 2 s
-        ([_data_url(ANN, LINES[0])] * 5, "known_speaker_names"),  # 5 names for 5 clips
+        ([_data_url(ANN, LINES[0])] * 5, "known_speaker_references"),  # at most 4, at once
     ):
         names = [f"n{i}" for i in range(len(refs))]
         _refused(
@@ -148,7 +148,7 @@ def test_a_realtime_session_labels_each_utterance(base_url: str) -> None:
     """``<model>-diarize`` selects speakers, as OpenAI's diarizing model does: a segment
     event with the speaker before each item's completion; labels stable all session."""
     voices = [ANN, BOB, ANN, BOB]
-    talk = converse([(v, LINES[i]) for i, v in enumerate(voices)], pause_s=1.2)
+    talk = converse([(v, LINES[i]) for i, v in enumerate(voices)], pause_s=1.2, lead_s=1.5)
     events = asyncio.run(
         stream_with_sdk(
             client_for(base_url),

@@ -34,9 +34,33 @@ CONFIG = AppConfig.model_validate(
     ("fields", "param"),
     [
         ({"languge": "en"}, "languge"),  # a typo is not silently ignored
-        ({"response_format": "diarized_json"}, "response_format"),
-        ({"known_speaker_names": ["agent"]}, "known_speaker_names"),
+        ({"known_speaker_names": ["agent"]}, "known_speaker_names"),  # without diarized_json
         ({"known_speaker_references": ["data:audio/wav;base64,AA=="]}, "known_speaker_references"),
+        (
+            {"response_format": "diarized_json", "known_speaker_names": ["a", "b"]},
+            "known_speaker_references",
+        ),
+        (
+            {
+                "response_format": "diarized_json",
+                "known_speaker_names": ["a", "b", "c", "d", "e"],
+                "known_speaker_references": ["data:,"] * 5,
+            },
+            "known_speaker_names",
+        ),
+        (
+            {
+                "response_format": "diarized_json",
+                "known_speaker_names": ["a", "a"],
+                "known_speaker_references": ["data:,"] * 2,
+            },
+            "known_speaker_names",
+        ),
+        ({"response_format": "diarized_json", "include": ["logprobs"]}, "include"),
+        (
+            {"response_format": "diarized_json", "timestamp_granularities": ["segment"]},
+            "timestamp_granularities",
+        ),
         ({"stream": "true", "response_format": "verbose_json"}, "stream"),
         ({"include": ["logprobs"], "response_format": "text"}, "include"),
         ({"include": ["logprobs"], "stream": "true"}, "include"),
@@ -69,6 +93,19 @@ def test_bad_values_of_new_fields_are_422_naming_them(fields: dict, param: str) 
     with pytest.raises(InvalidParameterError) as err:
         parse_request(fields, CONFIG)
     assert err.value.param == param
+
+
+def test_diarization_off_refuses_diarized_json_and_diarize_names_resolve() -> None:
+    off = CONFIG.model_copy(
+        update={"speakers": CONFIG.speakers.model_copy(update={"enabled": False})}
+    )
+    with pytest.raises(InvalidRequestError) as err:
+        parse_request({"response_format": "diarized_json"}, off)
+    assert err.value.param == "response_format"
+    assert parse_request({"model": "whisper-diarize"}, CONFIG).model == "whisper"
+    assert parse_request({"model": "gpt-4o-transcribe-diarize"}, CONFIG).model == "nano"
+    request = parse_request({"response_format": "diarized_json", "stream": "true"}, CONFIG)
+    assert transcribe_options(request).segment_timestamps
 
 
 def test_honoured_fields_reach_the_engine_options() -> None:
