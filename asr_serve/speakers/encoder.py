@@ -134,7 +134,7 @@ class SpeakerEncoder:
         """A clip's partials as mel frames, ``(n, 160, 40)``."""
         starts = self.partial_starts(len(clip))
         need = (starts[-1] + PARTIAL_FRAMES) * HOP
-        wav = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
+        wav = torch.from_numpy(np.array(clip, dtype=np.float32))  # a copy: inputs may be read-only
         wav = _raise_loudness(wav)
         if need > len(wav):
             wav = torch.nn.functional.pad(wav, (0, need - len(wav)))
