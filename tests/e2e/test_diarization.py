@@ -57,6 +57,16 @@ def _data_url(voice, text: str) -> str:
     return "data:audio/wav;base64," + base64.b64encode(wav).decode()
 
 
+def _diarized(client: openai.OpenAI, talk: Conversation, **fields):
+    return client.audio.transcriptions.create(
+        model=WHISPER,
+        file=_wav(talk),
+        response_format="diarized_json",
+        chunking_strategy="auto",
+        **fields,
+    )
+
+
 def _refused(call, param: str) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         call()
@@ -64,9 +74,7 @@ def _refused(call, param: str) -> None:
 
 
 def test_diarized_json_names_speakers_by_letter(client: openai.OpenAI, talk: Conversation) -> None:
-    result = client.audio.transcriptions.create(
-        model=WHISPER, file=_wav(talk), response_format="diarized_json", chunking_strategy="auto"
-    )
+    result = _diarized(client, talk)
     assert result.task == "transcribe" and abs(result.duration - talk.duration_s) < 0.01
     assert {s.speaker for s in result.segments} == {"A", "B"}
     assert result.segments[0].speaker == "A" and result.segments[0].id == "seg_0"
@@ -77,11 +85,9 @@ def test_diarized_json_names_speakers_by_letter(client: openai.OpenAI, talk: Con
 
 
 def test_known_speakers_name_them(client: openai.OpenAI, talk: Conversation) -> None:
-    result = client.audio.transcriptions.create(
-        model=WHISPER,
-        file=_wav(talk),
-        response_format="diarized_json",
-        chunking_strategy="auto",
+    result = _diarized(
+        client,
+        talk,
         known_speaker_names=["customer", "agent"],
         known_speaker_references=[_data_url(BOB, LINES[9]), _data_url(ANN, LINES[12])],
     )
@@ -92,14 +98,7 @@ def test_known_speakers_name_them(client: openai.OpenAI, talk: Conversation) -> 
 
 
 def test_streamed_segments_carry_speakers(client: openai.OpenAI, talk: Conversation) -> None:
-    stream = client.audio.transcriptions.create(
-        model=WHISPER,
-        file=_wav(talk),
-        response_format="diarized_json",
-        chunking_strategy="auto",
-        stream=True,
-    )
-    events = list(stream)
+    events = list(_diarized(client, talk, stream=True))
     segments = [e for e in events if e.type == "transcript.text.segment"]
     assert events[-1].type == "transcript.text.done" and segments
     assert {e.speaker for e in segments} == {"A", "B"}
