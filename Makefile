@@ -26,8 +26,8 @@ serve: install
 	$(BIN)/serve run serve_config.cpu.yaml
 
 lint: install
-	$(BIN)/ruff check asr_serve tests benchmarks cluster
-	$(BIN)/ruff format --check asr_serve tests benchmarks cluster
+	$(BIN)/ruff check asr_serve devtools tests benchmarks cluster
+	$(BIN)/ruff format --check asr_serve devtools tests benchmarks cluster
 
 test: system-deps install lint
 	$(BIN)/python -m pytest -ra

@@ -261,15 +261,20 @@ class LiveConfig(_Strict):
     #: An utterance running this long is cut at its quietest frame in its second half and
     #: committed; the rest goes on as the next utterance. Keep it within the model's window.
     max_utterance_s: float = Field(30.0, ge=2.0, le=600.0)
-    #: Re-decode the open utterance for partial results after this much new audio.
+    #: Transcribe the open utterance again for a partial result after this much new audio
+    #: (the partial policy: :mod:`asr_serve.live.partials`).
     partial_interval_s: float = Field(0.5, ge=0.1, le=30.0)
     #: Partial results at all; off leaves the model to finals only.
     partials: bool = True
-    #: Partial decodes running at once per replica; more wait, finals never do.
+    #: Partials being transcribed at once per ingress replica; more wait, finals never do.
     max_partials_in_flight: int = Field(4, ge=1, le=1024)
-    #: A partial that waited longer than this for its turn is dropped (counted as shed).
+    #: A partial that waited longer than this for a slot on the ingress replica is dropped
+    #: there (counted as shed, reason ``waited``).
     partial_max_wait_s: float = Field(1.0, gt=0.0, le=60.0)
-    #: A final decode not done after this long fails its item, so every item ends.
+    #: A partial that the model's replica could not start within this long, behind the
+    #: requests waiting there, is dropped there (``asr_partials_shed_at_model_total``).
+    partial_model_wait_s: float = Field(1.0, gt=0.0, le=60.0)
+    #: A final transcription not done after this long fails its item, so every item ends.
     final_timeout_s: float = Field(60.0, gt=0.0)
     #: No audio for this long closes the session (close code 4000).
     idle_timeout_s: float = Field(60.0, gt=0.0)

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from asr_serve.config import SAMPLE_RATE
-from asr_serve.testing.speech import encode, synthesize
+from devtools.speech import encode, synthesize
 
 #: Enough text for the longest clip; clips are cut from its start.
 _TEXT = (

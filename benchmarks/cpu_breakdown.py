@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> Breakdown:
     parser.add_argument(
         "--format",
         default="wav",
-        help="clip format (asr_serve.testing.speech.FORMATS), e.g. mp3, flac, ogg-opus",
+        help="clip format (devtools.speech.FORMATS), e.g. mp3, flac, ogg-opus",
     )
     parser.add_argument("--front", choices=list(FRONTS), default="proxy", help="see above")
     parser.add_argument(
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> Breakdown:
         help="keep Serve's access log on (the default before the ingress's own request log)",
     )
     args = parser.parse_args(argv)
-    from asr_serve.testing.tiny_model import ensure_tiny_model
+    from devtools.tiny_model import ensure_tiny_model
 
     plan = make_plan(
         "funasr", quick=False, gpu=False, systems=list(SYSTEMS), funasr_dir=ensure_tiny_model()

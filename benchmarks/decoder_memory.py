@@ -18,9 +18,9 @@ import wave
 import numpy as np
 
 from asr_serve.audio.decode import decode_audio
-from asr_serve.audio.vad import PieceSplitter
+from asr_serve.audio.splitting import PieceSplitter
 from asr_serve.config import SAMPLE_RATE, SplittingConfig
-from asr_serve.testing.long_audio import long_recording
+from devtools.long_audio import long_recording
 
 
 def measure(seconds: float) -> dict[str, float]:

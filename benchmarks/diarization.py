@@ -5,7 +5,7 @@
 One local Ray and Serve application (the CPU quickstart's Whisper tiny.en and the Speakers
 deployment, as ``serve_config.cpu.yaml``), driven over HTTP with the ``openai`` client:
 
-- **accuracy**: meetings of 2, 3 and 4 espeak-ng voices (:data:`~asr_serve.testing.
+- **accuracy**: meetings of 2, 3 and 4 espeak-ng voices (:data:`~devtools.
   conversation.VOICES`: voice, variant, pitch and speed differ) taking turns with 0.6 s
   pauses, ``--minutes`` long, served as ``diarized_json``; the share of speech time given to
   the right speaker (DER-style, no overlap) against the baseline of one speaker for
@@ -38,7 +38,9 @@ from ray import serve
 
 from asr_serve.app import REPLICA_ENV, build_graph
 from asr_serve.config import AppConfig
-from asr_serve.testing.conversation import (
+from benchmarks.report import command_line, machine_label
+from benchmarks.run import RESULTS_DIR
+from devtools.conversation import (
     LINES,
     VOICES,
     Conversation,
@@ -46,10 +48,8 @@ from asr_serve.testing.conversation import (
     converse,
     meeting,
 )
-from asr_serve.testing.net import free_port
-from asr_serve.testing.speech import encode, pcm16
-from benchmarks.report import command_line, machine_label
-from benchmarks.run import RESULTS_DIR
+from devtools.net import free_port
+from devtools.speech import encode, pcm16
 
 MODEL = "whisper-tiny.en"
 ARGS = {

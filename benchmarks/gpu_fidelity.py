@@ -37,8 +37,8 @@ import yaml
 from asr_serve.config import SAMPLE_RATE, ModelConfig, SplittingConfig
 from asr_serve.engines import TranscribeOptions
 from asr_serve.engines.funasr import FunASREngine
-from asr_serve.testing.speech import noise, synthesize, tone
-from asr_serve.testing.text import SENTENCES
+from devtools.speech import noise, synthesize, tone
+from devtools.text import SENTENCES
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = ROOT / "serve_config.yaml"

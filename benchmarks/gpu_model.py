@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from asr_serve.testing import tiny_model
+from devtools import tiny_model
 
 _ENCODER = {"output_size": 512, "linear_units": 2048, "num_blocks": 50, "tp_blocks": 20}
 _ADAPTOR = {"ffn_dim": 2048, "llm_dim": 1024, "encoder_dim": 512, "n_layer": 2}

@@ -5,7 +5,7 @@
 Served, the decoder cuts the file at pauses (silero VAD) and the ingress sends the pieces
 to the ASR deployment as separate items, batched by ``@serve.batch`` (at most
 ``splitting.max_in_flight`` at a time); in process,
-:func:`asr_serve.serving.longform.transcribe_long` decodes, cuts the same way and
+:func:`devtools.longform.transcribe_long` decodes, cuts the same way and
 transcribes every piece in one engine call: the limit.
 Same model as the main run's funasr plan. Writes ``results/<date>-<machine>-long.json`` and
 adds ``long_audio`` to ``results/latest.json``. 598 s keeps the file under the default
@@ -25,17 +25,17 @@ from pathlib import Path
 import httpx
 
 from asr_serve.audio.decode import decode_audio
-from asr_serve.audio.vad import PieceSplitter
+from asr_serve.audio.splitting import PieceSplitter
 from asr_serve.config import SAMPLE_RATE, SplittingConfig
 from asr_serve.engines import TranscribeOptions, create_engine
-from asr_serve.serving.longform import transcribe_long
-from asr_serve.testing.long_audio import long_recording
-from asr_serve.testing.speech import encode
-from asr_serve.testing.tiny_model import ensure_tiny_model
 from benchmarks.plan import make_plan
 from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.run import RESULTS_DIR
 from benchmarks.systems.served import ServeRun
+from devtools.long_audio import long_recording
+from devtools.longform import transcribe_long
+from devtools.speech import encode
+from devtools.tiny_model import ensure_tiny_model
 
 
 def main(argv: list[str] | None = None) -> dict:

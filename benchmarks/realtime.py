@@ -48,13 +48,13 @@ from pydantic import BaseModel
 
 from asr_serve.config import SAMPLE_RATE, AppConfig, ModelConfig
 from asr_serve.engines import TranscribeOptions, create_engine
-from asr_serve.testing.speech import Speech, encode, pcm16, speech_with_pauses
-from asr_serve.testing.text import SENTENCES, wer
 from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.run import RESULTS_DIR
 from benchmarks.systems.base import ROOT
 from benchmarks.systems.baselines import UvicornSystem
 from benchmarks.systems.served import ServedSystem, ServeRun
+from devtools.speech import Speech, encode, pcm16, speech_with_pauses
+from devtools.text import SENTENCES, wer
 
 CHUNK_MS = 40
 #: A level is sustained when every final arrived and their P95 latency is within this.
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
 
             def with_server_stats(level: Level) -> Level:
                 sizes = served.batch_sizes() or []
-                shed = run.live_stats(served.app)["partials_shed"]
+                shed = run.ingress_stats(served.app)["partials_shed"]
                 level = level.model_copy(
                     update={
                         "partials_shed": shed - shed_seen[0],

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> Report:
 
             funasr_dir = ensure_full_size_model()
         else:
-            from asr_serve.testing.tiny_model import ensure_tiny_model
+            from devtools.tiny_model import ensure_tiny_model
 
             funasr_dir = ensure_tiny_model()
 

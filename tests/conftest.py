@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from asr_serve.testing.tiny_model import ensure_tiny_model
+from devtools.tiny_model import ensure_tiny_model
 
 
 @pytest.fixture(scope="session")

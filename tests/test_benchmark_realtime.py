@@ -6,7 +6,6 @@ import importlib
 
 import numpy as np
 
-from asr_serve.testing.speech import Speech
 from benchmarks.realtime import (
     COMPLETED,
     DELTA,
@@ -17,6 +16,7 @@ from benchmarks.realtime import (
     _summary,
     markdown,
 )
+from devtools.speech import Speech
 
 SR = 16_000
 #: Two sentences: 1-3 s and 5-8 s of a 10 s recording.

@@ -1,15 +1,19 @@
-"""The package's layering: config is the leaf, no import cycles, engines stay light."""
+"""The package's layering: one direction between its packages, no import cycles, config is
+the leaf, engines stay light."""
 
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import asr_serve
 
 PACKAGE = Path(asr_serve.__file__).parent
+REPO = PACKAGE.parent
 
 
 def _module_name(path: Path) -> str:
@@ -17,13 +21,17 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _runtime_imports(path: Path) -> set[str]:
-    """``asr_serve`` modules ``path`` imports at runtime (``if TYPE_CHECKING:`` blocks aside),
-    at module level or inside functions."""
+def _imports(path: Path, *, type_checking: bool) -> set[str]:
+    """``asr_serve`` modules ``path`` imports, at module level or inside functions; those
+    under ``if TYPE_CHECKING:`` only with ``type_checking``."""
     tree = ast.parse(path.read_text())
     skipped: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if (
+            not type_checking
+            and isinstance(node, ast.If)
+            and "TYPE_CHECKING" in ast.unparse(node.test)
+        ):
             skipped.update(id(n) for stmt in node.body for n in ast.walk(stmt))
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -40,7 +48,59 @@ def _runtime_imports(path: Path) -> set[str]:
 
 
 MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-GRAPH = {name: _runtime_imports(path) & set(MODULES) for name, path in MODULES.items()}
+#: What each module imports at runtime: the edges an import cycle would run along.
+GRAPH = {name: _imports(path, type_checking=False) & set(MODULES) for name, path in MODULES.items()}
+#: Every import, type-only ones too: what each module depends on.
+DEPENDS = {
+    name: _imports(path, type_checking=True) & set(MODULES) for name, path in MODULES.items()
+}
+
+#: Each layer and the layers it may import, top to bottom: ``app`` builds the graph from the
+#: Serve deployments (Ray glue), which serve the HTTP and WebSocket routes (``api``) over the
+#: request flow (``serving``) and the live sessions (``live``), which use who spoke
+#: (``speakers``: embeddings, clustering, labels), the engines and the audio decoding and
+#: splitting (``engines``, ``audio``), over the settings and the API's errors. A layer may
+#: import itself; never one above it, nor its neighbour on its level.
+ALLOWED = {
+    "app": {"deployments", "config"},
+    "deployments": {"api", "serving", "live", "speakers", "engines", "audio", "config", "errors"},
+    "api": {
+        "serving",
+        "live",
+        "speakers",
+        "engines",
+        "audio",
+        "web",
+        "config",
+        "errors",
+        "version",
+    },
+    "serving": {"speakers", "engines", "audio", "config", "errors", "version"},
+    "live": {"speakers", "engines", "audio", "config", "errors"},
+    "speakers": {"engines", "audio", "config", "errors"},
+    "engines": {"config", "errors"},
+    "audio": {"config", "errors"},
+    "web": set(),
+    "config": set(),
+    "errors": set(),
+    "version": set(),
+}
+
+
+def _layer(module: str) -> str:
+    """``asr_serve.api.upload`` -> ``api``; the package itself (its version) -> ``version``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "version"
+
+
+def back_edges(depends: dict[str, set[str]]) -> list[str]:
+    """Imports that go against :data:`ALLOWED`, as ``importer -> imported``."""
+    return sorted(
+        f"{name} -> {dep}"
+        for name, deps in depends.items()
+        for dep in deps
+        if _layer(dep) != _layer(name) and _layer(dep) not in ALLOWED[_layer(name)]
+    )
 
 
 def _cycle() -> list[str] | None:
@@ -74,7 +134,31 @@ def test_the_walk_sees_real_edges() -> None:
     """Guards the test above against a walker that finds nothing."""
     assert "asr_serve.config" in GRAPH["asr_serve.engines.base"]
     assert "asr_serve.serving.pipeline" in GRAPH["asr_serve.deployments.ingress"]
-    assert "asr_serve.metrics" in GRAPH["asr_serve.deployments.asr"]  # imported in a method
+    assert "asr_serve.deployments.serve_metrics" in GRAPH["asr_serve.deployments.asr"]  # a method
+    assert "asr_serve.serving.pipeline" in DEPENDS["asr_serve.serving.in_place"]  # type-only
+    assert "asr_serve.serving.pipeline" not in GRAPH["asr_serve.serving.in_place"]
+
+
+def test_every_module_is_in_a_layer() -> None:
+    assert {_layer(name) for name in MODULES} == set(ALLOWED)
+
+
+def test_dependencies_run_one_way() -> None:
+    """deployments -> api -> serving / live -> engines / audio -> config / errors."""
+    assert back_edges(DEPENDS) == []
+
+
+def test_a_back_edge_is_caught() -> None:
+    """Guards the test above: an upward import, or one to a neighbour, is reported."""
+    depends = {
+        "asr_serve.serving.pipeline": {"asr_serve.api.upload", "asr_serve.engines.base"},
+        "asr_serve.live.sessions": {"asr_serve.serving.requests"},
+        "asr_serve.engines.base": {"asr_serve.config"},
+    }
+    assert back_edges(depends) == [
+        "asr_serve.live.sessions -> asr_serve.serving.requests",
+        "asr_serve.serving.pipeline -> asr_serve.api.upload",
+    ]
 
 
 def test_config_is_the_leaf() -> None:
@@ -93,14 +177,34 @@ def test_an_engine_does_not_import_the_http_side() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_test_helpers_are_not_shipped() -> None:
-    shipped = {p.stem for p in (PACKAGE / "testing").glob("*.py")}
-    assert shipped <= {
-        "__init__",
-        "conversation",
-        "long_audio",
-        "net",
-        "speech",
-        "text",
-        "tiny_model",
-    }
+def test_the_package_imports_nothing_of_the_repository_around_it() -> None:
+    """``devtools``, ``tests`` and ``benchmarks`` are not in the wheel."""
+    outside = {"devtools", "tests", "benchmarks", "cluster"}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            assert not {n.split(".")[0] for n in names} & outside, path
+
+
+def test_the_wheel_ships_the_package_and_its_page_only(tmp_path: Path) -> None:
+    """Built as a user would get it (offline, from what setuptools reads), the wheel holds
+    every module of ``asr_serve`` and the page, and nothing else."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(PACKAGE, source / "asr_serve", ignore=shutil.ignore_patterns("__pycache__"))
+    offline = ["--no-deps", "--no-build-isolation", "--no-index", "--quiet"]
+    dist = tmp_path / "dist"
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", *offline, "--wheel-dir", str(dist)]
+    subprocess.run([*pip_wheel, str(source)], check=True, timeout=300)
+    (wheel,) = dist.glob("asr_serve-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        files = {n for n in archive.namelist() if ".dist-info/" not in n}
+    expected = {p.relative_to(PACKAGE.parent).as_posix() for p in PACKAGE.rglob("*.py")}
+    assert files == expected | {"asr_serve/web/index.html"}

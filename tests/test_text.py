@@ -1,4 +1,4 @@
-from asr_serve.testing.text import normalize, wer, word_errors
+from devtools.text import normalize, wer, word_errors
 
 
 def test_normalize_ignores_case_and_punctuation() -> None:

@@ -171,7 +171,7 @@ def websocket_api_key(connection: HTTPConnection) -> str | None:
 
 def authenticated(connection: HTTPConnection) -> None:
     """FastAPI dependency: the request's key, checked against the app's verifier
-    (``app.state.api_keys``, set by :func:`asr_serve.api.app.build_api`) before the route
+    (``app.state.api_keys``, set by :func:`asr_serve.api.asgi.build_api`) before the route
     runs, so an unauthenticated upload is refused before its body is read."""
     verifier: APIKeyVerifier = connection.app.state.api_keys
     verifier.check(connection.headers.get("authorization"))

@@ -11,7 +11,6 @@ from asr_serve.api.protocol import (
     DiarizedSegment,
     DiarizedTranscriptionResponse,
     Logprob,
-    TranscriptionFormat,
     TranscriptionResponse,
     TranscriptionSegment,
     TranscriptionWord,
@@ -20,6 +19,7 @@ from asr_serve.api.protocol import (
 )
 from asr_serve.api.subtitles import to_srt, to_vtt
 from asr_serve.engines.base import EngineResult
+from asr_serve.serving.requests import TranscriptionFormat
 from asr_serve.speakers.labels import SpeakerSegment
 
 

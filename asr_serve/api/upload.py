@@ -16,13 +16,11 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
-from asr_serve.api.protocol import MAX_KNOWN_SPEAKERS
 from asr_serve.config import LimitsConfig
 from asr_serve.errors import (
     InvalidRequestError,
@@ -31,6 +29,7 @@ from asr_serve.errors import (
     UnsupportedMediaTypeError,
     UploadBudgetError,
 )
+from asr_serve.serving.requests import MAX_KNOWN_SPEAKERS, FieldValue, Upload
 
 #: Room for the multipart framing and the small text fields beside the file.
 FORM_OVERHEAD_BYTES = 256 * 1024
@@ -58,20 +57,9 @@ def form_limit(limits: LimitsConfig) -> int:
     )
 
 
-FieldValue = str | list[str] | dict[str, str]
 #: ``name[key]``: one key of an object field, as the ``openai`` client sends
 #: ``chunking_strategy={"type": "server_vad", ...}`` in a form.
 _OBJECT_KEY = re.compile(r"^(\w+)\[(\w+)\]$")
-
-
-@dataclass(frozen=True)
-class Upload:
-    """The parsed form: the audio bytes and the other fields (the file's name and declared
-    type are not read: the decoder judges the bytes themselves). ``name[]`` fields are
-    lists, ``name[key]`` fields objects."""
-
-    data: bytes
-    fields: dict[str, FieldValue]
 
 
 def _add_field(fields: dict[str, FieldValue], key: str, value: str) -> None:

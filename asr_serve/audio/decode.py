@@ -21,7 +21,7 @@ from asr_serve.config import SAMPLE_RATE
 from asr_serve.errors import ASRServeError, InvalidAudioError, PayloadTooLargeError
 
 #: A piece of a file: ``[start, end)`` in samples of its 16 kHz decoded audio. Long files are
-#: transcribed as pieces cut at speech pauses (:mod:`asr_serve.audio.vad`).
+#: transcribed as pieces cut at speech pauses (:mod:`asr_serve.audio.splitting`).
 Piece = tuple[int, int]
 
 MAX_CHANNELS = 64

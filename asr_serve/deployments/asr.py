@@ -39,12 +39,12 @@ _DEFAULT_BATCHING = BatchingConfig()
 )
 class ASR:
     def __init__(self, model: dict) -> None:
-        from asr_serve.metrics import ASRMetrics
+        from asr_serve.deployments.serve_metrics import ASRMetrics
 
         self.model = ModelConfig.model_validate(model)
         self.metrics = ASRMetrics(self.model.name)
         self.batching = self.model.batching
-        #: Recent batch sizes and wall times, for tests and the ``stats`` call.
+        #: Recent batch sizes and wall times, for :meth:`stats`.
         self.recent_batches: deque[int] = deque(maxlen=1024)
         self.recent_batch_seconds: deque[float] = deque(maxlen=1024)
         self.gate = EngineGate()
@@ -75,7 +75,7 @@ class ASR:
         audio: np.ndarray,
         options: TranscribeOptions,
         admitted: bool = False,
-        partial_max_wait_s: float | None = None,
+        partial_wait_s: float | None = None,
     ) -> EngineResult | ASRServeError | None:
         """One item's audio; it shares an engine call with whatever else is waiting.
 
@@ -85,9 +85,9 @@ class ASR:
         values for the ingress to raise: Serve logs every exception a replica method raises
         as an ERROR with its traceback, which is for our own failures.
 
-        With ``partial_max_wait_s`` the item is a live partial result, best effort: it is not
+        With ``partial_wait_s`` the item is a live partial result, best effort: it is not
         admitted by time but goes in only behind every waiting request, and gives up (``None``)
-        after that long.
+        after that long (:mod:`asr_serve.live.partials`).
         """
         try:
             self.engine.check_options(options)
@@ -95,8 +95,8 @@ class ASR:
             return exc
         cost = item_cost(len(audio) / SAMPLE_RATE, self.batching)
         item = BatchItem(audio=audio, options=options, cost=cost)
-        if partial_max_wait_s is not None:
-            if not await self.gate.wait_behind_requests(partial_max_wait_s):
+        if partial_wait_s is not None:
+            if not await self.gate.wait_behind_requests(partial_wait_s):
                 self.metrics.partials_shed.inc()
                 return None
             return await self._batched(item)
@@ -157,7 +157,11 @@ class ASR:
         return True
 
     def stats(self) -> dict:
-        """Batching as this replica saw it; used by tests and the benchmark harness."""
+        """This replica as an operator's handle call sees it
+        (``serve.get_deployment_handle("ASR-<model>", app).stats.remote()``, answered by one
+        replica): where it runs, its batching settings, the sizes and wall times of its
+        recent batches, its engine's measured speed and the audio queued for admission.
+        Prometheus has histograms over all replicas; this is one replica, batch by batch."""
         return {
             "model": self.model.name,
             "pid": os.getpid(),

@@ -22,7 +22,7 @@ from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import SplittingConfig
 from asr_serve.engines.base import EngineCapabilities, EngineResult, TranscribeOptions
 from asr_serve.errors import ASRServeError, InternalError, OverloadedError
-from asr_serve.live.decode import Decode, DecodeKind, DecodeRequest
+from asr_serve.live.transcribe import Transcribe, TranscribeKind, TranscribeRequest
 
 logger = logging.getLogger("ray.serve")
 
@@ -146,27 +146,27 @@ class Downstream:
             )
         return self._capabilities[model]
 
-    def live_decode(self, partial_max_wait_s: float) -> Decode:
-        """Live sessions' decodes. A session was admitted when it connected (the session
-        cap), so its finals are not refused by the model's queue halfway, as a long file's
-        later pieces are not (they still count in the queue others see). Partials are
+    def live_transcribe(self, partial_model_wait_s: float) -> Transcribe:
+        """Live sessions' transcriptions. A session was admitted when it connected (the
+        session cap), so its finals are not refused by the model's queue halfway, as a long
+        file's later pieces are not (they still count in the queue others see). Partials are
         marked: the model's replica takes them only behind requests and drops them after
-        ``partial_max_wait_s``."""
+        ``partial_model_wait_s``."""
 
-        async def decode(request: DecodeRequest) -> EngineResult | None:
-            partial = request.kind is DecodeKind.PARTIAL
+        async def transcribe(request: TranscribeRequest) -> EngineResult | None:
+            partial = request.kind is TranscribeKind.PARTIAL
             handle = self._models[request.model]
             return await call_downstream(
                 lambda: handle.transcribe.remote(
                     request.audio,
                     request.options,
                     admitted=not partial,
-                    partial_max_wait_s=partial_max_wait_s if partial else None,
+                    partial_wait_s=partial_model_wait_s if partial else None,
                 ),
                 target=request.model,
             )
 
-        return decode
+        return transcribe
 
     async def ready(self) -> dict[str, bool]:
         """Per model: whether a replica has loaded and warmed it up (answers within 2 s)."""

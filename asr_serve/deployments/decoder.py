@@ -1,6 +1,6 @@
 """AudioDecoder: the CPU tier that turns uploaded bytes into 16 kHz mono float32.
 
-It also plans a long file's pieces with the VAD (``asr_serve.audio.vad``), so the ingress
+It also plans a long file's pieces with the VAD (``asr_serve.audio.splitting``), so the ingress
 can send them to the model as separate items.
 """
 
@@ -13,7 +13,7 @@ import time
 from ray import serve
 
 from asr_serve.audio.decode import DecodedAudio, decode_audio
-from asr_serve.audio.vad import PieceSplitter
+from asr_serve.audio.splitting import PieceSplitter
 from asr_serve.config import LimitsConfig, SplittingConfig
 from asr_serve.errors import ASRServeError
 
@@ -30,7 +30,7 @@ from asr_serve.errors import ASRServeError
 )
 class AudioDecoder:
     def __init__(self, limits: dict, splitting: dict | None = None) -> None:
-        from asr_serve.metrics import DecoderMetrics
+        from asr_serve.deployments.serve_metrics import DecoderMetrics
 
         self.limits = LimitsConfig.model_validate(limits)
         self.splitter = PieceSplitter(SplittingConfig.model_validate(splitting or {}))

@@ -1,165 +1,36 @@
-"""Ingress: the HTTP entry. Routes only, each a few lines over the request flow.
+"""Ingress: the HTTP entry, a Serve deployment over the API's routes.
 
-The request flow (validation, decoding, pieces, cache, stitching) is
+The routes are :mod:`asr_serve.api` (``routes_*.py``); the request flow (validation,
+decoding, pieces, cache, stitching) is
 :class:`~asr_serve.serving.pipeline.TranscriptionPipeline`; the calls to the other
-deployments are :class:`~asr_serve.deployments.calls.Downstream`; auth, error rendering and
-CORS are :mod:`asr_serve.api`. The replica builds its FastAPI app once it is constructed
-(:func:`asr_serve.api.app.build_api`), so the app is configured from this replica's config.
+deployments are :class:`~asr_serve.deployments.calls.Downstream`. This class builds them
+once per replica from its config and wires them together; the replica builds its FastAPI app
+once it is constructed (:func:`asr_serve.api.asgi.build_api`).
 """
 
-# No `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime.
+from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from starlette.requests import HTTPConnection, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.websockets import WebSocket
 
-from asr_serve.api.app import build_api
-from asr_serve.api.auth import APIKeyVerifier, authenticated
-from asr_serve.api.formats import cache_headers, render
-from asr_serve.api.protocol import HealthResponse, ModelCard, ModelList
-from asr_serve.api.request_log import note_request
-from asr_serve.api.streaming import stream_transcription
-from asr_serve.api.upload import UploadBudget, read_upload
+from asr_serve.api.asgi import INGRESS_ROUTERS, build_api
+from asr_serve.api.auth import APIKeyVerifier
+from asr_serve.api.state import IngressState
+from asr_serve.api.upload import UploadBudget
 from asr_serve.config import AppConfig
 from asr_serve.deployments.calls import Downstream
-from asr_serve.errors import ModelNotFoundError
-from asr_serve.live.protocols import funasr_realtime, funasr_runtime, openai_realtime
+from asr_serve.deployments.serve_metrics import CacheMetrics, DecoderMetrics, LiveSessionMetrics
 from asr_serve.live.sessions import LiveSessions
-from asr_serve.metrics import CacheMetrics, DecoderMetrics, LiveSessionMetrics
 from asr_serve.serving.cache import NO_CACHE, RedisCache, ResultCache
 from asr_serve.serving.diarization import FileDiarizer
 from asr_serve.serving.in_place import ReadInPlaceFirst
-from asr_serve.serving.pipeline import Transcription, TranscriptionPipeline
-from asr_serve.web import index_html
+from asr_serve.serving.pipeline import TranscriptionPipeline
 
 logger = logging.getLogger("ray.serve")
-
-
-@dataclass(frozen=True)
-class IngressState:
-    """What the routes use, built once per replica."""
-
-    config: AppConfig
-    downstream: Downstream
-    #: Uploaded audio to samples: read in place, or by the AudioDecoder deployment.
-    decode: ReadInPlaceFirst
-    pipeline: TranscriptionPipeline
-    live: LiveSessions
-    uploads: UploadBudget
-
-
-def _state(connection: HTTPConnection) -> IngressState:
-    return connection.app.state.ingress
-
-
-State = Annotated[IngressState, Depends(_state)]
-
-#: Routes behind the API key (when keys are configured).
-keyed = APIRouter(dependencies=[Depends(authenticated)])
-#: Liveness, readiness and the page: open.
-public = APIRouter()
-
-
-@keyed.post("/v1/audio/transcriptions")
-async def transcriptions(request: Request, ingress: State) -> Response:
-    """OpenAI's ``audio.transcriptions.create``: multipart ``file`` plus form fields."""
-    upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
-    job = await ingress.pipeline.start(upload)
-    note_request(request, **job.log_fields())
-    if job.request.stream:
-        return await stream_transcription(ingress.pipeline.results(job), request)
-    return _rendered(request, await ingress.pipeline.finish(job))
-
-
-@keyed.post("/v1/audio/translations")
-async def translations(request: Request, ingress: State) -> Response:
-    """OpenAI's ``audio.translations.create``: English text, by a model that can translate."""
-    upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
-    job = await ingress.pipeline.start(upload, translate=True)
-    note_request(request, **job.log_fields())
-    return _rendered(request, await ingress.pipeline.finish(job))
-
-
-def _rendered(request: Request, done: Transcription) -> Response:
-    note_request(request, asr_ms=done.asr_ms)
-    return render(
-        done.result,
-        done.request.response_format,
-        model=done.model,
-        words="word" in done.request.timestamp_granularities,
-        logprobs="logprobs" in done.request.include,
-        task="translate" if done.translate else "transcribe",
-        headers=cache_headers(done.cache_hit),
-        speakers=done.speakers or (),
-    )
-
-
-@keyed.get("/v1/models")
-async def list_models(ingress: State) -> ModelList:
-    return ModelList(data=[ModelCard.of(m) for m in ingress.config.models])
-
-
-@keyed.get("/v1/models/{name}")
-async def get_model(name: str, ingress: State) -> ModelCard:
-    if name not in {m.name for m in ingress.config.models}:
-        raise ModelNotFoundError(f"model {name!r} does not exist", param="model")
-    return ModelCard.of(ingress.config.model(name))
-
-
-# Live sessions: the API key is checked by ingress.live, from the header, OpenAI's browser
-# subprotocol or ?api_key=, before the socket is accepted.
-
-
-@public.websocket("/v1/realtime")
-async def realtime(websocket: WebSocket, ingress: State) -> None:
-    """OpenAI's Realtime transcription sessions (``client.realtime.connect``)."""
-    await ingress.live.serve(websocket, openai_realtime.OpenAIRealtimeConnection)
-
-
-@public.websocket("/v1/funasr/ws")
-async def funasr_ws(websocket: WebSocket, ingress: State) -> None:
-    """FunASR's runtime protocol (2pass, online, offline), whole files through the decoder."""
-    await ingress.live.serve(
-        websocket,
-        funasr_runtime.FunASRRuntimeConnection,
-        decode=functools.partial(ingress.decode, splitting=ingress.config.splitting),
-    )
-
-
-@public.websocket("/v1/funasr/realtime")
-async def funasr_live(websocket: WebSocket, ingress: State) -> None:
-    """funasr's Fun-ASR-Nano realtime protocol (START, HOTWORDS, LANGUAGE, COMMIT, STOP)."""
-    await ingress.live.serve(websocket, funasr_realtime.FunASRRealtimeConnection)
-
-
-@public.get("/", include_in_schema=False)
-async def page() -> HTMLResponse:
-    """A static page that tries the API from a browser; it calls only the public API."""
-    return HTMLResponse(index_html())
-
-
-@public.get("/health")
-async def health() -> HealthResponse:
-    """Liveness: the ingress answers. Does not wait for models."""
-    return HealthResponse(status="ok")
-
-
-@public.get("/ready")
-async def ready(ingress: State) -> JSONResponse:
-    """Readiness: every model has a loaded, warmed-up replica (503 until then)."""
-    models = await ingress.downstream.ready()
-    ok = all(models.values())
-    body = HealthResponse(status="ok" if ok else "not_ready", models=models)
-    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
 @serve.deployment(
@@ -187,10 +58,8 @@ class Ingress:
         speakers: DeploymentHandle | None = None,
     ) -> None:
         app_config = AppConfig.model_validate(config)
-        self.api_keys = APIKeyVerifier.from_config(app_config.auth)
-        logger.info(
-            "API key auth %s", "on" if self.api_keys.enabled else "off (no keys configured)"
-        )
+        api_keys = APIKeyVerifier.from_config(app_config.auth)
+        logger.info("API key auth %s", "on" if api_keys.enabled else "off (no keys configured)")
         downstream = Downstream(decoder, models, speakers)
         cache: ResultCache = (
             RedisCache(app_config.cache, CacheMetrics()) if app_config.cache.enabled else NO_CACHE
@@ -209,9 +78,8 @@ class Ingress:
         )
         live = LiveSessions(
             app_config.live,
-            decode=downstream.live_decode(app_config.live.partial_max_wait_s),
+            transcribe=downstream.live_transcribe(app_config.live.partial_model_wait_s),
             metrics=LiveSessionMetrics(),
-            api_keys=self.api_keys,
             models=[m.name for m in app_config.models],
             default_model=app_config.default_model or app_config.models[0].name,
             embed=downstream.embed if downstream.diarizes else None,
@@ -219,21 +87,25 @@ class Ingress:
         )
         self.state = IngressState(
             config=app_config,
-            downstream=downstream,
-            decode=decode,
             pipeline=pipeline,
             live=live,
             uploads=UploadBudget(
                 app_config.limits.upload_budget_bytes, app_config.limits.max_concurrent_uploads
             ),
+            api_keys=api_keys,
+            ready=downstream.ready,
         )
 
-    async def live_stats(self) -> dict:
-        """Live sessions and asyncio tasks of this replica, for tests and operators."""
+    async def stats(self) -> dict:
+        """What this replica holds now, for an operator's handle call
+        (``serve.get_deployment_handle("Ingress", app).stats.remote()``): live sessions,
+        partial results running, waiting and shed, utterances, and its asyncio tasks (which
+        grow if something leaks). Prometheus has the totals; this is one replica, now."""
         live = self.state.live
         return {
             "sessions": live.active,
             "partials_running": live.scheduler.partials_running,
+            "partials_waiting": live.scheduler.partials_waiting,
             "partials_shed": sum(live.metrics.shed.values()),
             "utterances": sum(live.metrics.utterances.values()),
             "tasks": len(asyncio.all_tasks()),
@@ -242,9 +114,9 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this once the constructor is done: the replica's own app."""
         return build_api(
-            [keyed, public],
+            INGRESS_ROUTERS,
             state=self.state,
-            api_keys=self.api_keys,
+            api_keys=self.state.api_keys,
             cors=self.state.config.cors,
             on_shutdown=self.state.pipeline.cache.aclose,
         )

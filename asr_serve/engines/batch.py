@@ -49,7 +49,8 @@ class EngineGate:
     Items come in two priorities. Requests (files, live finals) go first; a live partial
     result is best effort: it enters only once no request is waiting, so it rides along in
     spare room, and it gives up after ``max_wait_s`` (by then a newer partial is due), which
-    sheds partials first under load and never a request.
+    sheds partials first under load and never a request (the partial policy as a whole:
+    :mod:`asr_serve.live.partials`).
     """
 
     def __init__(self) -> None:

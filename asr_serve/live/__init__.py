@@ -1,7 +1,8 @@
 """Live transcription over WebSocket: the session core and one adapter per protocol.
 
-``session`` is the core (audio in, utterances and text out, in no protocol's terms) and
-``events`` what it emits; ``pcm``, ``vad``, ``turns``, ``buffer`` and ``partials`` are its
-parts. ``decode`` is its one way to a model, ``scheduler`` shares that among a replica's
-sessions, ``metrics`` counts; ``config`` holds the settings; ``protocols`` speak to clients.
+``core`` is the session core (audio in, utterances and text out, in no protocol's terms)
+and ``events`` what it emits; ``pcm``, ``vad``, ``turns`` and ``buffer`` are its parts.
+``transcribe`` is its one way to a model; ``partials`` is the partial-result policy, its
+scheduler shared by a replica's sessions among them; ``metrics`` counts; ``sessions`` holds
+a replica's sessions; ``protocols`` speak to clients.
 """

@@ -8,7 +8,7 @@ import numpy as np
 class SampleBuffer:
     """16 kHz samples from ``start`` to ``end``; old audio is dropped once nothing needs it.
 
-    Chunks are kept as they arrive and joined only when a slice is taken (a decode), so an
+    Chunks are kept as they arrive and joined only when a slice is taken (to transcribe), so an
     append costs no copy of the utterance so far.
     """
 

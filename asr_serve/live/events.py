@@ -46,7 +46,7 @@ class Cleared:
 
 @dataclass(frozen=True, slots=True)
 class Partial:
-    """A re-decode of the open utterance: ``text`` is the whole hypothesis (it may still
+    """The open utterance transcribed again: ``text`` is the whole hypothesis (it may still
     change); ``delta`` the text it made stable, to append to what was sent ("" if none)."""
 
     item_id: str

@@ -1,13 +1,13 @@
 """What live sessions count, behind an interface the deployment binds to Ray metrics.
 
-The core and the scheduler call a :class:`LiveMetrics`; the Serve deployment supplies one
+The core and the partial scheduler call a :class:`LiveMetrics`; the Serve deployment supplies one
 that forwards to ``ray.serve.metrics`` (which only exists inside a replica), and everything
 else, tests included, uses :class:`LiveCounters`, which keeps the numbers in memory.
 
 Session-level numbers carry the ``protocol`` label of the adapter that opened the session
 (``openai_realtime``, ``funasr_runtime``, ``funasr_realtime``), so each door's traffic and
-failures show apart. Decode latency and shedding are the replica's shared decode tier, which
-treats every protocol alike, so they carry none.
+failures show apart. Transcription latency and shedding are the replica's shared scheduler,
+which treats every protocol alike, so they carry none.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from asr_serve.live.decode import DecodeKind
+from asr_serve.live.transcribe import TranscribeKind
 
 
 class ShedReason(enum.StrEnum):
@@ -27,7 +27,8 @@ class ShedReason(enum.StrEnum):
     WAITED = "waited"
     #: The session already had a partial running or waiting.
     DUPLICATE = "duplicate"
-    #: The model's replica dropped it: requests (files, finals) kept it busy past the wait.
+    #: The model's replica dropped it: requests (files, finals) kept it busy for longer than
+    #: ``partial_model_wait_s``.
     MODEL_BUSY = "model_busy"
 
 
@@ -42,8 +43,8 @@ class LiveMetrics(Protocol):
 
     def partial_shed(self, reason: ShedReason) -> None: ...
 
-    def decoded(self, kind: DecodeKind, seconds: float) -> None:
-        """Latency of one decode, from its request (waiting included) to its result."""
+    def transcribed(self, kind: TranscribeKind, seconds: float) -> None:
+        """Latency of one transcription, from its request (waiting included) to its result."""
 
 
 @dataclass
@@ -66,8 +67,8 @@ class LiveCounters:
     utterance_audio_s: collections.Counter[str] = field(default_factory=collections.Counter)
     failed: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     shed: collections.Counter[ShedReason] = field(default_factory=collections.Counter)
-    latency: dict[DecodeKind, LatencyTotals] = field(
-        default_factory=lambda: {kind: LatencyTotals() for kind in DecodeKind}
+    latency: dict[TranscribeKind, LatencyTotals] = field(
+        default_factory=lambda: {kind: LatencyTotals() for kind in TranscribeKind}
     )
 
     def session_opened(self, protocol: str) -> None:
@@ -87,7 +88,7 @@ class LiveCounters:
     def partial_shed(self, reason: ShedReason) -> None:
         self.shed[reason] += 1
 
-    def decoded(self, kind: DecodeKind, seconds: float) -> None:
+    def transcribed(self, kind: TranscribeKind, seconds: float) -> None:
         totals = self.latency[kind]
         totals.count += 1
         totals.total_s += seconds

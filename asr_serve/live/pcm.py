@@ -55,13 +55,6 @@ class InputFormat(BaseModel):
         return self.rate * (2 if self.encoding == "pcm16" else 1)
 
 
-def encode_pcm16(samples: np.ndarray) -> bytes:
-    """Float samples in [-1, 1) as PCM16 little-endian: the inverse of reading PCM16, so
-    samples that came from PCM16 come back bit for bit."""
-    scaled = np.rint(np.asarray(samples, dtype=np.float32) * 32768.0)
-    return np.clip(scaled, -32768, 32767).astype("<i2").tobytes()
-
-
 class PCMDecoder:
     """Converts one session's stream of raw chunks; keeps resampler state between them."""
 

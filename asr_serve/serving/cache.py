@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import ValidationError
@@ -31,9 +31,6 @@ from redis.exceptions import RedisError
 from asr_serve import __version__
 from asr_serve.config import CacheConfig, ModelConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
-
-if TYPE_CHECKING:
-    from asr_serve.metrics import CacheMetrics
 
 logger = logging.getLogger("ray.serve")
 
@@ -75,10 +72,25 @@ class ResultCache(Protocol):
         ...
 
 
+class Counter(Protocol):
+    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None: ...
+
+
+class CacheCounters(Protocol):
+    """What the cache counts; the ingress replica binds it to Serve's metrics
+    (:class:`asr_serve.deployments.serve_metrics.CacheMetrics`)."""
+
+    #: Lookups answered from the cache, and not, by ``model``.
+    hits: Counter
+    misses: Counter
+    #: Redis operations that failed, by ``op``.
+    errors: Counter
+
+
 class RedisCache:
     """Engine results in Redis; every failure is a counted miss, never an error."""
 
-    def __init__(self, config: CacheConfig, metrics: CacheMetrics) -> None:
+    def __init__(self, config: CacheConfig, metrics: CacheCounters) -> None:
         self.config = config
         self._metrics = metrics
         timeout_s = config.timeout_ms / 1000

@@ -21,10 +21,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
-from asr_serve.api.protocol import MAX_KNOWN_SPEAKERS, TranscriptionRequest
 from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import SAMPLE_RATE, LimitsConfig, SpeakersConfig, SplittingConfig
 from asr_serve.errors import ASRServeError, InvalidRequestError
+from asr_serve.serving.requests import TranscriptionRequest
 from asr_serve.speakers.clips import cut_regions
 from asr_serve.speakers.clustering import KnownSpeakers, cluster, name_speakers
 from asr_serve.speakers.labels import Turn, turns_of
@@ -38,26 +38,6 @@ REFERENCE_MIN_S = 2.0
 REFERENCE_MAX_S = 10.0
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.I)
 _PARAM = "known_speaker_references"
-
-
-def check_known_speakers(request: TranscriptionRequest) -> None:
-    """Names and references come together, one name per reference, at most four."""
-    names, refs = request.known_speaker_names, request.known_speaker_references
-    if not names and not refs:
-        return
-    if len(names) != len(refs):
-        raise InvalidRequestError(
-            f"known_speaker_names has {len(names)} entries and known_speaker_references "
-            f"{len(refs)}; give one name per reference clip",
-            param="known_speaker_names" if len(names) < len(refs) else _PARAM,
-        )
-    if len(names) > MAX_KNOWN_SPEAKERS:
-        raise InvalidRequestError(
-            f"at most {MAX_KNOWN_SPEAKERS} known speakers are supported, got {len(names)}",
-            param="known_speaker_names",
-        )
-    if len(set(names)) != len(names):
-        raise InvalidRequestError("known_speaker_names must differ", param="known_speaker_names")
 
 
 def reference_bytes(url: str, index: int, limits: LimitsConfig) -> bytes:

@@ -12,19 +12,27 @@ else (compressed formats, other sample rates, long files to split) goes to the d
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from asr_serve.audio.decode import DecodedAudio, read_native_wav
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.errors import ASRServeError
 
 if TYPE_CHECKING:
-    from asr_serve.metrics import DecoderMetrics
     from asr_serve.serving.pipeline import DecodeFn
 
 #: Larger uploads go to the decoder, which reads them off its event loop. 1 MiB is 32 s of
 #: mono 16-bit WAV, longer than a piece: a read on the ingress's loop stays around 1 ms.
 IN_PLACE_MAX_BYTES = 1 << 20
+
+
+class DecodeCounters(Protocol):
+    """What reading uploads counts; the ingress replica binds it to Serve's metrics, as the
+    AudioDecoder does (:class:`asr_serve.deployments.serve_metrics.DecoderMetrics`)."""
+
+    def decoded(self, audio: DecodedAudio, seconds: float) -> None: ...
+
+    def refused(self, code: str) -> None: ...
 
 
 class ReadInPlaceFirst:
@@ -36,7 +44,7 @@ class ReadInPlaceFirst:
     """
 
     def __init__(
-        self, config: AppConfig, decode: DecodeFn, metrics: DecoderMetrics | None = None
+        self, config: AppConfig, decode: DecodeFn, metrics: DecodeCounters | None = None
     ) -> None:
         self.limits = config.limits
         self.max_piece_s = config.splitting.max_piece_s

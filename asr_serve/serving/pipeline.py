@@ -6,6 +6,9 @@ decoding: :mod:`asr_serve.serving.in_place`), ``transcribe`` (model name, sample
 options → result, that model's ASR deployment) and ``capabilities`` (model name → what its
 engine can do). It validates the request (:mod:`asr_serve.serving.requests`), picks the
 model, applies the limits and the deadline, and returns the engine's result for rendering.
+
+A whole file sent over FunASR's runtime WebSocket door takes the same way
+(:meth:`TranscriptionPipeline.transcribe_file`), its options given by the door.
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ from typing import Protocol
 
 import numpy as np
 
-from asr_serve.api.protocol import TranscriptionRequest
-from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio, Piece
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineCapabilities, EngineResult, TranscribeOptions
@@ -29,6 +30,8 @@ from asr_serve.errors import DeadlineExceededError, InvalidRequestError
 from asr_serve.serving.cache import NO_CACHE, ResultCache
 from asr_serve.serving.diarization import FileDiarizer
 from asr_serve.serving.requests import (
+    TranscriptionRequest,
+    Upload,
     model_name,
     parse_request,
     parse_translation,
@@ -208,18 +211,41 @@ class TranscriptionPipeline:
             speakers=None if turns is None else attribute(result.segments, turns, "A"),
         )
 
-    async def results(self, job: Job) -> AsyncGenerator[PieceResult, None]:
-        """Each piece's result, in time order, as soon as it and those before it are done.
+    async def transcribe_file(
+        self, data: bytes, model: str, options: TranscribeOptions
+    ) -> EngineResult:
+        """A whole file's result: decoded (in place, or by the decoder, which splits a long
+        file at pauses), its pieces transcribed and stitched, as a request's file is."""
+        deadline = asyncio.get_running_loop().time() + self.config.limits.request_timeout_s
+        async with self._deadline(deadline):
+            audio = await self._decode(data, self.config.splitting)
+        pieces = [piece async for piece in self._pieces(model, audio, options, deadline)]
+        return stitch([(p.piece, p.result) for p in pieces], audio.duration_s)
 
-        Pieces go to the model as separate items, so its ``@serve.batch`` mixes them with
+    def results(self, job: Job) -> AsyncGenerator[PieceResult, None]:
+        """Each piece's result, in time order, as soon as it and those before it are done."""
+        assert job.request.model is not None
+        options = transcribe_options(job.request, translate=job.translate)
+        diarizer = self.diarizer if job.diarize else None
+        turns = None if diarizer is None else lambda: diarizer.turns(job.audio, job.known)
+        return self._pieces(job.request.model, job.audio, options, job.deadline, turns)
+
+    async def _pieces(
+        self,
+        model: str,
+        audio: DecodedAudio,
+        options: TranscribeOptions,
+        deadline: float,
+        turns_of: Callable[[], Awaitable[list[Turn]]] | None = None,
+    ) -> AsyncGenerator[PieceResult, None]:
+        """Pieces go to the model as separate items, so its ``@serve.batch`` mixes them with
         other requests' items; at most ``splitting.max_in_flight`` at a time, so a long
         file does not queue all its pieces ahead of a short request. Slices of the decoded
         array are views: only each piece's own samples are serialised to the model.
+        ``turns_of`` (diarization) runs beside the pieces; the first result waits for it.
         """
-        assert job.request.model is not None
-        model, samples = job.request.model, job.audio.samples
+        samples = audio.samples
         model_config = self.config.model(model)
-        options = transcribe_options(job.request, translate=job.translate)
         in_flight = asyncio.Semaphore(self.config.splitting.max_in_flight)
 
         async def one(piece: Piece, admitted: bool) -> PieceResult:
@@ -239,20 +265,15 @@ class TranscriptionPipeline:
         # the generator cancels the rest and waits for them, retrieving their exceptions.
         # The first piece is admitted by the model's queue (or refused, failing the request);
         # the rest follow it unchecked, so an admitted long file is not refused halfway.
-        # Diarization runs beside the pieces; the first result waits for it.
-        diarizing = (
-            asyncio.ensure_future(self.diarizer.turns(job.audio, job.known))
-            if job.diarize and self.diarizer is not None
-            else None
-        )
+        diarizing = None if turns_of is None else asyncio.ensure_future(turns_of())
         tasks = [
             asyncio.ensure_future(one(piece, admitted=i > 0))
-            for i, piece in enumerate(job.audio.pieces_to_transcribe())
+            for i, piece in enumerate(audio.pieces_to_transcribe())
         ]
         try:
             turns = None
             for task in tasks:
-                async with self._deadline(job.deadline):
+                async with self._deadline(deadline):
                     result = await task
                     if diarizing is not None and turns is None:
                         turns = await diarizing

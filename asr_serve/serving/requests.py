@@ -1,5 +1,9 @@
 """From form fields to a validated request and the engine's options: the API's contract.
 
+The request models are here, below the HTTP layer, so the request flow validates and reads
+them without knowing HTTP; :mod:`asr_serve.api` parses the body into an :class:`Upload`
+and declares these models' fields in the OpenAPI schema.
+
 Every field OpenAI's ``audio.transcriptions.create`` accepts is honoured or refused with a
 400 that names it, never silently ignored, and so is any field it does not accept. What
 depends on the model (a language, ``include[]=logprobs``, ``keywords``, translation) is
@@ -8,20 +12,138 @@ refused by the model's engine (:meth:`asr_serve.engines.base.Engine.check_option
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
-from asr_serve.api.protocol import ServerVADChunking, TranscriptionRequest, TranslationRequest
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.errors import InvalidParameterError, InvalidRequestError, ModelNotFoundError
-from asr_serve.serving.diarization import check_known_speakers
 from asr_serve.speakers.models import resolve
 
+#: A form field's value: ``name[]`` fields are lists, ``name[key]`` fields objects.
+FieldValue = str | list[str] | dict[str, str]
 Fields = Mapping[str, object]
 M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """The parsed form: the audio bytes and the other fields (the file's name and declared
+    type are not read: the decoder judges the bytes themselves). ``name[]`` fields are
+    lists, ``name[key]`` fields objects."""
+
+    data: bytes
+    fields: dict[str, FieldValue]
+
+
+ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
+#: ``diarized_json``: segments with speakers (transcriptions only).
+TranscriptionFormat = ResponseFormat | Literal["diarized_json"]
+#: OpenAI's bound on ``known_speaker_names[]`` / ``known_speaker_references[]``.
+MAX_KNOWN_SPEAKERS = 4
+SpeakerName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+TimestampGranularity = Literal["segment", "word"]
+#: A language code: ISO-639-1 (or -3) such as ``en``, ``zh``, ``yue``.
+LanguageCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?$")]
+
+
+class ServerVADChunking(BaseModel):
+    """``chunking_strategy`` as OpenAI's ``server_vad`` object, mapped onto the server's
+    splitting (``splitting`` in the config): ``threshold`` to ``threshold``,
+    ``silence_duration_ms`` to ``min_silence_ms``, ``prefix_padding_ms`` to
+    ``speech_pad_ms``. A knob left out keeps the server's value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["server_vad"]
+    threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    prefix_padding_ms: int | None = Field(None, ge=0, le=2_000)
+    silence_duration_ms: int | None = Field(None, ge=0, le=10_000)
+
+
+class TranscriptionRequest(BaseModel):
+    """The form fields of ``POST /v1/audio/transcriptions`` (the file travels apart).
+
+    Every field of OpenAI's ``audio.transcriptions.create`` is here, honoured or refused by
+    :func:`parse_request` with a 400 naming it; any other field
+    is refused too (a typo such as ``languge`` must not pass unnoticed).
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    #: Model name from ``/v1/models``; ``None`` selects the configured default model.
+    model: str | None = None
+    #: ISO-639-1 (or -3) code such as ``en``, ``zh``; ``None`` lets the model decide.
+    language: LanguageCode | None = None
+    #: Possible languages: one is taken as ``language``; several are refused.
+    languages: list[LanguageCode] = Field(default_factory=list)
+    #: Whisper's initial prompt; Fun-ASR's hotwords.
+    prompt: str | None = None
+    #: Words to recognise: Fun-ASR's hotwords (beside the prompt's); refused by other models.
+    keywords: list[str] = Field(default_factory=list)
+    #: ``diarized_json``: segments with their speakers (``A``, ``B``, … or known names).
+    response_format: TranscriptionFormat = "json"
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
+    timestamp_granularities: list[TimestampGranularity] = Field(default_factory=list)
+    #: ``logprobs``: per-word log-probabilities, from models that give them.
+    include: list[Literal["logprobs"]] = Field(default_factory=list)
+    #: How long audio is split: ``auto`` (the server's splitting) or a ``server_vad`` object.
+    chunking_strategy: Literal["auto"] | ServerVADChunking | None = None
+    #: With ``diarized_json``: names for the speakers of ``known_speaker_references``.
+    known_speaker_names: list[SpeakerName] = Field(default_factory=list)
+    #: Data URLs of 2-10 s clips of those speakers, one per name, at most four.
+    known_speaker_references: list[str] = Field(default_factory=list)
+    #: Server-sent events as pieces finish (``transcript.text.delta`` ... ``.done``);
+    #: with ``response_format`` ``json`` or ``text`` only.
+    stream: bool = False
+
+    @field_validator("model", "language", "prompt", "chunking_strategy", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """HTML forms and some clients send empty strings for omitted fields."""
+        return None if value == "" else value
+
+    @field_validator("chunking_strategy", mode="before")
+    @classmethod
+    def _json_object(cls, value: object) -> object:
+        """A ``server_vad`` object arrives as form fields (``chunking_strategy[type]``, as the
+        ``openai`` client sends it) or as one JSON field."""
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON object: {exc}") from None
+        return value
+
+
+class TranslationRequest(BaseModel):
+    """The form fields of ``POST /v1/audio/translations``, OpenAI's
+    ``audio.translations.create``: English text from speech in any language."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    #: A model that can translate; ``None``: the default model if it can, else the first that
+    #: can.
+    model: str | None = None
+    prompt: str | None = None
+    response_format: ResponseFormat = "json"
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
+
+    @field_validator("model", "prompt", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 def _validate(model: type[M], fields: Fields) -> M:
@@ -118,6 +240,26 @@ def _check_diarization(request: TranscriptionRequest, config: AppConfig) -> None
             "their times",
             param="timestamp_granularities",
         )
+
+
+def check_known_speakers(request: TranscriptionRequest) -> None:
+    """Names and references come together, one name per reference, at most four."""
+    names, refs = request.known_speaker_names, request.known_speaker_references
+    if not names and not refs:
+        return
+    if len(names) != len(refs):
+        raise InvalidRequestError(
+            f"known_speaker_names has {len(names)} entries and known_speaker_references "
+            f"{len(refs)}; give one name per reference clip",
+            param="known_speaker_names" if len(names) < len(refs) else "known_speaker_references",
+        )
+    if len(names) > MAX_KNOWN_SPEAKERS:
+        raise InvalidRequestError(
+            f"at most {MAX_KNOWN_SPEAKERS} known speakers are supported, got {len(names)}",
+            param="known_speaker_names",
+        )
+    if len(set(names)) != len(names):
+        raise InvalidRequestError("known_speaker_names must differ", param="known_speaker_names")
 
 
 def _language(request: TranscriptionRequest) -> str | None:

@@ -1,6 +1,6 @@
 """Put the results of a file's pieces back together on the file's own time line.
 
-A long file is transcribed as pieces (``asr_serve.audio.vad``); each piece's result has
+A long file is transcribed as pieces (``asr_serve.audio.splitting``); each piece's result has
 times relative to the piece. Stitching shifts every segment and word by its piece's offset,
 keeps them inside the piece (so times are absolute and never go backwards), renumbers the
 segments and joins the texts. A piece whose engine gave text but no segments (no timestamps

@@ -23,10 +23,10 @@ from starlette.websockets import WebSocket
 
 from asr_serve.config import LiveConfig
 from asr_serve.engines import Engine, EngineResult
-from asr_serve.live.decode import DecodeRequest
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols.connection import LiveContext
 from asr_serve.live.protocols.openai_realtime import OpenAIRealtimeConnection
+from asr_serve.live.transcribe import TranscribeRequest
 from benchmarks.servers.common import load_engine, mark_ready, model_config
 
 CONFIG = model_config()
@@ -35,13 +35,13 @@ _lock = threading.Lock()
 _engine: Engine | None = None
 
 
-def _decode_locked(request: DecodeRequest) -> EngineResult:
+def _decode_locked(request: TranscribeRequest) -> EngineResult:
     assert _engine is not None
     with _lock:
         return _engine.transcribe([request.audio], [request.options])[0]
 
 
-async def _transcriber(request: DecodeRequest) -> EngineResult:
+async def _transcriber(request: TranscribeRequest) -> EngineResult:
     return await asyncio.to_thread(_decode_locked, request)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from asr_serve.testing.net import free_port
 from benchmarks.loadgen import TRANSCRIPTIONS
+from devtools.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

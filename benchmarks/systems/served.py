@@ -21,7 +21,6 @@ import yaml
 
 from asr_serve.app import REPLICA_ENV
 from asr_serve.config import AppConfig, ModelConfig
-from asr_serve.testing.net import free_port
 from benchmarks.systems.base import (
     HTTPSystem,
     ServerProcess,
@@ -29,6 +28,7 @@ from benchmarks.systems.base import (
     descendants,
     http_ok,
 )
+from devtools.net import free_port
 
 START_TIMEOUT_S = 420.0
 _NO_AUTH = {"RAY_AUTH_MODE": "disabled"}
@@ -148,13 +148,13 @@ class ServeRun:
             ray.init(address=self._gcs_address(), log_to_driver=False, configure_logging=False)
             self._driver = True
 
-    def live_stats(self, app: str) -> dict:
+    def ingress_stats(self, app: str) -> dict:
         """The ingress replica's live sessions (one ingress replica per application)."""
         from ray import serve
 
         self._attach()
         handle = serve.get_deployment_handle("Ingress", app_name=app)
-        return handle.live_stats.remote().result(timeout_s=60)
+        return handle.stats.remote().result(timeout_s=60)
 
     def stats(self, app: str) -> list[dict]:
         """``stats()`` of every ASR replica of ``app`` (replicas told apart by pid)."""

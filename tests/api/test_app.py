@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from asr_serve.api.app import build_api
+from asr_serve.api.asgi import build_api
 from asr_serve.api.auth import APIKeyVerifier, authenticated
 from asr_serve.api.request_log import note_request
 from asr_serve.config import CorsConfig

@@ -14,13 +14,13 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from asr_serve.api.streaming import stream_transcription
-from asr_serve.api.upload import Upload, UploadBudget, read_upload
+from asr_serve.api.upload import UploadBudget, read_upload
 from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import ASRServeError, InvalidRequestError
 from asr_serve.serving.pipeline import TranscriptionPipeline
-from asr_serve.serving.requests import parse_request
+from asr_serve.serving.requests import Upload, parse_request
 
 SR = 16_000
 CONFIG = AppConfig.model_validate({"models": [{"name": "m", "engine": "funasr", "model": "x"}]})

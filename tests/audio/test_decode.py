@@ -1,7 +1,7 @@
 """decode_audio: every upload format becomes 16 kHz mono float32; hostile input fails cleanly.
 
 Only two errors may ever escape the decoder: InvalidAudioError (400) and PayloadTooLargeError
-(413). These tests build every input in memory with asr_serve.testing.speech.
+(413). These tests build every input in memory with devtools.speech.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from asr_serve.audio import decode as decode_mod
 from asr_serve.audio.decode import DecodedAudio, decode_audio
 from asr_serve.config import SAMPLE_RATE
 from asr_serve.errors import InvalidAudioError, PayloadTooLargeError
-from asr_serve.testing.speech import FORMATS, encode, noise, synthesize, tone
+from devtools.speech import FORMATS, encode, noise, synthesize, tone
 from tests.support.hostile import patch, pcm_wav
 
 LOSSLESS = {"wav", "wav24", "wavf32", "flac", "aiff"}

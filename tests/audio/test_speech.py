@@ -8,8 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from asr_serve.testing import speech
-from asr_serve.testing.speech import FORMATS, encode, noise, synthesize, tone
+from devtools import speech
+from devtools.speech import FORMATS, encode, noise, synthesize, tone
 
 
 def test_synthesize_returns_16k_mono_float32_speech() -> None:

@@ -17,7 +17,7 @@ from ray import serve
 from ray.cluster_utils import Cluster
 
 from asr_serve.app import REPLICA_ENV
-from asr_serve.testing.net import free_port
+from devtools.net import free_port
 
 GPU_WORKERS = 2
 GPUS_PER_WORKER = 2

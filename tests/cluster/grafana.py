@@ -10,7 +10,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "cluster" / "grafana" / "asr-serve-dashboard.json"
-METRICS_MODULE = ROOT / "asr_serve" / "metrics.py"
+METRICS_MODULE = ROOT / "asr_serve" / "deployments" / "serve_metrics.py"
 
 #: Ray prefixes every application metric with this when it exports it.
 RAY_PREFIX = "ray_"
@@ -41,7 +41,7 @@ def labels_in(expr: str) -> set[str]:
 
 
 def custom_metrics() -> dict[str, str]:
-    """Name -> kind (Histogram, Counter, Gauge) of each metric asr_serve/metrics.py defines."""
+    """Name -> kind (Histogram, Counter, Gauge) of each metric ``METRICS_MODULE`` defines."""
     found = {}
     for node in ast.walk(ast.parse(METRICS_MODULE.read_text())):
         if (

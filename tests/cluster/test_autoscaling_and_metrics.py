@@ -28,7 +28,7 @@ import pytest
 import websockets
 from ray import serve
 
-from asr_serve.testing.speech import encode, noise, pcm16
+from devtools.speech import encode, noise, pcm16
 from tests.cluster import grafana
 from tests.cluster.conftest import LocalCluster
 from tests.cluster.harness import (

@@ -16,7 +16,7 @@ import ray
 from ray import serve
 from ray.util.state import list_actors
 
-from asr_serve.testing.speech import encode, noise
+from devtools.speech import encode, noise
 from tests.cluster.conftest import GPU_WORKERS, GPUS_PER_WORKER
 from tests.cluster.harness import (
     ASR,

@@ -14,7 +14,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from asr_serve.deployments.calls import Downstream, call_downstream
 from asr_serve.engines import TranscribeOptions
 from asr_serve.errors import InternalError, InvalidAudioError, OverloadedError
-from asr_serve.live.decode import DecodeKind, DecodeRequest
+from asr_serve.live.transcribe import TranscribeKind, TranscribeRequest
 
 
 def _flaky(*outcomes: BaseException | str):
@@ -180,13 +180,13 @@ class _Recording:
 def test_live_finals_are_not_refused_by_the_queue_and_partials_go_behind_requests() -> None:
     """A session was admitted at connect: its finals are admitted, its partials best effort."""
     model = _Recording()
-    decode = Downstream(_Recording(), {"m": model}).live_decode(partial_max_wait_s=0.5)
-    for kind in (DecodeKind.FINAL, DecodeKind.PARTIAL):
-        request = DecodeRequest(
+    transcribe = Downstream(_Recording(), {"m": model}).live_transcribe(partial_model_wait_s=0.5)
+    for kind in (TranscribeKind.FINAL, TranscribeKind.PARTIAL):
+        request = TranscribeRequest(
             "s", "m", np.zeros(160, np.float32), TranscribeOptions(), kind, lambda: True
         )
-        assert asyncio.run(decode(request)) == "text"
+        assert asyncio.run(transcribe(request)) == "text"
     assert model.calls == [
-        {"admitted": True, "partial_max_wait_s": None},
-        {"admitted": False, "partial_max_wait_s": 0.5},
+        {"admitted": True, "partial_wait_s": None},
+        {"admitted": False, "partial_wait_s": 0.5},
     ]

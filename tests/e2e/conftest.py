@@ -14,7 +14,7 @@ import ray
 from ray import serve
 
 from asr_serve.app import REPLICA_ENV
-from asr_serve.testing.net import free_port
+from devtools.net import free_port
 
 
 @pytest.fixture(scope="session")

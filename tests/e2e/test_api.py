@@ -13,7 +13,8 @@ from ray import serve
 
 from asr_serve.config import ModelConfig
 from asr_serve.engines import TranscribeOptions, create_engine
-from asr_serve.testing.speech import encode, noise, tone
+from devtools.speech import encode, noise, tone
+from tests.api.test_openapi import TRANSCRIPTION_FIELDS, TRANSLATION_FIELDS, form
 from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
 
 pytestmark = pytest.mark.e2e
@@ -83,6 +84,14 @@ def test_models_health_ready(http, prefix) -> None:
     assert http.get(f"{prefix}/health").json()["status"] == "ok"
     ready = http.get(f"{prefix}/ready")
     assert ready.status_code == 200 and ready.json()["models"] == {TINY_MODEL: True}
+
+
+def test_openapi_shows_the_forms(http, prefix) -> None:
+    """The served schema (what ``/docs`` renders) has every field of both audio routes."""
+    document = http.get(f"{prefix}/openapi.json").json()
+    assert set(form(document, "/v1/audio/transcriptions")["properties"]) == TRANSCRIPTION_FIELDS
+    assert set(form(document, "/v1/audio/translations")["properties"]) == TRANSLATION_FIELDS
+    assert http.get(f"{prefix}/docs").status_code == 200
 
 
 def test_error_codes_and_shapes(http, prefix, clips) -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from ray import serve
 
-from asr_serve.testing.speech import encode, noise, tone
+from devtools.speech import encode, noise, tone
 from tests.e2e.serving import deploy, tiny_args
 from tests.support.redis_server import RedisServer
 

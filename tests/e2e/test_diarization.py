@@ -3,7 +3,7 @@
 session whose model diarizes.
 
 One application serves the embedded Whisper tiny.en with the Speakers deployment. The
-conversations are two espeak-ng voices taking turns (:mod:`asr_serve.testing.conversation`).
+conversations are two espeak-ng voices taking turns (:mod:`devtools.conversation`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import openai
 import pytest
 from ray import serve
 
-from asr_serve.testing.conversation import LINES, VOICES, Conversation, attributed_share, converse
-from asr_serve.testing.speech import encode, pcm16
+from devtools.conversation import LINES, VOICES, Conversation, attributed_share, converse
+from devtools.speech import encode, pcm16
 from tests.e2e.serving import WHISPER, deploy, whisper_model
 from tests.support.realtime import client_for, stream_with_sdk
 

@@ -26,8 +26,8 @@ import ray
 import websockets
 from ray import serve
 
-from asr_serve.testing.speech import Speech, encode, pcm16, speech_with_pauses
-from asr_serve.testing.text import SENTENCES, wer
+from devtools.speech import Speech, encode, pcm16, speech_with_pauses
+from devtools.text import SENTENCES, wer
 from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
 from tests.support.funasr_clients import (
     check_runtime_final,
@@ -105,7 +105,7 @@ def references(base_url: str, speech: Speech) -> list[str]:
 
 
 async def _stats() -> dict[str, Any]:
-    return await serve.get_deployment_handle("Ingress", APP).live_stats.remote()
+    return await serve.get_deployment_handle("Ingress", APP).stats.remote()
 
 
 async def _raw(ws_url: str, *, model: str = WHISPER, **kwargs: Any):
@@ -327,7 +327,8 @@ async def test_funasr_runtime_2pass_through_serve(ws_url, speech, references) ->
 
 
 async def test_funasr_runtime_whole_file_goes_through_the_decoder(ws_url, base_url, speech) -> None:
-    """``wav_format: mp3``: the file is decoded by the AudioDecoder deployment."""
+    """``wav_format: mp3``: the file takes a file request's path (the AudioDecoder
+    deployment, the model's deployment): one result, the input's final message."""
     audio = speech.sentence(0)
     messages = await runtime_session(
         _door(ws_url, "/v1/funasr/ws", model=WHISPER),
@@ -337,6 +338,7 @@ async def test_funasr_runtime_whole_file_goes_through_the_decoder(ws_url, base_u
         wav_format="mp3",
     )
     [result] = runtime_results(messages, "offline")
+    assert messages == [result] and result["is_final"] and "stamp_sents" in result
     expected = _file_api(base_url, WHISPER, audio)
     assert wer([expected], [result["text"]]) <= 0.1, (expected, result)
 

@@ -21,12 +21,12 @@ import webvtt
 from ray import serve
 
 from asr_serve.audio.decode import decode_audio
-from asr_serve.audio.vad import PieceSplitter
+from asr_serve.audio.splitting import PieceSplitter
 from asr_serve.config import ModelConfig, SplittingConfig
 from asr_serve.engines import TranscribeOptions, create_engine
-from asr_serve.testing.long_audio import Recording, long_recording
-from asr_serve.testing.speech import encode, synthesize
-from asr_serve.testing.text import wer
+from devtools.long_audio import Recording, long_recording
+from devtools.speech import encode, synthesize
+from devtools.text import wer
 from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
 
 pytestmark = pytest.mark.e2e

@@ -18,8 +18,8 @@ import openai
 import pytest
 from ray import serve
 
-from asr_serve.testing.speech import encode, synthesize
-from asr_serve.testing.text import normalize
+from devtools.speech import encode, synthesize
+from devtools.text import normalize
 from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
 from tests.support.translating_engine import MARK
 

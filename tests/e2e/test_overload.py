@@ -27,7 +27,7 @@ from ray import serve
 from ray.serve.context import _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
-from asr_serve.testing.speech import encode, synthesize
+from devtools.speech import encode, synthesize
 
 pytestmark = pytest.mark.e2e
 

@@ -23,8 +23,8 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from asr_serve.testing.speech import encode, pcm16, synthesize
-from asr_serve.testing.text import normalize
+from devtools.speech import encode, pcm16, synthesize
+from devtools.text import normalize
 from tests.support.realtime import COMPLETED, client_for, stream_with_sdk
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from ray import serve
 from ray.serve.context import _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
-from asr_serve.testing.speech import encode, noise
+from devtools.speech import encode, noise
 from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
 from tests.support.faulty_engine import FAIL_PROMPT
 from tests.support.replica_logs import LogWindow, records, tracebacks

@@ -14,8 +14,8 @@ from ray import serve
 from asr_serve.audio.decode import decode_audio
 from asr_serve.config import ModelConfig
 from asr_serve.engines import TranscribeOptions, create_engine
-from asr_serve.testing.speech import FORMATS, encode, synthesize
-from asr_serve.testing.text import SENTENCES, normalize, wer
+from devtools.speech import FORMATS, encode, synthesize
+from devtools.text import SENTENCES, normalize, wer
 from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
 
 pytestmark = pytest.mark.e2e
@@ -82,19 +82,50 @@ def test_hello_world_and_default_model(http, prefix) -> None:
     assert normalize(resp.json()["text"]) == ["hello", "world"]
 
 
-def test_served_wer_equals_in_process_and_batched_equals_alone(http, prefix) -> None:
-    wavs = [encode(synthesize(s), 16000, "wav") for s in SENTENCES]
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(lambda w: _transcribe(http, prefix, w).json()["text"], wavs))
-    alone = [_transcribe(http, prefix, w).json()["text"] for w in wavs]
-    assert together == alone
+#: How far a batched clip's text may stray from the same clip alone. Whisper's int8 kernels
+#: round differently at other batch shapes on some CPUs (benchmarks/README.md, "Batch
+#: invariance": one clip in twelve on an AMD EPYC, none on an Intel Xeon); a batching fault
+#: (results handed to the wrong request, padding leaking into a neighbour) changes nearly all.
+MAX_CHANGED_SHARE = 0.25
+MAX_WER_DIFFERENCE = 0.05
 
+
+@pytest.fixture(scope="module")
+def corpus_wavs() -> list[bytes]:
+    return [encode(synthesize(s), 16000, "wav") for s in SENTENCES]
+
+
+@pytest.fixture(scope="module")
+def served_alone(http, prefix, corpus_wavs) -> list[str]:
+    """Each clip sent on its own: a batch of one at the ASR replica."""
+    return [_transcribe(http, prefix, w).json()["text"] for w in corpus_wavs]
+
+
+def test_served_alone_equals_in_process_alone(served_alone, corpus_wavs) -> None:
     engine = create_engine(ModelConfig.model_validate(WHISPER_MODEL))
     engine.load()
-    samples = [decode_audio(w, max_duration_s=60).samples for w in wavs]
-    local = [r.text for r in engine.transcribe(samples, [TranscribeOptions()] * len(samples))]
-    assert wer(list(SENTENCES), alone) == wer(list(SENTENCES), local)
-    assert wer(list(SENTENCES), alone) < 0.5  # real recognition, not noise
+    samples = [decode_audio(w, max_duration_s=60).samples for w in corpus_wavs]
+    local = [engine.transcribe([s], [TranscribeOptions()])[0].text for s in samples]
+    assert served_alone == local
+    assert wer(list(SENTENCES), served_alone) < 0.5  # real recognition, not noise
+
+
+def test_batched_stays_within_the_invariance_bound_of_alone(
+    http, prefix, corpus_wavs, served_alone
+) -> None:
+    handle = serve.get_deployment_handle(f"ASR-{WHISPER}", app_name=APP)
+    before = len(handle.stats.remote().result()["recent_batch_sizes"])
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(
+            pool.map(lambda w: _transcribe(http, prefix, w).json()["text"], corpus_wavs)
+        )
+    sizes = handle.stats.remote().result()["recent_batch_sizes"][before:]
+    assert max(sizes) > 1, f"no cross-request batch formed: {sizes}"
+
+    changed = [(a, t) for a, t in zip(served_alone, together, strict=True) if a != t]
+    assert len(changed) <= MAX_CHANGED_SHARE * len(corpus_wavs), changed
+    references = list(SENTENCES)
+    assert abs(wer(references, together) - wer(references, served_alone)) <= MAX_WER_DIFFERENCE
 
 
 def test_model_field_picks_the_model(http, prefix, fox) -> None:

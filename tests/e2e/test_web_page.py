@@ -26,9 +26,9 @@ from starlette.routing import Route
 
 from asr_serve.api.protocol import ModelCard, ModelList
 from asr_serve.engines.base import TranscribeOptions
-from asr_serve.testing.speech import encode, synthesize
-from asr_serve.testing.text import SENTENCES, normalize, wer
 from asr_serve.web import index_html
+from devtools.speech import encode, synthesize
+from devtools.text import SENTENCES, normalize, wer
 from tests.e2e.serving import WHISPER, deploy, whisper_model
 from tests.live.conftest import FakeTranscriber
 from tests.live.server import LiveServer, whisper_engine

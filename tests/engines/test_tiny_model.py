@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from asr_serve.testing import tiny_model
-from asr_serve.testing.tiny_model import (
+from devtools import tiny_model
+from devtools.tiny_model import (
     LLM_DIR,
     SPECIAL_TOKENS,
     default_tiny_model_dir,

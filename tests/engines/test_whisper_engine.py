@@ -14,8 +14,8 @@ from asr_serve.engines import EngineResult, Segment, TranscribeOptions, create_e
 from asr_serve.engines import whisper as whisper_module
 from asr_serve.engines.whisper import WhisperEngine
 from asr_serve.errors import InvalidRequestError, ModelLoadError
-from asr_serve.testing.speech import synthesize
-from asr_serve.testing.text import SENTENCES, normalize, wer
+from devtools.speech import synthesize
+from devtools.text import SENTENCES, normalize, wer
 
 FOX = "The quick brown fox jumps over the lazy dog"
 #: A vocabulary hint, as a client would send for a known term.

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from asr_serve.config import SAMPLE_RATE
-from asr_serve.testing.speech import encode, noise, synthesize, tone
-from asr_serve.testing.text import SENTENCES
+from devtools.speech import encode, noise, synthesize, tone
+from devtools.text import SENTENCES
 
 #: name -> (kind, seconds); speech clips start at different sentences.
 CLIPS: dict[str, tuple[str, float]] = {

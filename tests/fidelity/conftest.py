@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from asr_serve.testing.tiny_model import ensure_tiny_model
+from devtools.tiny_model import ensure_tiny_model
 from tests.fidelity.clips import write_wavs
 
 

@@ -11,9 +11,9 @@ from asr_serve.config import ModelConfig
 from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
 from asr_serve.engines.funasr import FunASREngine
 from asr_serve.engines.whisper import WhisperEngine
-from asr_serve.live.decode import DecodeKind, DecodeRequest, Transcriber
-from asr_serve.testing.speech import Speech, speech_with_pauses
-from asr_serve.testing.text import SENTENCES
+from asr_serve.live.transcribe import Transcribe, TranscribeKind, TranscribeRequest
+from devtools.speech import Speech, speech_with_pauses
+from devtools.text import SENTENCES
 from tests.live.server import whisper_engine
 
 SR = 16_000
@@ -34,9 +34,9 @@ class FakeTranscriber:
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
-        self.requests: list[DecodeRequest] = []
+        self.requests: list[TranscribeRequest] = []
 
-    async def __call__(self, request: DecodeRequest) -> EngineResult:
+    async def __call__(self, request: TranscribeRequest) -> EngineResult:
         self.requests.append(request)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
@@ -81,15 +81,15 @@ def tiny_funasr(tiny_model_dir) -> FunASREngine:
 
 
 class Recorder:
-    """A transcriber that passes every request on and keeps the finals', to decode them again
+    """A transcriber that passes every request on and keeps the finals', to transcribe again
     alone: what the engine says for exactly the audio a session sent it."""
 
-    def __init__(self, transcriber: Transcriber) -> None:
+    def __init__(self, transcriber: Transcribe) -> None:
         self._transcriber = transcriber
-        self.finals: list[DecodeRequest] = []
+        self.finals: list[TranscribeRequest] = []
 
-    async def __call__(self, request: DecodeRequest) -> EngineResult | None:
-        if request.kind is DecodeKind.FINAL:
+    async def __call__(self, request: TranscribeRequest) -> EngineResult | None:
+        if request.kind is TranscribeKind.FINAL:
             self.finals.append(request)
         return await self._transcriber(request)
 

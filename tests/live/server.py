@@ -9,6 +9,7 @@ adapter: ``/v1/realtime`` (OpenAI), ``/v1/funasr/ws`` (FunASR's runtime protocol
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import socket
 import threading
@@ -16,24 +17,32 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import numpy as np
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from asr_serve.audio.decode import DecodedAudio, decode_audio
-from asr_serve.config import LiveConfig, ModelConfig
-from asr_serve.engines.base import Engine, EngineResult
+from asr_serve.audio.splitting import PieceSplitter
+from asr_serve.config import AppConfig, LiveConfig, ModelConfig, SplittingConfig
+from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
 from asr_serve.engines.whisper import WhisperEngine
-from asr_serve.live.decode import Decode, DecodeRequest, Transcriber
 from asr_serve.live.metrics import LiveCounters
+from asr_serve.live.partials import PartialScheduler
 from asr_serve.live.protocols import funasr_realtime, funasr_runtime, openai_realtime
 from asr_serve.live.protocols.connection import (
     LiveConnection,
     LiveContext,
     accepted_subprotocol,
 )
-from asr_serve.live.scheduler import DecodeScheduler
+from asr_serve.live.transcribe import (
+    Transcribe,
+    TranscribeFile,
+    TranscribeKind,
+    TranscribeRequest,
+)
+from asr_serve.serving.pipeline import TranscriptionPipeline
 
 WHISPER = "whisper-tiny.en"
 
@@ -49,49 +58,79 @@ def whisper_engine() -> WhisperEngine:
     return engine
 
 
-def engine_decode(engine: Engine) -> Decode:
-    """Decode with ``engine`` one call at a time, on a worker thread, as one model replica."""
+def engine_transcribe(engine: Engine) -> Transcribe:
+    """Transcribe with ``engine`` one call at a time, on a worker thread, as one model replica."""
     lock = threading.Lock()
 
-    async def decode(request: DecodeRequest) -> EngineResult:
+    async def transcribe(request: TranscribeRequest) -> EngineResult:
         def run() -> EngineResult:
             with lock:
                 return engine.transcribe([request.audio], [request.options])[0]
 
         return await asyncio.to_thread(run)
 
-    return decode
+    return transcribe
 
 
-async def decode_file(data: bytes) -> DecodedAudio:
-    """What the route passes FunASR's runtime door for whole files: the service's decoder."""
-    return await asyncio.to_thread(decode_audio, data, max_duration_s=600.0)
+def file_path(
+    transcribe: Transcribe, models: Sequence[str], splitting: SplittingConfig
+) -> TranscribeFile:
+    """What the route passes FunASR's runtime door for whole files: the request flow
+    (:meth:`TranscriptionPipeline.transcribe_file`) over the service's decoder and file
+    splitter in process, each piece through ``transcribe``."""
+    splitter = PieceSplitter(splitting)
+
+    async def decode(data: bytes, request_splitting: SplittingConfig) -> DecodedAudio:
+        audio = await asyncio.to_thread(decode_audio, data, max_duration_s=600.0)
+        pieces = await asyncio.to_thread(splitter.split, audio.samples, request_splitting)
+        return dataclasses.replace(audio, pieces=pieces)
+
+    async def piece(
+        model: str, audio: np.ndarray, options: TranscribeOptions, admitted: bool
+    ) -> EngineResult:
+        request = TranscribeRequest(
+            "file", model, audio, options, TranscribeKind.FINAL, still_wanted=lambda: True
+        )
+        result = await transcribe(request)
+        assert result is not None, "a final is never dropped"
+        return result
+
+    config = AppConfig(
+        models=[ModelConfig(name=m, engine="faster-whisper", model="embedded") for m in models],
+        splitting=splitting,
+    )
+    return TranscriptionPipeline(config, decode=decode, transcribe=piece).transcribe_file
 
 
 class LiveServer:
-    """The doors over ``engine`` (through the replica's decode scheduler) or ``transcriber``."""
+    """The doors over ``engine`` (through the replica's partial scheduler) or ``transcriber``."""
 
     def __init__(
         self,
         *,
         engine: Engine | None = None,
-        transcriber: Transcriber | None = None,
+        transcriber: Transcribe | None = None,
         models: Sequence[str] = (WHISPER,),
         config: LiveConfig | None = None,
+        splitting: SplittingConfig | None = None,
         routes: Sequence[BaseRoute] = (),
     ) -> None:
         self.config = config or LiveConfig(max_partials_in_flight=1)
         self.counters = LiveCounters()
         if transcriber is None:
             assert engine is not None, "an engine or a transcriber"
-            transcriber = DecodeScheduler(engine_decode(engine), self.config, self.counters)
+            model = engine_transcribe(engine)
+            transcriber = PartialScheduler(model, self.config, self.counters)
+        else:
+            model = transcriber
+        files = file_path(model, models, splitting or SplittingConfig())
         context = LiveContext(transcriber, list(models), models[0], self.config, self.counters)
         doors = [
             ("/v1/realtime", openai_realtime.OpenAIRealtimeConnection),
             ("/v1/funasr/ws", funasr_runtime.FunASRRuntimeConnection),
             ("/v1/funasr/realtime", funasr_realtime.FunASRRealtimeConnection),
         ]
-        extra = {"/v1/funasr/ws": {"decode": decode_file}}
+        extra = {"/v1/funasr/ws": {"transcribe_file": files}}
         app = Starlette(
             routes=[
                 *routes,

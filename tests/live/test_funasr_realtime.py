@@ -14,13 +14,13 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from asr_serve.config import LiveConfig
 from asr_serve.live.metrics import LiveCounters
+from asr_serve.live.partials import PartialScheduler
 from asr_serve.live.protocols.connection import ProtocolError
-from asr_serve.live.protocols.funasr_realtime import language_code
-from asr_serve.live.scheduler import DecodeScheduler
-from asr_serve.testing.speech import Speech, pcm16
-from asr_serve.testing.text import wer
+from asr_serve.live.protocols.funasr_realtime_messages import language_code
+from devtools.speech import Speech, pcm16
+from devtools.text import wer
 from tests.live.conftest import FakeTranscriber, Recorder
-from tests.live.server import LiveServer, engine_decode
+from tests.live.server import LiveServer, engine_transcribe
 from tests.support.funasr_clients import (
     REALTIME_FRAME,
     command,
@@ -92,7 +92,7 @@ async def test_the_tiny_fun_asr_nano_says_what_it_says_for_the_same_audio(
     tiny_funasr, speech: Speech
 ) -> None:
     config = LiveConfig()
-    recorder = Recorder(DecodeScheduler(engine_decode(tiny_funasr), config, LiveCounters()))
+    recorder = Recorder(PartialScheduler(engine_transcribe(tiny_funasr), config, LiveCounters()))
     with LiveServer(transcriber=recorder, config=config) as server:
         results = await realtime_session(
             server.url("/v1/funasr/realtime"),

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from asr_serve.config import LiveConfig
+from asr_serve.config import LiveConfig, SplittingConfig
 from asr_serve.live.metrics import LiveCounters
-from asr_serve.live.protocols.funasr_runtime import ClientFrame
-from asr_serve.live.scheduler import DecodeScheduler
-from asr_serve.testing.speech import Speech, encode, pcm16
-from asr_serve.testing.text import normalize, wer, word_errors
-from tests.live.conftest import FakeTranscriber, Recorder
-from tests.live.server import LiveServer, engine_decode
+from asr_serve.live.partials import PartialScheduler
+from asr_serve.live.protocols.funasr_runtime_messages import ClientFrame
+from devtools.speech import Speech, encode, pcm16
+from devtools.text import normalize, wer, word_errors
+from tests.live.conftest import SR, FakeTranscriber, Recorder
+from tests.live.server import LiveServer, engine_transcribe
 from tests.support.funasr_clients import (
     RUNTIME_CONFIG,
     check_runtime_final,
@@ -34,7 +34,8 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(scope="module")
 def server(whisper) -> Iterator[LiveServer]:
-    with LiveServer(engine=whisper) as server:
+    """Whisper behind the doors; a whole file longer than 8 s is split at its pauses."""
+    with LiveServer(engine=whisper, splitting=SplittingConfig(max_piece_s=8)) as server:
         yield server
 
 
@@ -102,7 +103,12 @@ async def test_online_and_offline_modes(server, speech: Speech, references, mode
         assert not any("timestamp" in m for m in messages)
 
 
-async def test_a_whole_wav_file(server, speech: Speech, references) -> None:
+async def test_a_whole_wav_file_is_one_result_on_the_file_time_line(
+    server, speech: Speech, references
+) -> None:
+    """A file takes a file request's path: decoded, split at the pause between its two
+    sentences (each longer than half the 8 s pieces), the pieces transcribed and stitched
+    into one result, its input's final message, word timings on the file's time line."""
     wav = encode(speech.audio, 16_000, "wav")
     messages = await runtime_session(
         server.url("/v1/funasr/ws"),
@@ -114,18 +120,22 @@ async def test_a_whole_wav_file(server, speech: Speech, references) -> None:
         audio_fs=8000,  # the file's own rate wins
         end={"is_end": True},
     )
-    assert {m["mode"] for m in messages} == {"offline"}
-    results = runtime_results(messages, "offline")
-    check_runtime_final(messages, results)
-    assert wer(references, [m["text"] for m in results]) <= 0.1
-    assert messages[-1]["is_end"] is True and not any("is_end" in m for m in messages[:-1])
+    [result] = messages
+    assert (result["mode"], result["is_final"], result["is_end"]) == ("offline", True, True)
+    assert wer([" ".join(references)], [result["text"]]) <= 0.1, (references, result["text"])
+    words = json.loads(result["timestamp"])
+    assert len(words) > 2 and words == sorted(words)
+    # The second piece's words are placed after its offset in the file, not from 0.
+    second_ms = speech.spans[1][0] * 1000 // SR
+    starts = [s["start"] for s in result["stamp_sents"]]
+    assert starts[0] < second_ms - 500 < starts[-1], (second_ms, starts)
 
 
 async def test_the_tiny_fun_asr_nano_says_what_it_says_for_the_same_audio(
     tiny_funasr, speech: Speech
 ) -> None:
     config = LiveConfig()
-    recorder = Recorder(DecodeScheduler(engine_decode(tiny_funasr), config, LiveCounters()))
+    recorder = Recorder(PartialScheduler(engine_transcribe(tiny_funasr), config, LiveCounters()))
     with LiveServer(transcriber=recorder, config=config) as server:
         messages = await runtime_session(
             server.url("/v1/funasr/ws"), pcm16(speech.audio, 16_000), speed=None

@@ -26,12 +26,12 @@ from starlette.websockets import WebSocket
 from asr_serve.config import LiveConfig
 from asr_serve.engines.base import EngineResult
 from asr_serve.errors import ModelNotReadyError
-from asr_serve.live.decode import DecodeRequest
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.protocols.connection import LiveContext, accepted_subprotocol
 from asr_serve.live.protocols.openai_realtime import SUBPROTOCOLS, OpenAIRealtimeConnection
-from asr_serve.testing.speech import pcm16, speech_with_pauses
-from asr_serve.testing.text import SENTENCES
+from asr_serve.live.transcribe import TranscribeRequest
+from devtools.speech import pcm16, speech_with_pauses
+from devtools.text import SENTENCES
 from tests.live.conftest import FakeTranscriber
 from tests.support.realtime import chunks
 
@@ -346,7 +346,7 @@ def test_server_vad_events_for_speech(client: _Client) -> None:
 
 
 def test_a_failed_transcription_is_a_failed_event() -> None:
-    async def down(request: DecodeRequest) -> EngineResult:
+    async def down(request: TranscribeRequest) -> EngineResult:
         raise ModelNotReadyError("the model is loading")
 
     with _connect(transcriber=down) as client:

@@ -9,7 +9,8 @@ import soxr
 from pydantic import ValidationError
 
 from asr_serve.errors import InvalidAudioError
-from asr_serve.live.pcm import InputFormat, PCMDecoder, encode_pcm16
+from asr_serve.live.pcm import InputFormat, PCMDecoder
+from devtools.speech import encode_pcm16
 from tests.live.conftest import SR
 from tests.support.realtime import chunks
 

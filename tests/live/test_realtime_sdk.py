@@ -2,7 +2,8 @@
 over a real WebSocket (uvicorn) to the adapter, the core and the embedded Whisper tiny.en.
 
 Speech is espeak's, two sentences with a pause, streamed as 24 kHz PCM16. The live finals
-must say what the same engine says for the same audio as a file.
+must say exactly what the same engine says for the audio the session sent it, and what it
+says for the sentences as a file, within a word (the cuts differ).
 """
 
 from __future__ import annotations
@@ -12,16 +13,32 @@ from typing import Any
 
 import pytest
 
-from asr_serve.testing.speech import pcm16
-from tests.live.server import WHISPER, LiveServer
-from tests.support.realtime import DELTA, check_items, client_for, stream_with_sdk
+from asr_serve.config import LiveConfig
+from asr_serve.live.metrics import LiveCounters
+from asr_serve.live.partials import PartialScheduler
+from devtools.speech import pcm16
+from tests.live.conftest import Recorder
+from tests.live.server import WHISPER, LiveServer, engine_transcribe
+from tests.support.realtime import COMPLETED, DELTA, check_items, client_for, stream_with_sdk
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
-def server(whisper) -> Iterator[LiveServer]:
-    with LiveServer(engine=whisper) as server:
+@pytest.fixture
+def counters() -> LiveCounters:
+    return LiveCounters()
+
+
+@pytest.fixture
+def recorder(whisper, counters) -> Recorder:
+    """The replica's scheduler over the engine, keeping each final's audio."""
+    config = LiveConfig(max_partials_in_flight=1)
+    return Recorder(PartialScheduler(engine_transcribe(whisper), config, counters))
+
+
+@pytest.fixture
+def server(recorder) -> Iterator[LiveServer]:
+    with LiveServer(transcriber=recorder) as server:
         yield server
 
 
@@ -30,7 +47,14 @@ async def _transcribe(server: LiveServer, audio: bytes, **kwargs: Any) -> list[A
     return await stream_with_sdk(client, WHISPER, audio, **kwargs)
 
 
-async def test_server_vad_at_real_time_pace_with_partials(server, speech, references) -> None:
+def _assert_finals_are_the_engines(events: list[Any], recorder: Recorder, whisper) -> None:
+    finals = [e.transcript for e in events if e.type == COMPLETED]
+    assert finals == [r.text for r in recorder.finals_alone(whisper)]
+
+
+async def test_server_vad_at_real_time_pace_with_partials(
+    server, recorder, counters, whisper, speech, references
+) -> None:
     events = await _transcribe(
         server,
         pcm16(speech.audio, 24_000),
@@ -39,21 +63,25 @@ async def test_server_vad_at_real_time_pace_with_partials(server, speech, refere
         session={"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm"}}}},
     )
     by_item = check_items(events, references, vad=True)
+    _assert_finals_are_the_engines(events, recorder, whisper)
     # The long sentence's text starts arriving before its speaker has finished.
     long_item = list(by_item.values())[1]
     kinds = [e.type for e in long_item]
     assert DELTA in kinds[: kinds.index("input_audio_buffer.speech_stopped")]
-    assert server.counters.latency["partial"].count > 0
+    assert counters.latency["partial"].count > 0
 
 
-async def test_server_vad_faster_than_real_time(server, speech, references) -> None:
+async def test_server_vad_faster_than_real_time(
+    server, recorder, whisper, speech, references
+) -> None:
     events = await _transcribe(
         server, pcm16(speech.audio, 24_000), chunk_ms=100, speed=None, session={}
     )
     check_items(events, references, vad=True)
+    _assert_finals_are_the_engines(events, recorder, whisper)
 
 
-async def test_manual_commits(server, speech, references) -> None:
+async def test_manual_commits(server, recorder, whisper, speech, references) -> None:
     pcm = pcm16(speech.audio, 24_000)
     # Commit in the pause after the first sentence, and at the end.
     pause = (speech.spans[0][1] + speech.spans[1][0]) // 2 * 3  # bytes of 24 kHz PCM16
@@ -68,3 +96,4 @@ async def test_manual_commits(server, speech, references) -> None:
     )
     assert not any(e.type.startswith("input_audio_buffer.speech") for e in events)
     check_items(events, references, vad=False)
+    _assert_finals_are_the_engines(events, recorder, whisper)

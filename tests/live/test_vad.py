@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from asr_serve.live.vad import FRAME, VADStream
-from asr_serve.testing.speech import Speech, speech_with_pauses
-from asr_serve.testing.text import SENTENCES
+from devtools.speech import Speech, speech_with_pauses
+from devtools.text import SENTENCES
 from tests.support.realtime import chunks
 
 

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import AppConfig, CacheConfig, ModelConfig
 from asr_serve.engines.base import EngineResult, Segment, TranscribeOptions
 from asr_serve.serving.cache import RedisCache
 from asr_serve.serving.pipeline import TranscriptionPipeline
+from asr_serve.serving.requests import Upload
 from tests.serving.conftest import RecordingMetrics
 from tests.support.redis_server import RedisServer
 

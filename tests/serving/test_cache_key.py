@@ -9,7 +9,7 @@ from asr_serve.audio.decode import decode_audio
 from asr_serve.config import ModelConfig
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.serving.cache import CacheConfig, cache_key
-from asr_serve.testing.speech import encode, synthesize
+from devtools.speech import encode, synthesize
 
 PREFIX = CacheConfig().key_prefix
 MODEL = ModelConfig(name="m", engine="funasr", model="/models/nano", revision="v1")

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import soundfile
 
-from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio, decode_audio
 from asr_serve.config import SAMPLE_RATE, AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import InvalidAudioError, PayloadTooLargeError
 from asr_serve.serving.in_place import IN_PLACE_MAX_BYTES, ReadInPlaceFirst
 from asr_serve.serving.pipeline import TranscriptionPipeline
-from asr_serve.testing.speech import encode, noise
+from asr_serve.serving.requests import Upload
+from devtools.speech import encode, noise
 
 CONFIG = AppConfig.model_validate(
     {
@@ -28,7 +28,7 @@ CONFIG = AppConfig.model_validate(
 
 
 class Metrics:
-    """Records what :class:`~asr_serve.metrics.DecoderMetrics` would be told."""
+    """Records what :class:`~asr_serve.deployments.serve_metrics.DecoderMetrics` would be told."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []

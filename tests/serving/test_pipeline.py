@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 from asr_serve.api.formats import render
-from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineResult, Segment, TranscribeOptions, Word
 from asr_serve.errors import DeadlineExceededError, InvalidParameterError, ModelNotFoundError
 from asr_serve.serving.pipeline import Transcription, TranscriptionPipeline
-from asr_serve.serving.requests import parse_request, transcribe_options
+from asr_serve.serving.requests import Upload, parse_request, transcribe_options
 
 CONFIG = AppConfig.model_validate(
     {

@@ -7,13 +7,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineCapabilities, EngineResult
 from asr_serve.errors import InvalidParameterError, InvalidRequestError, ModelNotFoundError
 from asr_serve.serving.pipeline import TranscriptionPipeline
 from asr_serve.serving.requests import (
+    Upload,
     parse_request,
     parse_translation,
     splitting_for,

@@ -6,11 +6,11 @@ import asyncio
 
 import numpy as np
 
-from asr_serve.api.upload import Upload
 from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import AppConfig
 from asr_serve.engines.base import EngineResult, Segment, TranscribeOptions, Word
 from asr_serve.serving.pipeline import TranscriptionPipeline
+from asr_serve.serving.requests import Upload
 from asr_serve.serving.stitching import join_texts, place, stitch
 from tests.serving.test_pipeline import _run
 
@@ -104,3 +104,42 @@ def test_pipeline_fans_pieces_out_bounded_and_stitches_them() -> None:
         (30.0 * i, 30.0 * i + 28) for i in range(5)
     ]
     assert len(result.text.split()) == 5 and result.duration == 150.0
+
+
+def test_a_whole_file_from_a_live_door_takes_the_file_path() -> None:
+    """FunASR's runtime door sends whole files through ``transcribe_file``: the server's
+    splitting, pieces admitted as a request's (the first checked, the rest following it),
+    the door's options as they are, and the pieces stitched on the file's time line."""
+    config = AppConfig.model_validate(
+        {
+            "models": [{"name": "m", "engine": "funasr", "model": "x"}],
+            "splitting": {"max_piece_s": 20},
+        }
+    )
+    spans = ((0, 18 * SR), (20 * SR, 38 * SR))
+    asked: list[object] = []
+    calls: list[tuple[str, int, TranscribeOptions, bool]] = []
+
+    async def decode(data: bytes, splitting: object) -> DecodedAudio:
+        asked.append(splitting)
+        return DecodedAudio(np.zeros(40 * SR, np.float32), 40.0, SR, 1, "mp3", "mp3", spans)
+
+    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, admitted):
+        calls.append((model, len(audio), options, admitted))
+        word = Word(start=1.0, end=2.0, word=f"w{len(calls)}")
+        segment = Segment(id=0, start=1.0, end=2.0, text=word.word, words=[word])
+        return EngineResult(text=word.word, duration=len(audio) / SR, segments=[segment])
+
+    pipeline = TranscriptionPipeline(config, decode=decode, transcribe=transcribe)
+    options = TranscribeOptions(language="en", word_timestamps=True)
+    result = asyncio.run(pipeline.transcribe_file(b"an mp3", "m", options))
+    assert asked == [config.splitting]
+    assert sorted(calls, key=lambda c: c[3]) == [
+        ("m", 18 * SR, options, False),
+        ("m", 18 * SR, options, True),
+    ]
+    assert result.text in ("w1 w2", "w2 w1") and result.duration == 40.0
+    assert [(w.start, w.end) for s in result.segments for w in s.words or []] == [
+        (1.0, 2.0),
+        (21.0, 22.0),
+    ]

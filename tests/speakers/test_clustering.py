@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asr_serve.audio.vad import PieceSplitter
+from asr_serve.audio.splitting import PieceSplitter
 from asr_serve.config import SAMPLE_RATE, SpeakersConfig, SplittingConfig
 from asr_serve.speakers.clips import cut_regions
 from asr_serve.speakers.clustering import KnownSpeakers, cluster, name_speakers
 from asr_serve.speakers.encoder import SpeakerEncoder
 from asr_serve.speakers.labels import letter, turns_of
-from asr_serve.testing.conversation import LINES, VOICES, Conversation, attributed_share, converse
+from devtools.conversation import LINES, VOICES, Conversation, attributed_share, converse
 
 CONFIG = SpeakersConfig()
 

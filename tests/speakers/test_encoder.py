@@ -15,7 +15,7 @@ from asr_serve.speakers.encoder import (
     load_state,
     weights_path,
 )
-from asr_serve.testing.conversation import VOICES
+from devtools.conversation import VOICES
 
 
 def test_embeddings_are_resemblyzers(encoder: SpeakerEncoder) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from asr_serve.config import SpeakersConfig
 from asr_serve.speakers.encoder import SpeakerEncoder
 from asr_serve.speakers.online import OnlineSpeakers
-from asr_serve.testing.conversation import LINES, VOICES
+from devtools.conversation import LINES, VOICES
 
 
 def test_two_voices_keep_their_labels(encoder: SpeakerEncoder) -> None:

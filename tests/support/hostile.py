@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from asr_serve.testing.speech import encode, noise
+from devtools.speech import encode, noise
 
 GOOD_SECONDS = 1.0
 BOUNDARY = "hostileboundary"

@@ -13,7 +13,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from asr_serve.testing.text import wer
+from devtools.text import word_errors
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 DELTA = "conversation.item.input_audio_transcription.delta"
@@ -102,6 +102,8 @@ def check_items(events: list[Any], references: list[str], *, vad: bool) -> dict[
         assert completed.transcript.startswith(deltas)
         assert completed.usage.type == "duration" and completed.usage.seconds > 1
         finals.append(completed.transcript)
+    # The live cut (VAD boundaries) is not the file's (fixed padding): Whisper may hear an
+    # unsure word differently ("jump"/"jumps"), so one word per sentence may differ.
     for reference, final in zip(references, finals, strict=True):
-        assert wer([reference], [final]) <= 0.1, (reference, final)
+        assert word_errors(reference, final) <= 1, (reference, final)
     return by_item

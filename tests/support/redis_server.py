@@ -13,7 +13,7 @@ import time
 
 import redis
 
-from asr_serve.testing.net import free_port
+from devtools.net import free_port
 
 #: Local only, nothing on disk, and the size bound of a production cache: LRU eviction at
 #: ``maxmemory``.

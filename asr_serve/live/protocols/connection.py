@@ -7,7 +7,7 @@ the same way for every door:
 - frames are handled one at a time, in order, so a session's audio stays in order and a
   slow model slows its client down rather than filling a queue;
 - messages go out through a queue drained by a writer task, because the session core emits
-  from its own decode tasks and must never wait on a socket;
+  from its own transcription tasks and must never wait on a socket;
 - a refused connection (unknown ``?model=``) gets the protocol's error message, then 1008;
   a refused frame gets the protocol's error message and the session goes on, except the
   session audio limit, which ends it (4001); no audio for ``idle_timeout_s`` ends it too
@@ -45,11 +45,11 @@ from starlette.websockets import WebSocket
 
 from asr_serve.config import LiveConfig, SpeakersConfig
 from asr_serve.errors import ASRServeError, InvalidRequestError, PayloadTooLargeError
-from asr_serve.live.decode import Transcriber
+from asr_serve.live.core import LiveSession, SessionAudioLimitError, SessionSettings
 from asr_serve.live.events import LiveEvent
 from asr_serve.live.metrics import LiveMetrics
-from asr_serve.live.session import LiveSession, SessionAudioLimitError, SessionSettings
 from asr_serve.live.speakers import Embed, SessionSpeakers
+from asr_serve.live.transcribe import Transcribe
 from asr_serve.speakers.models import resolve
 
 logger = logging.getLogger("ray.serve")
@@ -119,9 +119,9 @@ def invalid_message(exc: ValidationError) -> ProtocolError:
 @dataclass(frozen=True)
 class LiveContext:
     """What every session of an ingress replica shares, handed to a protocol adapter whole:
-    the replica's decode scheduler, the models it serves, its live settings and metrics."""
+    the replica's partial scheduler, the models it serves, its live settings and metrics."""
 
-    transcriber: Transcriber
+    transcribe: Transcribe
     models: Sequence[str]
     default_model: str
     config: LiveConfig
@@ -161,7 +161,7 @@ class LiveConnection(abc.ABC):
         return LiveSession(
             settings,
             self.config,
-            context.transcriber,
+            context.transcribe,
             emit,
             context.metrics,
             protocol=self.protocol,

@@ -18,7 +18,7 @@ frames of PCM16 little-endian mono 16 kHz audio, any length:
 - ``LANGUAGE:xx`` → ``{"event": "language_set", "language": "xx"}``: an ISO code (``en``) or
   a name as Fun-ASR-Nano's prompt takes it (``中文``, ``英文`` ...); ``LANGUAGE:`` clears it;
 - ``COMMIT`` (client endpoints only): ends the utterance → one ``is_final`` result, holding
-  the sentences since the last ``COMMIT`` (none if it was too short to decode);
+  the sentences since the last ``COMMIT`` (none if it was too short to transcribe);
 - ``STOP``: ends the session → a final result if audio came since ``START`` (client mode:
   since the last ``COMMIT``), then ``{"event": "stopped"}`` (always).
 
@@ -26,7 +26,7 @@ Results: ``{"sentences": [{"text", "start", "end"}], "partial", "partial_start_m
 "duration_ms", "is_final"}``, times in ms since ``START``. ``sentences`` are final; with
 server endpoints every result carries all of them since ``START``, with client endpoints
 those since the last ``COMMIT``. ``partial`` is the open utterance's latest hypothesis
-(replace, do not append; it may change), sent as it is decoded again, every
+(replace, do not append; it may change), sent as it is transcribed again, every
 ``partial_interval_s`` of audio; a result also goes out as each utterance is final.
 
 Where funasr ignores a client's mistake silently or crashes on it, this answers with the
@@ -39,16 +39,13 @@ every door's (:mod:`asr_serve.live.protocols.connection`).
 
 from __future__ import annotations
 
-import re
-from typing import Literal
-
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.websockets import WebSocket
 
 from asr_serve.config import SAMPLE_RATE, ServerVAD
 from asr_serve.engines.base import TranscribeOptions
-from asr_serve.engines.languages import FUN_ASR_NANO_LANGUAGES
 from asr_serve.errors import ASRServeError
+from asr_serve.live.core import CommitEmptyError, LiveSession, SessionSettings
 from asr_serve.live.events import (
     Committed,
     Completed,
@@ -60,101 +57,21 @@ from asr_serve.live.events import (
 )
 from asr_serve.live.pcm import InputFormat
 from asr_serve.live.protocols.connection import LiveConnection, LiveContext, ProtocolError
-from asr_serve.live.session import CommitEmptyError, LiveSession, SessionSettings
+from asr_serve.live.protocols.funasr_realtime_messages import (
+    NOT_ACTIVE,
+    ErrorEvent,
+    HotwordsSet,
+    LanguageSet,
+    Result,
+    Sentence,
+    Started,
+    Stopped,
+    language_code,
+    parse_command,
+)
 
 #: funasr's server names no subprotocol and its clients offer none.
 SUBPROTOCOLS: tuple[str, ...] = ()
-
-_COMMANDS = "START, STOP, COMMIT, HOTWORDS:<a,b>, LANGUAGE:<xx>"
-_NOT_ACTIVE = "Session is not active; send START first"  # funasr's own words
-
-
-# Client side --------------------------------------------------------------------------------
-
-
-class Command(BaseModel):
-    """One text command: ``NAME``, or ``NAME:argument`` for those that take one."""
-
-    name: Literal["START", "STOP", "COMMIT", "HOTWORDS", "LANGUAGE"]
-    argument: str | None = None
-
-
-def parse_command(text: str) -> Command:
-    """A text frame as a :class:`Command`, or :class:`ProtocolError` saying what is wrong."""
-    name, colon, argument = text.strip().partition(":")
-    name = name.strip().upper()
-    if name == "POSTPROCESS_HOTWORDS":
-        raise ProtocolError(
-            "unsupported_command",
-            "POSTPROCESS_HOTWORDS is not supported by this server; HOTWORDS biases the model",
-        )
-    try:
-        command = Command(name=name, argument=argument if colon else None)
-    except ValidationError:
-        command = None
-    if command is None or (command.argument is None) != (name in ("START", "STOP", "COMMIT")):
-        raise ProtocolError("unknown_command", f"Unknown command {text!r}; send {_COMMANDS}")
-    return command
-
-
-def language_code(value: str) -> str | None:
-    """``LANGUAGE``'s argument as the code the engines take: a code (``en``) or a name in
-    Fun-ASR-Nano's prompt vocabulary (``英文``), as funasr's clients send; "" clears it."""
-    value = value.strip()
-    if not value:
-        return None
-    if re.fullmatch(r"[A-Za-z]{2,3}", value):
-        return value.lower()
-    code = next((c for c, name in FUN_ASR_NANO_LANGUAGES.items() if name == value), None)
-    if code is None:
-        raise ProtocolError(
-            "invalid_language",
-            f"Unknown language {value!r}: send an ISO 639-1 code such as en or zh, or a "
-            "Fun-ASR-Nano language name such as 中文",
-            param="language",
-        )
-    return code
-
-
-# Server side --------------------------------------------------------------------------------
-
-
-class Started(BaseModel):
-    event: Literal["started"] = "started"
-
-
-class HotwordsSet(BaseModel):
-    event: Literal["hotwords_set"] = "hotwords_set"
-    hotwords: list[str]
-
-
-class LanguageSet(BaseModel):
-    event: Literal["language_set"] = "language_set"
-    language: str
-
-
-class Stopped(BaseModel):
-    event: Literal["stopped"] = "stopped"
-
-
-class ErrorEvent(BaseModel):
-    event: Literal["error"] = "error"
-    error: str
-    code: str
-
-
-class Sentence(BaseModel):
-    text: str
-    start: int
-    end: int
-
-
-class Result(BaseModel):
-    sentences: list[Sentence]
-    partial: str
-    partial_start_ms: int
-    duration_ms: int
-    is_final: bool
 
 
 # The connection -----------------------------------------------------------------------------
@@ -241,7 +158,7 @@ class FunASRRealtimeConnection(LiveConnection):
 
     def _active(self) -> LiveSession:
         if self._core is None:
-            raise ProtocolError("session_not_active", _NOT_ACTIVE)
+            raise ProtocolError("session_not_active", NOT_ACTIVE)
         return self._core
 
     def _settings(self) -> SessionSettings:

@@ -14,8 +14,10 @@ its first audio). Fields:
 - ``wav_name``: echoed in every answer (default ``wav-default-id``, as the C++ runtime);
 - ``wav_format``: ``pcm`` (default): PCM16 little-endian mono at ``audio_fs`` Hz (8-96 kHz,
   default 16000). Anything else (``wav``, ``mp3``, ``others`` ...): a whole file in any
-  container, sent in as many frames as it takes and decoded at the end of the input with
-  the service's decoder (at most ``max_file_bytes``); ``audio_fs`` is then the file's own;
+  container, sent in as many frames as it takes (at most ``max_file_bytes``) and, at the end
+  of the input, transcribed as a file request's audio is: decoded (read in place, or by the
+  decoder), split at pauses when long, its pieces batched with everyone's and stitched;
+  ``audio_fs`` is then the file's own;
 - ``hotwords``: FunASR's JSON object text of word to weight (``"{\\"阿里巴巴\\": 20}"``), or
   a plain string of words separated by commas (or, without commas, by spaces): the words
   become the model's hotwords (Fun-ASR) or prompt (Whisper). Weights are dropped: in the
@@ -34,7 +36,7 @@ server's streaming settings, which the C++ runtime ignores), and ``svs_itn`` (th
 reads it only for SenseVoiceSmall; ``itn`` is the switch here). Unknown fields are ignored,
 as the runtime ignores them.
 
-Server to client (JSON text): utterances are cut at pauses by the server's VAD.
+Server to client (JSON text): PCM utterances are cut at pauses by the server's VAD.
 
 - ``{"mode": "2pass-online", "wav_name", "text", "is_final": false}``: text of the open
   utterance that became stable, to append (``online`` in ``online`` mode);
@@ -43,7 +45,8 @@ Server to client (JSON text): utterances are cut at pauses by the server's VAD.
   mode; in ``online`` mode the utterance's end is one more ``online`` message with the rest
   of its text). ``timestamp`` is a JSON string of ``[start_ms, end_ms]`` per word and
   ``stamp_sents`` one object per engine segment, as the runtime sends them, when the model
-  gives word timings (ms since the input's start);
+  gives word timings (ms since the input's start). A whole file is one such result, its
+  input's last;
 - the input's last message, after ``is_speaking: false``, has ``is_final: true``: always
   exactly one, with empty text if the end held no speech (then it carries the mode of the
   utterance results). With ``is_end: true`` it also carries ``"is_end": true``;
@@ -57,209 +60,30 @@ codes are every door's (:mod:`asr_serve.live.protocols.connection`).
 
 from __future__ import annotations
 
-import contextlib
-import json
-import unicodedata
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from starlette.websockets import WebSocket
 
-from asr_serve.audio.decode import DecodedAudio
-from asr_serve.config import SAMPLE_RATE, ServerVAD
-from asr_serve.engines.base import EngineResult, TranscribeOptions
+from asr_serve.config import ServerVAD
 from asr_serve.errors import ASRServeError, PayloadTooLargeError
+from asr_serve.live.core import CommitEmptyError, LiveSession, SessionSettings
 from asr_serve.live.events import Committed, Completed, Failed, LiveEvent, Partial
 from asr_serve.live.partials import units
-from asr_serve.live.pcm import InputFormat, SampleRate, encode_pcm16
-from asr_serve.live.protocols.connection import (
-    LiveConnection,
-    LiveContext,
-    ProtocolError,
-    invalid_message,
+from asr_serve.live.pcm import InputFormat
+from asr_serve.live.protocols.connection import LiveConnection, LiveContext, ProtocolError
+from asr_serve.live.protocols.funasr_runtime_messages import (
+    ANSWER_MODES,
+    ErrorMessage,
+    InputConfig,
+    Result,
+    StampSentence,
+    parse_frame,
+    stamps,
 )
-from asr_serve.live.session import CommitEmptyError, LiveSession, SessionSettings
+from asr_serve.live.transcribe import TranscribeFile
 
 #: Subprotocols to accept with: FunASR's Python server speaks ``binary``, its client offers it.
 SUBPROTOCOLS = ("binary",)
-
-Mode = Literal["2pass", "online", "offline"]
-#: Per mode: the ``mode`` of partial (online) messages and of utterance results.
-_ANSWER_MODES: dict[str, tuple[str, str]] = {
-    "2pass": ("2pass-online", "2pass-offline"),
-    "online": ("online", "online"),
-    "offline": ("offline", "offline"),
-}
-
-
-# Client side --------------------------------------------------------------------------------
-
-
-class ClientFrame(BaseModel):
-    """One configuration frame; a field it lacks (``None``) keeps its current value."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    mode: Mode | None = None
-    wav_name: str | None = None
-    wav_format: str | None = None
-    audio_fs: SampleRate | None = None
-    hotwords: tuple[str, ...] | None = None
-    itn: bool | None = None
-    svs_lang: str | None = None
-    is_speaking: bool | None = None
-    is_finished: bool | None = None
-    is_end: bool | None = None
-
-    @field_validator("hotwords", mode="before")
-    @classmethod
-    def _hotword_list(cls, value: Any) -> Any:
-        return value if value is None else hotword_list(value)
-
-    @field_validator("wav_format")
-    @classmethod
-    def _lower(cls, value: str | None) -> str | None:
-        return value and value.lower()
-
-    @property
-    def ends_input(self) -> bool:
-        return self.is_speaking is False or bool(self.is_finished)
-
-
-def hotword_list(value: Any) -> tuple[str, ...]:
-    """The words of FunASR's ``hotwords``: a JSON object (or its text) of word to weight,
-    or a plain string of words separated by commas or, without commas, by whitespace."""
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            parsed = json.loads(value)
-            value = parsed if isinstance(parsed, dict) else value
-    if isinstance(value, dict):
-        words = [str(word) for word in value]
-    elif isinstance(value, str):
-        words = value.split(",") if "," in value else value.split()
-    else:
-        raise ValueError("hotwords must be a JSON object of word to weight, or a string")
-    return tuple(w.strip() for w in words if w.strip())
-
-
-class InputConfig(BaseModel):
-    """What the connection has been told so far: the current input's settings."""
-
-    model_config = ConfigDict(frozen=True)
-
-    mode: Mode = "2pass"
-    wav_name: str = "wav-default-id"
-    wav_format: str = "pcm"
-    audio_fs: SampleRate = SAMPLE_RATE
-    hotwords: tuple[str, ...] = ()
-    itn: bool = True
-    svs_lang: str = "auto"
-
-    def merged(self, frame: ClientFrame) -> InputConfig:
-        changes = frame.model_dump(include=set(InputConfig.model_fields), exclude_none=True)
-        return self.model_copy(update=changes)
-
-    @property
-    def is_file(self) -> bool:
-        return self.wav_format != "pcm"
-
-    def options(self) -> TranscribeOptions:
-        return TranscribeOptions(
-            language=None if self.svs_lang.lower() == "auto" else self.svs_lang.lower(),
-            prompt=",".join(self.hotwords) or None,
-            itn=self.itn,
-            # Timestamps ride on the utterance results, which online mode does not send.
-            word_timestamps=self.mode != "online",
-        )
-
-
-def parse_frame(text: str) -> ClientFrame:
-    """A text frame as a :class:`ClientFrame`, or :class:`ProtocolError` saying what is wrong."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ProtocolError(
-            "invalid_json", f"A text frame must be a JSON object of settings: {exc}"
-        ) from None
-    if not isinstance(data, dict):
-        raise ProtocolError("invalid_json", "A text frame must be a JSON object of settings")
-    try:
-        return ClientFrame.model_validate(data)
-    except ValidationError as exc:
-        raise invalid_message(exc) from None
-
-
-# Server side --------------------------------------------------------------------------------
-
-
-class StampSentence(BaseModel):
-    """One sentence's timing, as the C++ runtime's ``stamp_sents`` entries."""
-
-    text_seg: str  # its words, space-separated, without punctuation
-    punc: str  # the punctuation that ends it, "" if none
-    start: int
-    end: int
-    ts_list: list[list[int]]
-
-
-class Result(BaseModel):
-    mode: str
-    wav_name: str
-    text: str
-    is_final: bool
-    timestamp: str | None = None  # JSON text: [[start_ms, end_ms], ...]
-    stamp_sents: list[StampSentence] | None = None
-    is_end: Literal[True] | None = None
-
-
-class ErrorMessage(BaseModel):
-    wav_name: str
-    text: str = ""
-    is_final: bool = False
-    error: str
-    code: str
-
-
-def _is_punctuation(char: str) -> bool:
-    return unicodedata.category(char).startswith("P")  # any script's, CJK marks too
-
-
-def _without_punctuation(word: str) -> str:
-    start, end = 0, len(word)
-    while start < end and _is_punctuation(word[start]):
-        start += 1
-    while end > start and _is_punctuation(word[end - 1]):
-        end -= 1
-    return word[start:end].strip()
-
-
-def stamps(result: EngineResult, offset_ms: int) -> tuple[str, list[StampSentence]] | None:
-    """``timestamp`` and ``stamp_sents`` for a result whose segments carry word timings."""
-    sentences, pairs = [], []
-    for segment in result.segments:
-        if not segment.words:
-            continue
-        ts_list = [
-            [offset_ms + round(w.start * 1000), offset_ms + round(w.end * 1000)]
-            for w in segment.words
-        ]
-        words = [_without_punctuation(w.word) for w in segment.words]
-        text = segment.text.strip()
-        sentences.append(
-            StampSentence(
-                text_seg=" ".join(w for w in words if w),
-                punc=text[-1] if text and _is_punctuation(text[-1]) else "",
-                start=ts_list[0][0],
-                end=ts_list[-1][1],
-                ts_list=ts_list,
-            )
-        )
-        pairs += ts_list
-    if not pairs:
-        return None
-    return json.dumps(pairs, separators=(",", ":")), sentences
 
 
 # The connection -----------------------------------------------------------------------------
@@ -284,16 +108,16 @@ class FunASRRuntimeConnection(LiveConnection):
         self,
         websocket: WebSocket,
         context: LiveContext,
-        decode: Callable[[bytes], Awaitable[DecodedAudio]],
+        transcribe_file: TranscribeFile,
     ) -> None:
         super().__init__(websocket, context)
-        self._decode = decode
+        self._transcribe_file = transcribe_file
         self._input = _Input(InputConfig(), start_ms=0)
         self._core: LiveSession | None = None  # from the first configuration frame on
         self._file = bytearray()  # the current input's file, when it sends one
         self._file_refused = False  # it went over max_file_bytes: the rest is dropped
         self._audio_bytes = 0  # audio the current input sent
-        self._clock_ms = 0.0  # audio taken, on the session's clock
+        self._clock_ms = 0.0  # PCM audio taken, on the session's clock
         self._items: dict[str, _Input] = {}  # committed items not ended yet, and their input
         self._sent: dict[str, str] = {}  # online text sent per open item
 
@@ -351,11 +175,10 @@ class FunASRRuntimeConnection(LiveConnection):
     def _settings(self, config: InputConfig) -> SessionSettings:
         return SessionSettings(
             model=self._model,
-            # A file is decoded to 16 kHz before the session takes it.
-            input_format=InputFormat(rate=SAMPLE_RATE if config.is_file else config.audio_fs),
+            input_format=InputFormat(rate=config.audio_fs),
             turn_detection=ServerVAD(),
             options=config.options(),
-            partials=config.mode != "offline" and not config.is_file,
+            partials=config.mode != "offline",
         )
 
     def _take_file(self, data: bytes) -> None:
@@ -372,30 +195,43 @@ class FunASRRuntimeConnection(LiveConnection):
         self._file += data
 
     async def _end_input(self, *, ack: bool) -> None:
-        """The input is over: decode its file if it sent one, close its last utterance, and
-        make sure its last message says ``is_final``; what follows is a new input."""
+        """The input is over: close its last utterance, or transcribe its file, and make sure
+        its last message says ``is_final``; what follows is a new input."""
         assert self._core is not None
         data, self._file, self._file_refused = bytes(self._file), bytearray(), False
-        if data:
+        if not self._input.config.is_file:
             try:
-                decoded = await self._decode(data)
-            except ASRServeError as exc:  # not audio, or too long: the input ends without it
-                self.send_error(exc)
-            else:
-                await self._core.append(encode_pcm16(decoded.samples))
-                self._clock_ms += decoded.duration_s * 1000
-        try:
-            await self._core.commit()
-        except CommitEmptyError:  # no speech open, or too little to decode: drop it
-            await self._core.clear()
+                await self._core.commit()
+            except CommitEmptyError:  # no speech open, or too little to transcribe: drop it
+                await self._core.clear()
         ended, self._input = self._input, _Input(self._input.config, round(self._clock_ms))
         self._audio_bytes = 0
         ended.ack = ack
+        if ended.config.is_file:
+            await self._end_file(ended, data)
+            return
         open_items = [item for item in ended.items if item in self._items]
         if open_items:
             ended.final_item = open_items[-1]
         else:
             self._send_result(ended, "", final=True)
+
+    async def _end_file(self, ended: _Input, data: bytes) -> None:
+        """A whole file's result is its input's final message (empty when there was no file,
+        or it could not be transcribed: not audio, too long, an option the model lacks)."""
+        result = None
+        if data:
+            try:
+                result = await self._transcribe_file(data, self._model, ended.config.options())
+            except ASRServeError as exc:
+                self.send_error(exc)
+            # The connection waited for the model, not for its client.
+            self.audio_taken()
+        if result is None:
+            self._send_result(ended, "", final=True)
+        else:
+            timing = stamps(result, offset_ms=0)
+            self._send_result(ended, result.text.strip(), final=True, timing=timing)
 
     def _render(self, event: LiveEvent) -> None:
         """The core's events as the runtime's messages."""
@@ -441,7 +277,7 @@ class FunASRRuntimeConnection(LiveConnection):
         text, else an utterance's (or the input's final) result."""
         timestamp, stamp_sents = timing or (None, None)
         message = Result(
-            mode=_ANSWER_MODES[owner.config.mode][0 if online else 1],
+            mode=ANSWER_MODES[owner.config.mode][0 if online else 1],
             wav_name=owner.config.wav_name,
             text=text,
             is_final=final,

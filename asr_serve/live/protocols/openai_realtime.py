@@ -34,6 +34,7 @@ from starlette.websockets import WebSocket
 
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.errors import ASRServeError, InvalidAudioError, PayloadTooLargeError
+from asr_serve.live.core import LiveSession, SessionSettings
 from asr_serve.live.events import (
     Cleared,
     Committed,
@@ -46,10 +47,11 @@ from asr_serve.live.events import (
 )
 from asr_serve.live.pcm import InputFormat
 from asr_serve.live.protocols.connection import LiveConnection, LiveContext
-from asr_serve.live.protocols.openai_events import (
+from asr_serve.live.protocols.openai_realtime_messages import (
     AppendAudio,
     Audio,
     AudioInput,
+    AudioTranscription,
     BetaSessionUpdate,
     BetaSessionUpdated,
     ClearAudio,
@@ -67,7 +69,6 @@ from asr_serve.live.protocols.openai_events import (
     SessionUpdated,
     SpeechStartedEvent,
     SpeechStoppedEvent,
-    Transcription,
     TranscriptionCompleted,
     TranscriptionDelta,
     TranscriptionFailed,
@@ -79,7 +80,6 @@ from asr_serve.live.protocols.openai_events import (
     session_object,
     validation_error,
 )
-from asr_serve.live.session import LiveSession, SessionSettings
 from asr_serve.speakers.models import resolve
 
 #: Subprotocols to accept with: OpenAI's browser clients offer ``realtime`` beside their key.
@@ -116,7 +116,7 @@ class OpenAIRealtimeConnection(LiveConnection):
             )
         self._model = self.requested_model()
         self._state = TranscriptionSession(
-            audio=Audio(input=AudioInput(transcription=Transcription(model=self._model)))
+            audio=Audio(input=AudioInput(transcription=AudioTranscription(model=self._model)))
         )
         self._core = self.new_session(self._settings(self._state), self._render)
         self._send(SessionCreated(session=session_object(self._state, self._core.id)))

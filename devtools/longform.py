@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from asr_serve.audio.decode import Piece
-from asr_serve.audio.vad import PieceSplitter
+from asr_serve.audio.splitting import PieceSplitter
 from asr_serve.config import SAMPLE_RATE
 from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
 from asr_serve.serving.stitching import stitch

@@ -2,7 +2,8 @@
 
 Built at replica start (Serve calls the ingress's ``__serve_build_asgi_app__`` after its
 constructor), so middleware such as CORS is configured from the application's config
-directly, and the routes find the replica's request flow in ``app.state``.
+directly, and the routes find the replica's request flow in ``app.state``
+(:mod:`asr_serve.api.state`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from fastapi import APIRouter, FastAPI
 
 from asr_serve import __version__
+from asr_serve.api import routes_audio, routes_live, routes_service
 from asr_serve.api.auth import APIKeyVerifier
 from asr_serve.api.cors import add_cors
 from asr_serve.api.error_handlers import install_error_handlers
 from asr_serve.api.request_log import RequestLog
 from asr_serve.config import CorsConfig
+
+#: Every route of the ingress.
+INGRESS_ROUTERS = (
+    routes_audio.router,
+    routes_service.keyed,
+    routes_live.router,
+    routes_service.public,
+)
 
 
 def build_api(

@@ -43,7 +43,7 @@ class AudioFormat(_Strict):
         return self
 
 
-class Transcription(_Strict):
+class AudioTranscription(_Strict):
     model: str | None = None
     #: ISO-639-1, e.g. ``en``; the model refuses languages it does not have.
     language: str | None = Field(None, max_length=32)
@@ -71,7 +71,7 @@ class TurnDetection(ServerVAD):
 
 class AudioInput(_Strict):
     format: AudioFormat = Field(default_factory=AudioFormat)
-    transcription: Transcription = Field(default_factory=Transcription)
+    transcription: AudioTranscription = Field(default_factory=AudioTranscription)
     noise_reduction: None = None
     #: ``None``: manual turns, the client commits.
     turn_detection: TurnDetection | None = Field(default_factory=TurnDetection)
@@ -101,7 +101,7 @@ class BetaTranscriptionSession(_Strict):
     """The ``session`` of the older ``transcription_session.update``."""
 
     input_audio_format: Literal["pcm16", "g711_ulaw", "g711_alaw"] | None = None
-    input_audio_transcription: Transcription | None = None
+    input_audio_transcription: AudioTranscription | None = None
     turn_detection: TurnDetection | None = None
     input_audio_noise_reduction: None = None
     include: list[str] | None = None

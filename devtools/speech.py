@@ -17,7 +17,6 @@ import numpy as np
 
 from asr_serve.audio.decode import decode_audio
 from asr_serve.config import SAMPLE_RATE
-from asr_serve.live.pcm import encode_pcm16
 
 
 @dataclass(frozen=True)
@@ -197,6 +196,13 @@ def speech_with_pauses(texts: list[str], pause_s: float) -> Speech:
         parts += [voice, pause if i < len(texts) - 1 else tail]
         at += len(voice) + len(parts[-1])
     return Speech(np.concatenate(parts), tuple(texts), tuple(spans))
+
+
+def encode_pcm16(samples: np.ndarray) -> bytes:
+    """Float samples in [-1, 1) as PCM16 little-endian: the inverse of reading PCM16, so
+    samples that came from PCM16 come back bit for bit."""
+    scaled = np.rint(np.asarray(samples, dtype=np.float32) * 32768.0)
+    return np.clip(scaled, -32768, 32767).astype("<i2").tobytes()
 
 
 def pcm16(audio: np.ndarray, rate: int) -> bytes:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from asr_serve.config import SAMPLE_RATE
-from asr_serve.testing.speech import synthesize
-from asr_serve.testing.text import SENTENCES
+from devtools.speech import synthesize
+from devtools.text import SENTENCES
 
 #: Samples quieter than this count as silence when the true speech bounds are measured.
 _SILENCE = 1e-3

@@ -301,7 +301,7 @@ def ensure_tiny_model(out_dir: Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m asr_serve.testing.tiny_model",
+        prog="python -m devtools.tiny_model",
         description="Write a tiny random-weight Fun-ASR-Nano checkpoint for tests.",
     )
     parser.add_argument("out_dir", type=Path, help="directory to write the checkpoint to")

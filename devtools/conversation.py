@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asr_serve.config import SAMPLE_RATE
-from asr_serve.testing.speech import synthesize
+from devtools.speech import synthesize
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from ray.serve import metrics
 
-from asr_serve.live.decode import DecodeKind
 from asr_serve.live.metrics import LiveCounters, ShedReason
+from asr_serve.live.transcribe import TranscribeKind
 
 if TYPE_CHECKING:
     from asr_serve.audio.decode import DecodedAudio
@@ -150,7 +150,7 @@ class CacheMetrics:
 class LiveSessionMetrics(LiveCounters):
     """An ingress replica's live sessions, as :class:`asr_serve.live.metrics.LiveMetrics`:
     exported to Prometheus, labelled by protocol (the door a session came in by), and kept
-    as totals (:class:`LiveCounters`) for the ingress's ``live_stats``."""
+    as totals (:class:`LiveCounters`) for the ingress's ``stats``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -179,10 +179,11 @@ class LiveSessionMetrics(LiveCounters):
             description="Partial results dropped because they would have been stale, by reason.",
             tag_keys=("reason",),
         )
-        self.decode_seconds = metrics.Histogram(
+        # The name dashboards query (cluster/grafana); it times transcriptions, not decoding.
+        self.transcribe_seconds = metrics.Histogram(
             "asr_live_decode_seconds",
-            description="Live decode latency from request to result (waiting included), by "
-            "kind: final (a committed utterance) or partial.",
+            description="Live transcription latency from request to result (waiting included), "
+            "by kind: final (a committed utterance) or partial.",
             boundaries=_LATENCY_BUCKETS_S,
             tag_keys=("kind",),
         )
@@ -208,6 +209,6 @@ class LiveSessionMetrics(LiveCounters):
         super().partial_shed(reason)
         self.shed_total.inc(tags={"reason": str(reason)})
 
-    def decoded(self, kind: DecodeKind, seconds: float) -> None:
-        super().decoded(kind, seconds)
-        self.decode_seconds.observe(seconds, tags={"kind": str(kind)})
+    def transcribed(self, kind: TranscribeKind, seconds: float) -> None:
+        super().transcribed(kind, seconds)
+        self.transcribe_seconds.observe(seconds, tags={"kind": str(kind)})

@@ -8,13 +8,12 @@ chaining, partial results and the limits. Each appended chunk is converted and r
 the VAD on a worker thread (``asyncio.to_thread``), so the event loop only moves arrays;
 a lock keeps one session's chunks in order.
 
-Decodes go through the injected :data:`asr_serve.live.decode.Transcriber`. A committed
-utterance's final decode starts at once; results are emitted in commit order, and every
-committed item ends in ``Completed`` or ``Failed`` (a decode past ``final_timeout_s`` fails).
-While an utterance is open, every ``partial_interval_s`` of new audio it is decoded again
-(one partial at a time per session) and the text that became stable is emitted as a delta
-(:mod:`asr_serve.live.partials`). Partials never ask for timestamps, whatever the options
-say: only their text is read, and timestamps take slower engine paths.
+Utterances are transcribed through the injected :data:`asr_serve.live.transcribe.Transcribe`.
+A committed utterance's final transcription starts at once; results are emitted in commit
+order, and every committed item ends in ``Completed`` or ``Failed`` (a transcription past
+``final_timeout_s`` fails). While an utterance is open it is transcribed again for partial
+results, and the text that became stable is emitted as a delta, as the partial policy says
+(:mod:`asr_serve.live.partials`).
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from asr_serve.errors import (
     PayloadTooLargeError,
 )
 from asr_serve.live.buffer import SampleBuffer
-from asr_serve.live.decode import DecodeKind, DecodeRequest, Transcriber
 from asr_serve.live.events import (
     Cleared,
     Committed,
@@ -51,9 +49,10 @@ from asr_serve.live.events import (
     SpeechStopped,
 )
 from asr_serve.live.metrics import LiveMetrics
-from asr_serve.live.partials import StableText
+from asr_serve.live.partials import SessionPartials, StableText
 from asr_serve.live.pcm import InputFormat, PCMDecoder
 from asr_serve.live.speakers import SessionSpeakers
+from asr_serve.live.transcribe import Transcribe, TranscribeKind, TranscribeRequest
 from asr_serve.live.turns import Cut, Pause, Resume, Start, Stop, Turn, TurnDetector, ms_to_samples
 from asr_serve.live.vad import VADStream
 
@@ -110,7 +109,7 @@ class LiveSession:
         self,
         settings: SessionSettings,
         config: LiveConfig,
-        transcriber: Transcriber,
+        transcribe: Transcribe,
         emit: Sink,
         metrics: LiveMetrics,
         *,
@@ -122,7 +121,7 @@ class LiveSession:
         self.protocol = protocol
         self.settings = settings
         self.config = config
-        self._transcriber = transcriber
+        self._transcribe = transcribe
         self._speakers = speakers
         self._emit = emit
         self._metrics = metrics
@@ -137,7 +136,7 @@ class LiveSession:
         self._received_s = 0.0
         self._lock = asyncio.Lock()
         self._last_final: asyncio.Task[None] | None = None
-        self._partial_running = False
+        self._partials = SessionPartials(config)
         self._partial_task: asyncio.Task[None] | None = None
         #: The speaker is silent within the open utterance (server VAD): no new partials.
         self._pausing = False
@@ -167,7 +166,7 @@ class LiveSession:
             self._take(samples, turns)
 
     async def commit(self) -> None:
-        """Close the open utterance now and decode it (``CommitEmptyError`` if too short)."""
+        """Close the open utterance now and transcribe it (``CommitEmptyError`` if too short)."""
         async with self._lock:
             # The resampler's last few ms belong to the utterance the client ends here.
             self._take(*await asyncio.to_thread(self._flush))
@@ -245,7 +244,7 @@ class LiveSession:
     def _detect(self, samples: np.ndarray) -> tuple[np.ndarray, list[Turn]]:
         return samples, self._turns.push(self._vad.feed(samples))
 
-    # Event loop: the buffer, utterances, events, decodes.
+    # Event loop: the buffer, utterances, events, transcriptions.
 
     def _take(self, samples: np.ndarray, turns: list[Turn]) -> None:
         self._buffer.append(samples)
@@ -304,13 +303,13 @@ class LiveSession:
         span: tuple[int, int],
         previous: asyncio.Task[None] | None,
     ) -> None:
-        """Decode a committed utterance; emit its outcome after the previous item's."""
+        """Transcribe a committed utterance; emit its outcome after the previous item's."""
         outcome: EngineResult | ASRServeError
         speakers = self._speakers if self.settings.speakers else None
         embedding = asyncio.ensure_future(speakers.embed(audio)) if speakers else None
         try:
             async with asyncio.timeout(self.config.final_timeout_s):
-                outcome = await self._decode(audio, DecodeKind.FINAL, lambda: True)
+                outcome = await self._request(audio, TranscribeKind.FINAL, lambda: True)
         except ASRServeError as exc:
             outcome = exc
         except TimeoutError:
@@ -318,7 +317,7 @@ class LiveSession:
                 f"transcription took longer than {self.config.final_timeout_s:g} s"
             )
         except Exception:
-            logger.exception("live session %s: final decode failed", self.id)
+            logger.exception("live session %s: final transcription failed", self.id)
             outcome = ASRServeError("transcription failed")
         vector = await embedding if embedding is not None else None
         if previous is not None:
@@ -342,42 +341,38 @@ class LiveSession:
         )
 
     def _request_partial(self) -> None:
-        """Decode the open utterance again if it grew by an interval and none is running."""
+        """Transcribe the open utterance again if a partial is due (the partial policy)."""
         utterance = self._utterance
-        if (
-            utterance is None
-            or self._partial_running
-            # The speaker paused: the utterance may end within silence_duration_ms, and a
-            # partial running then would hold the model while its final waits.
-            or self._pausing
-            or not (self.config.partials and self.settings.partials)
-        ):
+        if utterance is None:
             return
-        interval = round(self.config.partial_interval_s * SAMPLE_RATE)
         length = self._buffer.end - utterance.start
-        if length - utterance.partial_at < interval:
+        if not self._partials.due(
+            wanted=self.settings.partials,
+            pausing=self._pausing,
+            grown=length - utterance.partial_at,
+        ):
             return
         utterance.partial_at = length
 
         def still_wanted() -> bool:
             grown = self._buffer.end - utterance.start - length
-            return self._utterance is utterance and grown <= interval
+            return self._utterance is utterance and self._partials.fresh(grown)
 
         audio = self._buffer.slice(utterance.start, self._buffer.end)
-        self._partial_running = True
+        self._partials.running = True
         self._partial_task = self._spawn(self._partial(utterance, audio, still_wanted))
 
     async def _partial(
         self, utterance: _Utterance, audio: np.ndarray, still_wanted: Callable[[], bool]
     ) -> None:
         try:
-            result = await self._decode(audio, DecodeKind.PARTIAL, still_wanted)
+            result = await self._request(audio, TranscribeKind.PARTIAL, still_wanted)
         except Exception:
             # A partial is a preview: losing one costs nothing the final will not bring.
-            logger.warning("live session %s: partial decode failed", self.id, exc_info=True)
+            logger.warning("live session %s: partial failed", self.id, exc_info=True)
             result = None
         finally:
-            self._partial_running = False
+            self._partials.running = False
             self._partial_task = None
         if result is not None and self._utterance is utterance:
             text = result.text.strip()
@@ -385,19 +380,18 @@ class LiveSession:
             self._emit(Partial(utterance.item_id, text, delta, _ms(utterance.start)))
         self._request_partial()
 
-    async def _decode(
-        self, audio: np.ndarray, kind: DecodeKind, still_wanted: Callable[[], bool]
+    async def _request(
+        self, audio: np.ndarray, kind: TranscribeKind, still_wanted: Callable[[], bool]
     ) -> EngineResult | None:
         options = self.settings.options
-        if kind is DecodeKind.PARTIAL and (options.word_timestamps or options.segment_timestamps):
-            # A partial is read for its text only; timestamps cost a slower engine path.
-            options = options.model_copy(
-                update={"word_timestamps": False, "segment_timestamps": False}
-            )
-        request = DecodeRequest(self.id, self.settings.model, audio, options, kind, still_wanted)
-        result = await self._transcriber(request)
-        if result is None and kind is DecodeKind.FINAL:
-            raise ASRServeError("the transcriber dropped a final decode")
+        if kind is TranscribeKind.PARTIAL:
+            options = SessionPartials.options(options)
+        request = TranscribeRequest(
+            self.id, self.settings.model, audio, options, kind, still_wanted
+        )
+        result = await self._transcribe(request)
+        if result is None and kind is TranscribeKind.FINAL:
+            raise ASRServeError("a final transcription was dropped")
         return result
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

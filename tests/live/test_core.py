@@ -10,7 +10,12 @@ import pytest
 from asr_serve.config import LiveConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import InvalidAudioError, InvalidRequestError
-from asr_serve.live.decode import DecodeKind, DecodeRequest
+from asr_serve.live.core import (
+    CommitEmptyError,
+    LiveSession,
+    SessionAudioLimitError,
+    SessionSettings,
+)
 from asr_serve.live.events import (
     Cleared,
     Committed,
@@ -23,14 +28,9 @@ from asr_serve.live.events import (
 )
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.pcm import InputFormat
-from asr_serve.live.session import (
-    CommitEmptyError,
-    LiveSession,
-    SessionAudioLimitError,
-    SessionSettings,
-)
-from asr_serve.testing.speech import Speech, pcm16, speech_with_pauses
-from asr_serve.testing.text import SENTENCES
+from asr_serve.live.transcribe import TranscribeKind, TranscribeRequest
+from devtools.speech import Speech, pcm16, speech_with_pauses
+from devtools.text import SENTENCES
 from tests.live.conftest import SR, FakeTranscriber
 from tests.support.realtime import chunks
 
@@ -142,11 +142,11 @@ async def test_partials_send_deltas_that_join_to_the_final_transcript(two_senten
     await run.stream(pcm16(two_sentences.audio, 24_000))
     await run.session.close(drain=True)
 
-    partial_requests = [r for r in transcriber.requests if r.kind is DecodeKind.PARTIAL]
+    partial_requests = [r for r in transcriber.requests if r.kind is TranscribeKind.PARTIAL]
     assert len(partial_requests) >= 10  # 12 s of speech, one every 0.5 s
     # Timestamps are asked for the finals only: nobody reads a partial's.
     assert {r.options for r in partial_requests} == {TranscribeOptions()}
-    finals = [r for r in transcriber.requests if r.kind is DecodeKind.FINAL]
+    finals = [r for r in transcriber.requests if r.kind is TranscribeKind.FINAL]
     assert {r.options for r in finals} == {options}
     for completed in run.of(Completed):
         item = completed.item_id
@@ -182,7 +182,7 @@ async def test_no_partial_starts_while_the_speaker_pauses(two_sentences) -> None
         two_sentences.spans,
         strict=True,
     ):
-        partials = [r for r in requests if r.kind is DecodeKind.PARTIAL]
+        partials = [r for r in requests if r.kind is TranscribeKind.PARTIAL]
         assert partials
         # The utterance so far: 300 ms of padding, then speech; a partial's audio ends at
         # most a few frames (hysteresis) past the speech, never in the 500 ms of silence.
@@ -194,8 +194,8 @@ async def test_committing_cancels_the_partial_still_in_flight(two_sentences) -> 
     cancelled: list[int] = []
 
     class SlowPartials(FakeTranscriber):
-        async def __call__(self, request: DecodeRequest) -> EngineResult:
-            if request.kind is DecodeKind.PARTIAL:
+        async def __call__(self, request: TranscribeRequest) -> EngineResult:
+            if request.kind is TranscribeKind.PARTIAL:
                 try:
                     await asyncio.sleep(30)
                 except asyncio.CancelledError:
@@ -222,13 +222,13 @@ async def test_no_partials_when_the_replica_or_the_session_turns_them_off(two_se
         transcriber = FakeTranscriber()
         run = _Run(settings, transcriber, **config)
         await run.stream(pcm16(two_sentences.audio, 24_000))
-        assert {r.kind for r in transcriber.requests} == {DecodeKind.FINAL}
+        assert {r.kind for r in transcriber.requests} == {TranscribeKind.FINAL}
 
 
 async def test_finals_are_emitted_in_commit_order_though_decoded_out_of_order() -> None:
     gate = asyncio.Event()
 
-    async def slow_first(request: DecodeRequest) -> EngineResult:
+    async def slow_first(request: TranscribeRequest) -> EngineResult:
         if len(request.audio) > SR:  # the first utterance is the longer one
             await gate.wait()
         return EngineResult(text=f"{len(request.audio)}", duration=len(request.audio) / SR)
@@ -248,7 +248,7 @@ async def test_finals_are_emitted_in_commit_order_though_decoded_out_of_order() 
 async def test_failed_and_timed_out_decodes_fail_their_item_and_the_session_goes_on() -> None:
     outcomes = iter(["refuse", "hang", "crash", "ok"])
 
-    async def model(request: DecodeRequest) -> EngineResult:
+    async def model(request: TranscribeRequest) -> EngineResult:
         outcome = next(outcomes)
         if outcome == "refuse":
             raise InvalidRequestError("language 'xx' is not supported", param="language")
@@ -295,7 +295,7 @@ async def test_manual_commit_needs_100_ms_and_keeps_the_audio_clock() -> None:
     await run.session.close(drain=True)
     spans = [(c.audio_start_ms, c.audio_end_ms) for c in run.of(Committed)]
     assert spans == [(0, 1000), (1000, 1500)]
-    finals = [r for r in run.transcriber.requests if r.kind is DecodeKind.FINAL]
+    finals = [r for r in run.transcriber.requests if r.kind is TranscribeKind.FINAL]
     assert [len(r.audio) for r in finals] == [SR, SR // 2]
     assert run.of(SpeechStarted) == []  # manual turns announce nothing
 
@@ -371,7 +371,7 @@ async def test_a_new_input_format_applies_to_the_audio_after_it() -> None:
 async def test_closing_without_drain_cancels_the_decodes() -> None:
     started, cancelled = asyncio.Event(), asyncio.Event()
 
-    async def hang(request: DecodeRequest) -> EngineResult:
+    async def hang(request: TranscribeRequest) -> EngineResult:
         started.set()
         try:
             await asyncio.Event().wait()

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from asr_serve.audio.decode import DecodedAudio
-from asr_serve.audio.vad import PieceSplitter, plan_pieces
+from asr_serve.audio.splitting import PieceSplitter, plan_pieces
 from asr_serve.config import SAMPLE_RATE as SR
 from asr_serve.config import SplittingConfig
-from asr_serve.testing.long_audio import long_recording
+from devtools.long_audio import long_recording
 
 
 def _s(*pairs: tuple[float, float]) -> list[tuple[int, int]]:
