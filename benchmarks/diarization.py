@@ -1,6 +1,7 @@
 """Diarization: accuracy on synthetic meetings, its cost, batched embeddings, live speakers.
 
-    python -m benchmarks.diarization [--minutes 1.0] [--repeats 2] [--utterances 10]
+    python -m benchmarks.diarization [--minutes 1.0] [--repeats 5] [--utterances 16]
+                                     [--parts accuracy cost batching live]
 
 One local Ray and Serve application (the CPU quickstart's Whisper tiny.en and the Speakers
 deployment, as ``serve_config.cpu.yaml``), driven over HTTP with the ``openai`` client:
@@ -16,7 +17,9 @@ deployment, as ``serve_config.cpu.yaml``), driven over HTTP with the ``openai`` 
 - **batching**: 16 clips of ~3 s embedded through the Speakers deployment's handle, 16
   calls at once against one at a time: embeddings per second;
 - **live**: a realtime session of ``<model>-diarize`` with ``--utterances`` of two voices
-  alternating: the share of utterances whose label is right.
+  alternating: the share of utterances whose label is right (each sentence takes the label
+  of the items covering most of it, so a sentence the session's VAD cut in two is scored
+  once, by time).
 
 Writes ``results/<date>-<machine>-diarization.json``.
 """
@@ -27,19 +30,19 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import statistics
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import openai
-import ray
 from ray import serve
 
-from asr_serve.app import REPLICA_ENV, build_graph
-from asr_serve.config import AppConfig
+from benchmarks.cpu_breakdown import process_cpu
 from benchmarks.report import command_line, machine_label
 from benchmarks.run import RESULTS_DIR
+from benchmarks.systems.base import cmdline
 from devtools.conversation import (
     LINES,
     VOICES,
@@ -47,29 +50,22 @@ from devtools.conversation import (
     attributed_share,
     converse,
     meeting,
+    utterances_right,
 )
-from devtools.net import free_port
-from devtools.speech import encode, pcm16
+from devtools.local_serve import local_serve
+from devtools.speech import encode
+from tests.e2e.serving import WHISPER, deploy, whisper_model
+from tests.support.realtime import SEGMENT, speaker_session
 
-MODEL = "whisper-tiny.en"
-ARGS = {
-    "models": [
-        {
-            "name": MODEL,
-            "engine": "faster-whisper",
-            "model": "embedded",
-            "device": "cpu",
-            "cpu_threads": 2,
-            "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.02},
-        }
-    ]
-}
+APP = "diarization"
+#: The CPU quickstart's model and Speakers (serve_config.cpu.yaml), small Ray reservations
+#: so every replica fits the 2-core machine's logical CPUs.
+ARGS = {"models": [whisper_model(batching={"max_batch_size": 4, "batch_wait_timeout_s": 0.02})]}
 OPTIONS = {
-    "Ingress": {"ray_actor_options": {"num_cpus": 0.1}},
-    "AudioDecoder": {"ray_actor_options": {"num_cpus": 0.2}},
-    f"ASR-{MODEL}": {"ray_actor_options": {"num_cpus": 0.5}},
+    f"ASR-{WHISPER}": {"ray_actor_options": {"num_cpus": 0.5}},
     "Speakers": {"ray_actor_options": {"num_cpus": 0.2}},
 }
+PARTS = ("accuracy", "cost", "batching", "live")
 
 
 def _file(conversation: Conversation) -> io.BytesIO:
@@ -90,12 +86,15 @@ def accuracy(client: openai.OpenAI, minutes: float) -> list[dict]:
     for count in (2, 3, 4):
         talk = meeting(VOICES[:count], minutes)
         result = client.audio.transcriptions.create(
-            model=MODEL, file=_file(talk), response_format="diarized_json", chunking_strategy="auto"
+            model=WHISPER,
+            file=_file(talk),
+            response_format="diarized_json",
+            chunking_strategy="auto",
         )
         hypothesis = [(s.start, s.end, s.speaker) for s in result.segments]
         voices = VOICES[:count]
         named = client.audio.transcriptions.create(
-            model=MODEL,
+            model=WHISPER,
             file=_file(talk),
             response_format="diarized_json",
             chunking_strategy="auto",
@@ -125,28 +124,52 @@ def accuracy(client: openai.OpenAI, minutes: float) -> list[dict]:
     return rows
 
 
+def _replica_cpu() -> dict[str, float]:
+    """CPU seconds each of this run's Serve replicas (by deployment) has used so far."""
+    used: dict[str, float] = {}
+    for pid, seconds in process_cpu(os.getpid()).items():
+        line = " ".join(cmdline(pid))
+        for name in ("Ingress", "AudioDecoder", f"ASR-{WHISPER}", "Speakers"):
+            if f"ServeReplica:{APP}:{name}" in line:
+                used[name] = used.get(name, 0.0) + seconds
+    return used
+
+
 def cost(client: openai.OpenAI, minutes: float, repeats: int) -> dict:
+    """Served time of ``json`` and ``diarized_json``, alternating, and the CPU each request
+    took in each replica: where what diarization adds goes."""
     talk = meeting(VOICES[:2], minutes)
     times: dict[str, list[float]] = {"json": [], "diarized_json": []}
+    cpu: dict[str, list[dict[str, float]]] = {"json": [], "diarized_json": []}
     for _ in range(repeats):
         for fmt in times:
+            before = _replica_cpu()
             started = time.perf_counter()
             client.audio.transcriptions.create(
-                model=MODEL, file=_file(talk), response_format=fmt, chunking_strategy="auto"
+                model=WHISPER, file=_file(talk), response_format=fmt, chunking_strategy="auto"
             )
             times[fmt].append(time.perf_counter() - started)
+            after = _replica_cpu()
+            cpu[fmt].append({k: after[k] - before.get(k, 0.0) for k in after})
     medians = {k: statistics.median(v) for k, v in times.items()}
     out = {
         "audio_s": round(talk.duration_s, 1),
         "served_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "ratio_diarized_to_json": round(medians["diarized_json"] / medians["json"], 3),
+        "replica_cpu_s_median": {
+            fmt: {
+                name: round(statistics.median(r.get(name, 0.0) for r in rows), 3)
+                for name in sorted({n for r in rows for n in r})
+            }
+            for fmt, rows in cpu.items()
+        },
     }
     print(out, flush=True)
     return out
 
 
-async def batching(app: str) -> dict:
-    handle = serve.get_deployment_handle("Speakers", app_name=app)
+async def batching() -> dict:
+    handle = serve.get_deployment_handle("Speakers", app_name=APP)
     clips = [v.say(LINES[i])[: 3 * 16000] for i, v in enumerate(VOICES * 4)]
     for clip in clips[:2]:
         await handle.embed.remote([clip])
@@ -170,32 +193,19 @@ async def batching(app: str) -> dict:
 
 
 async def live(base_url: str, utterances: int) -> dict:
-    from tests.support.realtime import client_for, stream_with_sdk
-
     voices = [VOICES[i % 2] for i in range(utterances)]
     talk = converse(
         [(v, LINES[i % len(LINES)]) for i, v in enumerate(voices)], pause_s=1.2, lead_s=1.5
     )
-    events = await stream_with_sdk(
-        client_for(base_url),
-        f"{MODEL}-diarize",
-        pcm16(talk.audio, 24_000),
-        chunk_ms=100,
-        speed=None,
-        session={"type": "transcription"},
-        items=utterances,
-        timeout_s=300,
-    )
-    labels = [e.speaker for e in events if e.type.endswith("transcription.segment")]
-    first = {labels[0]: voices[0].name} if labels else {}
-    mapping = {**first, **{x: voices[1].name for x in set(labels) - set(first)}}
-    right = sum(1 for got, v in zip(labels, voices, strict=False) if mapping.get(got) == v.name)
+    events = await speaker_session(base_url, WHISPER, talk)
+    segments = [(e.start, e.end, e.speaker) for e in events if e.type == SEGMENT]
+    share = utterances_right(talk.turns, segments)
     out = {
         "utterances": utterances,
-        "labelled": len(labels),
-        "right": right,
-        "share": round(right / utterances, 3),
-        "labels": labels,
+        "items": len(segments),
+        "right": round(share * utterances),
+        "share": round(share, 3),
+        "labels": [label for *_, label in segments],
     }
     print(out, flush=True)
     return out
@@ -204,42 +214,30 @@ async def live(base_url: str, utterances: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.diarization", description=__doc__)
     parser.add_argument("--minutes", type=float, default=1.0)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--utterances", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--utterances", type=int, default=16)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
 
-    port = free_port()
-    ray.init(
-        address="local",
-        num_cpus=8,
-        include_dashboard=False,
-        configure_logging=False,
-        runtime_env={"env_vars": REPLICA_ENV},
-    )
-    serve.start(
-        http_options={"host": "127.0.0.1", "port": port},
-        logging_config={"enable_access_log": False},
-    )
-    app = "diarization"
-    try:
-        serve.run(build_graph(AppConfig.model_validate(ARGS), OPTIONS), name=app, route_prefix="/")
-        base_url = f"http://127.0.0.1:{port}"
+    report: dict = {
+        "command": command_line("benchmarks.diarization", argv),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_label(gpu=False),
+    }
+    with local_serve(num_cpus=8) as serve_url:
+        base_url = serve_url + deploy(APP, ARGS, OPTIONS)
         client = openai.OpenAI(
             base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=600
         )
-        report = {
-            "command": command_line("benchmarks.diarization", argv),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": machine_label(gpu=False),
-            "accuracy": accuracy(client, args.minutes),
-            "cost": cost(client, args.minutes, args.repeats),
-            "batching": asyncio.run(batching(app)),
-            "live": asyncio.run(live(base_url, args.utterances)),
-        }
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+        if "accuracy" in args.parts:
+            report["accuracy"] = accuracy(client, args.minutes)
+        if "cost" in args.parts:
+            report["cost"] = cost(client, args.minutes, args.repeats)
+        if "batching" in args.parts:
+            report["batching"] = asyncio.run(batching())
+        if "live" in args.parts:
+            report["live"] = asyncio.run(live(base_url, args.utterances))
     args.out.mkdir(parents=True, exist_ok=True)
     day = datetime.now(UTC).date().isoformat()
     path = args.out / f"{day}-{report['machine']}-diarization.json"

@@ -153,3 +153,35 @@ def attributed_share(
             shared[names.index(t), labels.index(g)] += 1
     rows, cols = linear_sum_assignment(-shared)
     return float(shared[rows, cols].sum() / speech)
+
+
+def utterances_right(
+    reference: Sequence[Turn], hypothesis: Sequence[tuple[float, float, str]]
+) -> float:
+    """Share of the reference's utterances given to the right speaker (0 to 1).
+
+    Each utterance takes the label that covers most of its time (an utterance no label
+    covers is wrong), and labels are mapped one to one to speakers, the mapping that gets
+    most utterances right. By time, not by position: a live session may cut one sentence
+    into two items at a pause inside it, which is no error of who spoke.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    taken: list[str | None] = []
+    for turn in reference:
+        cover: dict[str, float] = {}
+        for start, end, label in hypothesis:
+            shared = min(end, turn.end) - max(start, turn.start)
+            if shared > 0:
+                cover[label] = cover.get(label, 0.0) + shared
+        taken.append(max(cover, key=lambda label: cover[label]) if cover else None)
+    names = sorted({t.speaker for t in reference})
+    labels = sorted({label for label in taken if label is not None})
+    if not labels:
+        return 0.0
+    counts = np.zeros((len(names), len(labels)))
+    for turn, label in zip(reference, taken, strict=True):
+        if label is not None:
+            counts[names.index(turn.speaker), labels.index(label)] += 1
+    rows, cols = linear_sum_assignment(-counts)
+    return float(counts[rows, cols].sum() / len(reference))

@@ -17,10 +17,17 @@ import openai
 import pytest
 from ray import serve
 
-from devtools.conversation import LINES, VOICES, Conversation, attributed_share, converse
-from devtools.speech import encode, pcm16
+from devtools.conversation import (
+    LINES,
+    VOICES,
+    Conversation,
+    attributed_share,
+    converse,
+    utterances_right,
+)
+from devtools.speech import encode
 from tests.e2e.serving import WHISPER, deploy, whisper_model
-from tests.support.realtime import client_for, stream_with_sdk
+from tests.support.realtime import COMPLETED, SEGMENT, speaker_session
 
 pytestmark = pytest.mark.e2e
 
@@ -148,18 +155,10 @@ def test_a_realtime_session_labels_each_utterance(base_url: str) -> None:
     event with the speaker before each item's completion; labels stable all session."""
     voices = [ANN, BOB, ANN, BOB]
     talk = converse([(v, LINES[i]) for i, v in enumerate(voices)], pause_s=1.2, lead_s=1.5)
-    events = asyncio.run(
-        stream_with_sdk(
-            client_for(base_url),
-            f"{WHISPER}-diarize",
-            pcm16(talk.audio, 24_000),
-            chunk_ms=100,
-            speed=None,
-            session={"type": "transcription"},
-            items=4,
-        )
-    )
-    segments = [e for e in events if e.type.endswith("input_audio_transcription.segment")]
-    assert [s.speaker for s in segments] == ["A", "B", "A", "B"]
-    completed = [e for e in events if e.type.endswith("transcription.completed")]
+    events = asyncio.run(speaker_session(base_url, WHISPER, talk))
+    segments = [e for e in events if e.type == SEGMENT]
+    completed = [e for e in events if e.type == COMPLETED]
     assert [s.item_id for s in segments] == [c.item_id for c in completed]
+    assert segments[0].speaker == "A" and {s.speaker for s in segments} == {"A", "B"}
+    assert utterances_right(talk.turns, [(s.start, s.end, s.speaker) for s in segments]) == 1.0
+    assert [s.text for s in segments] == [c.transcript for c in completed]
