@@ -109,17 +109,24 @@ class FileDiarizer:
             )
         return audio.samples
 
-    async def turns(self, audio: DecodedAudio, known: KnownSpeakers | None) -> list[Turn]:
-        """Who spoke when in the file: its speech regions' clips, embedded and clustered."""
+    async def turns(
+        self, audio: DecodedAudio, known: KnownSpeakers | None, count: int | None = None
+    ) -> list[Turn]:
+        """Who spoke when in the file: its speech regions' clips, embedded and clustered
+        (into ``count`` speakers when the request says how many)."""
         regions: Sequence[tuple[int, int]] = audio.regions or ()
         clips = cut_regions(regions, round(self.config.max_clip_s * SAMPLE_RATE))
         if not clips:
             return []
         vectors = await self._embed([audio.samples[a:b] for a, b in clips])
-        return await asyncio.to_thread(self._cluster, clips, vectors, known)
+        return await asyncio.to_thread(self._cluster, clips, vectors, known, count)
 
     def _cluster(
-        self, clips: list[tuple[int, int]], vectors: np.ndarray, known: KnownSpeakers | None
+        self,
+        clips: list[tuple[int, int]],
+        vectors: np.ndarray,
+        known: KnownSpeakers | None,
+        count: int | None,
     ) -> list[Turn]:
         lengths = [b - a for a, b in clips]
         labels = cluster(
@@ -128,6 +135,7 @@ class FileDiarizer:
             threshold=self.config.threshold,
             min_length=round(self.config.min_clip_s * SAMPLE_RATE),
             max_speakers=self.config.max_speakers,
+            num_speakers=count,
         )
         names = name_speakers(
             vectors,

@@ -227,7 +227,11 @@ class TranscriptionPipeline:
         assert job.request.model is not None
         options = transcribe_options(job.request, translate=job.translate)
         diarizer = self.diarizer if job.diarize else None
-        turns = None if diarizer is None else lambda: diarizer.turns(job.audio, job.known)
+        turns = (
+            None
+            if diarizer is None
+            else lambda: diarizer.turns(job.audio, job.known, job.request.num_speakers)
+        )
         return self._pieces(job.request.model, job.audio, options, job.deadline, turns)
 
     async def _pieces(

@@ -104,11 +104,17 @@ class TranscriptionRequest(BaseModel):
     known_speaker_names: list[SpeakerName] = Field(default_factory=list)
     #: Data URLs of 2-10 s clips of those speakers, one per name, at most four.
     known_speaker_references: list[str] = Field(default_factory=list)
-    #: Server-sent events as pieces finish (``transcript.text.delta`` ... ``.done``);
-    #: with ``response_format`` ``json`` or ``text`` only.
+    #: With ``diarized_json``: how many speakers the audio has, when the client knows (an
+    #: extension of OpenAI's API, as pyannote names it); otherwise the server finds out.
+    num_speakers: int | None = Field(None, ge=1)
+    #: Server-sent events as pieces finish (``transcript.text.delta`` ... ``.done``, or
+    #: ``transcript.text.segment`` with ``diarized_json``); with ``json``, ``text`` and
+    #: ``diarized_json``.
     stream: bool = False
 
-    @field_validator("model", "language", "prompt", "chunking_strategy", mode="before")
+    @field_validator(
+        "model", "language", "prompt", "chunking_strategy", "num_speakers", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         """HTML forms and some clients send empty strings for omitted fields."""
@@ -226,14 +232,21 @@ def _check_diarization(request: TranscriptionRequest, config: AppConfig) -> None
             param="response_format",
         )
     if not diarized:
-        for param in ("known_speaker_names", "known_speaker_references"):
+        for param in ("known_speaker_names", "known_speaker_references", "num_speakers"):
             if getattr(request, param):
                 raise InvalidRequestError(
-                    f"{param} names the speakers of response_format=diarized_json; ask for it",
+                    f"{param} is about the speakers of response_format=diarized_json; ask for it",
                     param=param,
                 )
         return
     check_known_speakers(request)
+    most = config.speakers.max_speakers
+    if request.num_speakers is not None and request.num_speakers > most:
+        raise InvalidRequestError(
+            f"num_speakers is {request.num_speakers}; this server tells at most {most} "
+            "speakers apart (speakers.max_speakers)",
+            param="num_speakers",
+        )
     if request.timestamp_granularities:
         raise InvalidRequestError(
             "timestamp_granularities is not available with diarized_json: its segments carry "

@@ -104,6 +104,15 @@ def test_known_speakers_name_them(client: openai.OpenAI, talk: Conversation) -> 
     assert attributed_share(talk.turns, named, by_name=True) >= 0.9
 
 
+def test_a_speaker_count_is_honoured(client: openai.OpenAI, talk: Conversation) -> None:
+    """``num_speakers`` (an extension; the ``openai`` client sends it as ``extra_body``)
+    fixes how many speakers the file's clips are grouped into."""
+    one = _diarized(client, talk, extra_body={"num_speakers": 1})
+    assert {s.speaker for s in one.segments} == {"A"}
+    two = _diarized(client, talk, extra_body={"num_speakers": 2})
+    assert attributed_share(talk.turns, [(s.start, s.end, s.speaker) for s in two.segments]) >= 0.9
+
+
 def test_streamed_segments_carry_speakers(client: openai.OpenAI, talk: Conversation) -> None:
     events = list(_diarized(client, talk, stream=True))
     segments = [e for e in events if e.type == "transcript.text.segment"]

@@ -57,6 +57,8 @@ CONFIG = AppConfig.model_validate(
             "known_speaker_names",
         ),
         ({"response_format": "diarized_json", "include": ["logprobs"]}, "include"),
+        ({"num_speakers": "2"}, "num_speakers"),  # without diarized_json
+        ({"response_format": "diarized_json", "num_speakers": "9"}, "num_speakers"),  # > 8
         (
             {"response_format": "diarized_json", "timestamp_granularities": ["segment"]},
             "timestamp_granularities",
@@ -87,6 +89,8 @@ def test_what_cannot_be_honoured_is_a_400_naming_the_field(fields: dict, param: 
         ({"chunking_strategy": {"type": "server_vad", "extra": "1"}}, "chunking_strategy"),
         ({"chunking_strategy": '{"type": "server_vad", "threshold": 0.5'}, "chunking_strategy"),
         ({"languages": ["english!"]}, "languages.0"),
+        ({"response_format": "diarized_json", "num_speakers": "0"}, "num_speakers"),
+        ({"response_format": "diarized_json", "num_speakers": "two"}, "num_speakers"),
     ],
 )
 def test_bad_values_of_new_fields_are_422_naming_them(fields: dict, param: str) -> None:
@@ -106,6 +110,10 @@ def test_diarization_off_refuses_diarized_json_and_diarize_names_resolve() -> No
     assert parse_request({"model": "gpt-4o-transcribe-diarize"}, CONFIG).model == "nano"
     request = parse_request({"response_format": "diarized_json", "stream": "true"}, CONFIG)
     assert transcribe_options(request).segment_timestamps
+    assert request.num_speakers is None
+    hinted = parse_request({"response_format": "diarized_json", "num_speakers": "3"}, CONFIG)
+    assert hinted.num_speakers == 3
+    assert parse_request({"num_speakers": ""}, CONFIG).num_speakers is None  # an empty form
 
 
 def test_honoured_fields_reach_the_engine_options() -> None:
