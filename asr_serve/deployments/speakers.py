@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ray import serve
 
-from asr_serve.config import SpeakerBatching, SpeakersConfig
+from asr_serve.config import SAMPLE_RATE, SpeakerBatching, SpeakersConfig
 from asr_serve.engines.batch import EngineGate
 
 logger = logging.getLogger("ray.serve")
@@ -40,8 +40,9 @@ def _cost(items: list[EmbedItem]) -> int:
 
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "num_gpus": 0},
-    # Room for many calls to wait here, where EngineGate lets them into one batch.
-    max_ongoing_requests=128,
+    # Room for many calls to wait here, where EngineGate lets them into one batch; at least
+    # max_batch_partials, which Serve compares it with (it counts calls, a batch partials).
+    max_ongoing_requests=256,
     max_queued_requests=64,
     max_constructor_retry_count=3,
     graceful_shutdown_timeout_s=30,
@@ -50,6 +51,7 @@ class Speakers:
     def __init__(self, config: dict) -> None:
         import torch
 
+        from asr_serve.deployments.serve_metrics import SpeakersMetrics
         from asr_serve.speakers.encoder import SpeakerEncoder
 
         started = time.perf_counter()
@@ -62,6 +64,7 @@ class Speakers:
             torch.set_num_threads(self.config.cpu_threads)
         self.encoder = SpeakerEncoder(device=device, partial_step_s=self.config.partial_step_s)
         self.gate = EngineGate()
+        self.metrics = SpeakersMetrics()
         #: Recent batches in partials, for tests and the benchmark.
         self.recent_batches: deque[int] = deque(maxlen=1024)
         rng = np.random.default_rng(0)
@@ -92,10 +95,19 @@ class Speakers:
         batch_size_fn=_cost,
     )
     async def _batched(self, items: list[EmbedItem]) -> list[np.ndarray]:
+        started = time.perf_counter()
+        for item in items:
+            self.metrics.queue_wait.observe(started - item.enqueued_at)
         clips = [clip for item in items for clip in item.clips]
         with self.gate.busy():
             vectors = await asyncio.to_thread(self.encoder.embed, clips)
-        self.recent_batches.append(sum(self.encoder.partial_count(len(c)) for c in clips))
+        partials = sum(self.encoder.partial_count(len(c)) for c in clips)
+        self.recent_batches.append(partials)
+        self.metrics.inference.observe(time.perf_counter() - started)
+        self.metrics.batch_partials.observe(partials)
+        self.metrics.batch_calls.observe(len(items))
+        self.metrics.clips.inc(len(clips))
+        self.metrics.audio_seconds.inc(sum(len(c) for c in clips) / SAMPLE_RATE)
         out, at = [], 0
         for item in items:
             out.append(vectors[at : at + len(item.clips)])
