@@ -212,15 +212,24 @@ class TranscriptionPipeline:
         )
 
     async def transcribe_file(
-        self, data: bytes, model: str, options: TranscribeOptions
-    ) -> EngineResult:
+        self, data: bytes, model: str, options: TranscribeOptions, speakers: bool = False
+    ) -> tuple[EngineResult, list[Turn]]:
         """A whole file's result: decoded (in place, or by the decoder, which splits a long
-        file at pauses), its pieces transcribed and stitched, as a request's file is."""
+        file at pauses), its pieces transcribed and stitched, as a request's file is; with
+        ``speakers``, who spoke when, found beside the pieces as for ``diarized_json``."""
+        diarizer = self.diarizer if speakers else None
+        if speakers and diarizer is None:
+            raise InvalidRequestError("speaker diarization is off on this server", param="model")
         deadline = asyncio.get_running_loop().time() + self.config.limits.request_timeout_s
         async with self._deadline(deadline):
-            audio = await self._decode(data, self.config.splitting)
-        pieces = [piece async for piece in self._pieces(model, audio, options, deadline)]
-        return stitch([(p.piece, p.result) for p in pieces], audio.duration_s)
+            splitting = self.config.splitting
+            audio = await (
+                self._decode(data, splitting, True) if speakers else self._decode(data, splitting)
+            )
+        turns_of = None if diarizer is None else lambda: diarizer.turns(audio, None)
+        pieces = [p async for p in self._pieces(model, audio, options, deadline, turns_of)]
+        result = stitch([(p.piece, p.result) for p in pieces], audio.duration_s)
+        return result, (pieces[0].turns or []) if pieces else []
 
     def results(self, job: Job) -> AsyncGenerator[PieceResult, None]:
         """Each piece's result, in time order, as soon as it and those before it are done."""

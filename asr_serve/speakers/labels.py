@@ -28,6 +28,15 @@ def letter(index: int) -> str:
     return label
 
 
+def letter_index(label: str) -> int:
+    """The index :func:`letter` writes as ``label`` (``A`` is 0): the integer speaker id of
+    FunASR's sentence results."""
+    index = 0
+    for char in label:
+        index = index * 26 + string.ascii_uppercase.index(char) + 1
+    return index - 1
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     """``[start, end)`` in seconds of the file, held by ``speaker``."""

@@ -1,6 +1,6 @@
 """Who spoke, through real Serve and the official ``openai`` client: files in
-``diarized_json`` (plain, with known speakers, streamed), their refusals, and a realtime
-session whose model diarizes.
+``diarized_json`` (plain, with known speakers, a count, streamed), their refusals, and a
+realtime session whose model diarizes; FunASR's runtime door's ``spk``.
 
 One application serves the embedded Whisper tiny.en with the Speakers deployment. The
 conversations are two espeak-ng voices taking turns (:mod:`devtools.conversation`).
@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 from collections.abc import Iterator
 
 import openai
 import pytest
+import websockets
 from ray import serve
 
 from devtools.conversation import (
@@ -25,8 +27,9 @@ from devtools.conversation import (
     converse,
     utterances_right,
 )
-from devtools.speech import encode
+from devtools.speech import encode, pcm16
 from tests.e2e.serving import WHISPER, deploy, whisper_model
+from tests.support.funasr_clients import runtime_results, runtime_session
 from tests.support.realtime import COMPLETED, SEGMENT, speaker_session
 
 pytestmark = pytest.mark.e2e
@@ -171,3 +174,50 @@ def test_a_realtime_session_labels_each_utterance(base_url: str) -> None:
     assert segments[0].speaker == "A" and {s.speaker for s in segments} == {"A", "B"}
     assert utterances_right(talk.turns, [(s.start, s.end, s.speaker) for s in segments]) == 1.0
     assert [s.text for s in segments] == [c.transcript for c in completed]
+
+
+def _funasr_url(base_url: str, path: str, model: str) -> str:
+    return base_url.replace("http://", "ws://", 1) + f"{path}?model={model}"
+
+
+def _sentences(results: list[dict]) -> list[tuple[float, float, int]]:
+    return [
+        (s["start"] / 1000, s["end"] / 1000, s["spk"]) for r in results for s in r["stamp_sents"]
+    ]
+
+
+def test_funasr_runtime_sentences_carry_spk(base_url: str, talk: Conversation) -> None:
+    """FunASR's runtime door with ``<model>-diarize``: each sentence result's
+    ``stamp_sents`` carry ``spk``, an integer from 0 as funasr's own sentence output: per
+    utterance (stable all connection) live, per sentence for a whole file."""
+    url = _funasr_url(base_url, "/v1/funasr/ws", f"{WHISPER}-diarize")
+    live = converse([(v, LINES[i]) for i, v in enumerate([ANN, BOB, ANN])], pause_s=1.2)
+    messages = asyncio.run(runtime_session(url, pcm16(live.audio, 16_000), speed=None))
+    heard = _sentences(runtime_results(messages, "2pass-offline"))
+    assert heard[0][2] == 0 and {spk for *_, spk in heard} == {0, 1}
+    assert utterances_right(live.turns, heard) == 1.0
+
+    wav = encode(talk.audio, 16_000, "wav")
+    messages = asyncio.run(runtime_session(url, wav, speed=None, mode="offline", wav_format="wav"))
+    [result] = runtime_results(messages, "offline")
+    assert attributed_share(talk.turns, _sentences([result])) >= 0.9
+    plain = _funasr_url(base_url, "/v1/funasr/ws", WHISPER)
+    messages = asyncio.run(
+        runtime_session(plain, wav, speed=None, mode="offline", wav_format="wav")
+    )
+    assert all("spk" not in s for s in runtime_results(messages, "offline")[0]["stamp_sents"])
+
+
+def test_funasr_realtime_door_has_no_speaker_field(base_url: str) -> None:
+    """Fun-ASR-Nano's realtime protocol has no place for a speaker: a diarizing model name
+    is refused there, saying where speakers are."""
+
+    async def refused() -> tuple[dict, int | None]:
+        url = _funasr_url(base_url, "/v1/funasr/realtime", f"{WHISPER}-diarize")
+        async with websockets.connect(url) as ws:
+            error = json.loads(await ws.recv())
+            await ws.wait_closed()
+            return error, ws.close_code
+
+    error, code = asyncio.run(refused())
+    assert code == 1008 and "/v1/funasr/ws" in json.dumps(error), error

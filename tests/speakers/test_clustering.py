@@ -10,7 +10,7 @@ from asr_serve.config import SAMPLE_RATE, SpeakersConfig, SplittingConfig
 from asr_serve.speakers.clips import cut_regions
 from asr_serve.speakers.clustering import KnownSpeakers, cluster, name_speakers
 from asr_serve.speakers.encoder import SpeakerEncoder
-from asr_serve.speakers.labels import letter, turns_of
+from asr_serve.speakers.labels import letter, letter_index, turns_of
 from devtools.conversation import LINES, VOICES, Conversation, attributed_share, converse
 
 CONFIG = SpeakersConfig()
@@ -93,5 +93,6 @@ def test_max_speakers_bounds_the_clusters() -> None:
     assert labels.max() + 1 == 3
 
 
-def test_letters() -> None:
+def test_letters_and_their_indices() -> None:
     assert [letter(i) for i in (0, 1, 25, 26, 27)] == ["A", "B", "Z", "AA", "AB"]
+    assert [letter_index(letter(i)) for i in range(800)] == list(range(800))

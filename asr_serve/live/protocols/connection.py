@@ -153,6 +153,23 @@ class LiveConnection(abc.ABC):
         """The model ``?model=`` names, or the replica's default (see :func:`requested_model`)."""
         return requested_model(self.websocket, self.context.models, self.context.default_model)
 
+    def served_model(self, name: str) -> tuple[str, bool]:
+        """The served model a session's model name means, and whether it asks for speakers
+        (``<model>-diarize``, as OpenAI selects its diarizing model by name)."""
+        return resolve(name, self.context.models, self.context.default_model)
+
+    def speakers_model(self, param: str) -> tuple[str, bool]:
+        """:meth:`served_model` of ``?model=``; a diarizing name is refused (1008) when this
+        server has no Speakers deployment."""
+        model, speakers = self.served_model(self.requested_model())
+        if speakers and self.context.embed is None:
+            raise ProtocolError(
+                "unsupported_value",
+                "speaker diarization is off on this server (speakers.enabled)",
+                param=param,
+            )
+        return model, speakers
+
     def new_session(
         self, settings: SessionSettings, emit: Callable[[LiveEvent], None]
     ) -> LiveSession:

@@ -80,7 +80,6 @@ from asr_serve.live.protocols.openai_realtime_messages import (
     session_object,
     validation_error,
 )
-from asr_serve.speakers.models import resolve
 
 #: Subprotocols to accept with: OpenAI's browser clients offer ``realtime`` beside their key.
 SUBPROTOCOLS = ("realtime",)
@@ -176,7 +175,7 @@ class OpenAIRealtimeConnection(LiveConnection):
             error.param = f"session.{error.param}" if error.param else "session"
             raise error from None
         model = state.audio.input.transcription.model
-        if model is not None and self._model_of(model)[0] not in self.context.models:
+        if model is not None and self.served_model(model)[0] not in self.context.models:
             raise ClientEventError(
                 "model_not_found",
                 f"The model {model!r} does not exist; available: {', '.join(self.context.models)}",
@@ -192,14 +191,10 @@ class OpenAIRealtimeConnection(LiveConnection):
         else:
             self._send(SessionUpdated(session=session_object(state, session_id)))
 
-    def _model_of(self, name: str) -> tuple[str, bool]:
-        """The model a name means and whether it diarizes (``<model>-diarize``)."""
-        return resolve(name, self.context.models, self.context.default_model)
-
     def _settings(self, state: TranscriptionSession) -> SessionSettings:
         audio = state.audio.input
         detection = audio.turn_detection
-        model, speakers = self._model_of(audio.transcription.model or self._model)
+        model, speakers = self.served_model(audio.transcription.model or self._model)
         if speakers and self.context.embed is None:
             raise ClientEventError(
                 "unsupported_value",
