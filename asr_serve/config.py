@@ -154,20 +154,29 @@ class SpeakerBatching(_Strict):
 class SpeakersConfig(_Strict):
     """``args.speakers``: diarization (``response_format=diarized_json``, live speakers).
 
-    The ``Speakers`` deployment embeds speech with the GE2E encoder whose weights ship in
-    the ``resemblyzer`` wheel (:mod:`asr_serve.speakers.encoder`); the ingress clusters a
-    file's clips and assigns a live session's utterances (:mod:`asr_serve.speakers`).
-    Similarities are cosines of unit embeddings: distinct real voices mostly fall below
-    0.7, one voice's utterances mostly above 0.8 (benchmarks/README.md, "Diarization").
+    The ``Speakers`` deployment embeds speech with a speaker encoder
+    (:mod:`asr_serve.speakers.encoders`); the ingress clusters a file's clips and assigns a
+    live session's utterances (:mod:`asr_serve.speakers`). Similarities are cosines of unit
+    embeddings, on the encoder's own scale: the thresholds below are GE2E's (distinct voices
+    mostly below 0.7, one voice's utterances mostly above 0.8; benchmarks/README.md,
+    "Diarization"); an operator choosing ``cam++`` sets them for it.
     """
 
     #: Off: no Speakers deployment; diarization requests are refused with 400.
     enabled: bool = True
+    #: ``ge2e``: weights in the ``resemblyzer`` wheel, no download. ``cam++``: funasr's speaker
+    #: model (its servers' ``spk_model="cam++"``), from ``encoder_model``.
+    encoder: Literal["ge2e", "cam++"] = "ge2e"
+    #: ``cam++`` only: a ModelScope id or a local checkpoint directory.
+    encoder_model: str = "iic/speech_campplus_sv_zh-cn_16k-common"
+    #: ``cam++`` only: ``modelscope`` downloads on first load; ``local`` never downloads.
+    encoder_source: Literal["local", "modelscope"] = "modelscope"
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     #: Intra-op threads for torch on CPU; 0 leaves torch's default.
     cpu_threads: int = Field(1, ge=0)
-    #: Step between a clip's 1.6 s partials: 1.6 runs each frame of speech through the
-    #: network once; Resemblyzer's own 0.8 overlaps them, at nearly twice the CPU.
+    #: Step between a clip's fixed-length windows (GE2E's 1.6 s partials, CAM++'s 1.5 s):
+    #: 1.6 runs each frame of speech through the network once; Resemblyzer's own 0.8
+    #: overlaps them, at nearly twice the CPU.
     partial_step_s: float = Field(1.6, ge=0.1, le=1.6)
     #: A file's speech regions are cut into clips no longer than this: a change of speaker
     #: inside a region is found to within a clip.

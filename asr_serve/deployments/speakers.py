@@ -4,7 +4,9 @@ A deployment of its own, not beside the decoder: it is a model (GPU-capable, wit
 replicas and batching) that files and live sessions both call, while the decoder is a CPU
 codec tier that live sessions never reach. One call embeds a list of clips (a file's, a
 request's reference clips, or one live utterance); ``@serve.batch`` puts the clips of many
-calls into one network call, counted in 1.6 s partials so a batch is bounded by work.
+calls into one network call, counted in fixed-length windows (GE2E's 1.6 s partials,
+CAM++'s 1.5 s) so a batch is bounded by work; the encoder is the config's
+(:mod:`asr_serve.speakers.encoders`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class Speakers:
         import torch
 
         from asr_serve.deployments.serve_metrics import SpeakersMetrics
-        from asr_serve.speakers.encoder import SpeakerEncoder
+        from asr_serve.speakers.encoders import create_encoder
 
         started = time.perf_counter()
         self.config = SpeakersConfig.model_validate(config)
@@ -62,7 +64,7 @@ class Speakers:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu" and self.config.cpu_threads:
             torch.set_num_threads(self.config.cpu_threads)
-        self.encoder = SpeakerEncoder(device=device, partial_step_s=self.config.partial_step_s)
+        self.encoder = create_encoder(self.config, device)
         self.gate = EngineGate()
         self.metrics = SpeakersMetrics()
         #: Recent batches in partials, for tests and the benchmark.
@@ -70,7 +72,8 @@ class Speakers:
         rng = np.random.default_rng(0)
         self.encoder.embed([(0.05 * rng.standard_normal(32_000)).astype(np.float32)] * 2)
         logger.info(
-            "speaker encoder (GE2E) loaded on %s and warmed up in %.1f s",
+            "speaker encoder %s loaded on %s and warmed up in %.1f s",
+            self.config.encoder,
             device,
             time.perf_counter() - started,
         )
@@ -81,7 +84,7 @@ class Speakers:
         self._batched.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
 
     async def embed(self, clips: list[np.ndarray]) -> np.ndarray:
-        """One unit embedding per clip (16 kHz mono float32), ``(len(clips), 256)``."""
+        """One unit embedding per clip (16 kHz mono float32), ``(len(clips), dim)``."""
         if not clips:
             return self.encoder.embed([])
         partials = sum(self.encoder.partial_count(len(c)) for c in clips)

@@ -1,6 +1,6 @@
 """Who spoke: speaker embeddings, clustering a file's speech, labelling live utterances.
 
-- :mod:`~asr_serve.speakers.encoder`: the GE2E speaker encoder (weights from the
+- :mod:`~asr_serve.speakers.ge2e`: the GE2E speaker encoder (weights from the
   ``resemblyzer`` wheel), the model the ``Speakers`` deployment runs.
 - :mod:`~asr_serve.speakers.clips`: a file's speech regions cut into clips to embed.
 - :mod:`~asr_serve.speakers.clustering`: a file's clips grouped into speakers, named by

@@ -13,6 +13,7 @@ import base64
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import pytest
@@ -28,13 +29,15 @@ from devtools.conversation import (
     utterances_right,
 )
 from devtools.speech import encode, pcm16
-from tests.e2e.serving import WHISPER, deploy, whisper_model
+from devtools.tiny_campplus import write_campplus
+from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
 from tests.support.funasr_clients import runtime_results, runtime_session
 from tests.support.realtime import COMPLETED, SEGMENT, speaker_session
 
 pytestmark = pytest.mark.e2e
 
 APP = "diarize"
+CAMPPLUS_APP = "diarize-campplus"
 ANN, BOB = VOICES[0], VOICES[1]
 
 
@@ -221,3 +224,35 @@ def test_funasr_realtime_door_has_no_speaker_field(base_url: str) -> None:
 
     error, code = asyncio.run(refused())
     assert code == 1008 and "/v1/funasr/ws" in json.dumps(error), error
+
+
+@pytest.fixture(scope="module")
+def campplus_url(
+    serve_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Fun-ASR-Nano with CAM++ as the speaker encoder, as a ModelScope deployment would
+    run them; both tiny generated checkpoints, loaded by funasr from local directories."""
+    campplus = write_campplus(tmp_path_factory.mktemp("campplus"))
+    speakers = {"encoder": "cam++", "encoder_model": str(campplus), "encoder_source": "local"}
+    prefix = deploy(CAMPPLUS_APP, tiny_args(tiny_model_dir, speakers=speakers))
+    yield f"{serve_url}{prefix}"
+    serve.delete(CAMPPLUS_APP)
+
+
+def test_campplus_serves_diarized_json_and_live_speakers(
+    campplus_url: str, talk: Conversation
+) -> None:
+    """The Speakers deployment on CAM++ (random weights: who is who is arbitrary, but the
+    path is the real one): a file's segments get speakers, a live utterance its speaker."""
+    client = openai.OpenAI(base_url=f"{campplus_url}/v1", api_key="unused", max_retries=0)
+    result = client.audio.transcriptions.create(
+        model=TINY_MODEL,
+        file=_wav(talk),
+        response_format="diarized_json",
+        chunking_strategy="auto",
+        extra_body={"num_speakers": 2},
+    )
+    assert result.segments and {s.speaker for s in result.segments} <= {"A", "B"}
+    live = converse([(ANN, LINES[0])], lead_s=1.5)
+    events = asyncio.run(speaker_session(campplus_url, TINY_MODEL, live))
+    assert [e.speaker for e in events if e.type == SEGMENT] == ["A"]

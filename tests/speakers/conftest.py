@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from asr_serve.speakers.encoder import SpeakerEncoder
+from asr_serve.speakers.ge2e import GE2EEncoder
 
 
 @pytest.fixture(scope="session")
-def encoder() -> SpeakerEncoder:
+def encoder() -> GE2EEncoder:
     """The real GE2E encoder, weights from the installed resemblyzer wheel."""
-    return SpeakerEncoder()
+    return GE2EEncoder()

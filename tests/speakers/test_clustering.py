@@ -9,7 +9,7 @@ from asr_serve.audio.splitting import PieceSplitter
 from asr_serve.config import SAMPLE_RATE, SpeakersConfig, SplittingConfig
 from asr_serve.speakers.clips import cut_regions
 from asr_serve.speakers.clustering import KnownSpeakers, cluster, name_speakers
-from asr_serve.speakers.encoder import SpeakerEncoder
+from asr_serve.speakers.ge2e import GE2EEncoder
 from asr_serve.speakers.labels import letter, letter_index, turns_of
 from devtools.conversation import LINES, VOICES, Conversation, attributed_share, converse
 
@@ -23,7 +23,7 @@ def meeting() -> Conversation:
 
 
 def diarize(
-    encoder: SpeakerEncoder,
+    encoder: GE2EEncoder,
     audio: np.ndarray,
     known: KnownSpeakers | None = None,
     num_speakers: int | None = None,
@@ -46,7 +46,7 @@ def diarize(
     return [(t.start, t.end, t.speaker) for t in turns_of(clips, [names[x] for x in labels])]
 
 
-def test_three_voices_are_told_apart(encoder: SpeakerEncoder, meeting: Conversation) -> None:
+def test_three_voices_are_told_apart(encoder: GE2EEncoder, meeting: Conversation) -> None:
     turns = diarize(encoder, meeting.audio)
     assert {s for *_, s in turns} == {"A", "B", "C"}
     assert turns[0][2] == "A"  # letters in order of appearance
@@ -56,11 +56,11 @@ def test_three_voices_are_told_apart(encoder: SpeakerEncoder, meeting: Conversat
     assert attributed_share(meeting.turns, one) < 0.5
 
 
-def test_a_count_hint_fixes_the_number(encoder: SpeakerEncoder, meeting: Conversation) -> None:
+def test_a_count_hint_fixes_the_number(encoder: GE2EEncoder, meeting: Conversation) -> None:
     assert {s for *_, s in diarize(encoder, meeting.audio, num_speakers=2)} == {"A", "B"}
 
 
-def test_known_speakers_name_their_clusters(encoder: SpeakerEncoder, meeting: Conversation) -> None:
+def test_known_speakers_name_their_clusters(encoder: GE2EEncoder, meeting: Conversation) -> None:
     """References of two of the three voices (other sentences): those two are named, the
     third is ``A``."""
     ann, bob = VOICES[0], VOICES[1]

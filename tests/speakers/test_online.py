@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from asr_serve.config import SpeakersConfig
-from asr_serve.speakers.encoder import SpeakerEncoder
+from asr_serve.speakers.ge2e import GE2EEncoder
 from asr_serve.speakers.online import OnlineSpeakers
 from devtools.conversation import LINES, VOICES
 
 
-def test_two_voices_keep_their_labels(encoder: SpeakerEncoder) -> None:
+def test_two_voices_keep_their_labels(encoder: GE2EEncoder) -> None:
     config = SpeakersConfig()
     online = OnlineSpeakers(threshold=config.live_threshold, max_speakers=config.max_speakers)
     voices = [VOICES[i % 2] for i in range(8)]

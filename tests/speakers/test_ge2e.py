@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from asr_serve.speakers.encoder import (
+from asr_serve.speakers.ge2e import (
     WEIGHTS_SHA256,
-    SpeakerEncoder,
+    GE2EEncoder,
     WeightsError,
     load_state,
     weights_path,
@@ -18,7 +18,7 @@ from asr_serve.speakers.encoder import (
 from devtools.conversation import VOICES
 
 
-def test_embeddings_are_resemblyzers(encoder: SpeakerEncoder) -> None:
+def test_embeddings_are_resemblyzers(encoder: GE2EEncoder) -> None:
     """Same features, same network, same averaging: resemblyzer's VoiceEncoder (its librosa
     mel, its torch module) gives the same vector for the same loudness-normalised clip."""
     from resemblyzer import VoiceEncoder
@@ -34,7 +34,7 @@ def test_embeddings_are_resemblyzers(encoder: SpeakerEncoder) -> None:
     assert abs(float(np.linalg.norm(ours)) - 1.0) < 1e-5
 
 
-def test_a_batch_gives_each_clip_its_own_vector(encoder: SpeakerEncoder) -> None:
+def test_a_batch_gives_each_clip_its_own_vector(encoder: GE2EEncoder) -> None:
     clips = [
         v.say(text)
         for v, text in zip(VOICES, ["Yes.", "Good morning to you all."] * 2, strict=False)
@@ -45,7 +45,7 @@ def test_a_batch_gives_each_clip_its_own_vector(encoder: SpeakerEncoder) -> None
     assert encoder.embed([]).shape == (0, 256)
 
 
-def test_partials_cover_the_clip(encoder: SpeakerEncoder) -> None:
+def test_partials_cover_the_clip(encoder: GE2EEncoder) -> None:
     assert encoder.partial_count(8_000) == 1  # shorter than a partial: padded
     assert encoder.partial_count(16_000 * 16 // 10) == 1
     assert encoder.partial_count(16_000 * 4) == 4  # 0, 0.8, 1.6, 2.4 s
@@ -65,9 +65,9 @@ def test_weights_are_checked_before_loading(tmp_path: Path) -> None:
     assert len(WEIGHTS_SHA256) == 64
 
 
-def test_encoder_takes_a_state(encoder: SpeakerEncoder) -> None:
+def test_encoder_takes_a_state(encoder: GE2EEncoder) -> None:
     """The network is ours: any state of its shape loads (what a GPU replica moves)."""
     state = {k: torch.zeros_like(v) for k, v in encoder.model.state_dict().items()}
-    zero = SpeakerEncoder(state=state)
+    zero = GE2EEncoder(state=state)
     vector = zero.embed([np.zeros(16_000, dtype=np.float32)])[0]
     assert np.all(np.isfinite(vector))

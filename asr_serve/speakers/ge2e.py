@@ -6,7 +6,7 @@ the generalised end-to-end loss (Wan et al., 2018) by the Resemblyzer project; i
 is not imported: it would pull librosa and webrtcvad into every replica for a mel filterbank
 and a silence trimmer, while the module is twenty lines of torch and the features are
 torchaudio's (the same filterbank as librosa's: Slaney mel scale and norm, a periodic Hann
-window; ``tests/speakers/test_encoder.py`` checks both against resemblyzer's own code). The
+window; ``tests/speakers/test_ge2e.py`` checks both against resemblyzer's own code). The
 weights file is checked against its SHA-256 before it is loaded.
 
 An utterance is embedded as Resemblyzer embeds one: its loudness raised to -30 dBFS, cut into
@@ -90,7 +90,7 @@ def load_state(path: Path, sha256: str = WEIGHTS_SHA256) -> dict[str, torch.Tens
     }
 
 
-class SpeakerEncoder:
+class GE2EEncoder:
     """Embeds clips of 16 kHz mono float32 speech; one per replica, not thread-safe."""
 
     def __init__(
