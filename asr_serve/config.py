@@ -174,13 +174,13 @@ class SpeakersConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     #: Intra-op threads for torch on CPU; 0 leaves torch's default.
     cpu_threads: int = Field(1, ge=0)
-    #: Step between a clip's fixed-length windows (GE2E's 1.6 s partials, CAM++'s 1.5 s):
-    #: 1.6 runs each frame of speech through the network once; Resemblyzer's own 0.8
-    #: overlaps them, at nearly twice the CPU.
+    #: Longest step between a clip's fixed-length windows (GE2E's 1.6 s partials, CAM++'s
+    #: 1.5 s), spread evenly to cover the clip: 1.6 runs each frame of speech through the
+    #: network about once; Resemblyzer's own 0.8 overlaps them, at more CPU.
     partial_step_s: float = Field(1.6, ge=0.1, le=1.6)
     #: A file's speech regions are cut into clips no longer than this: a change of speaker
     #: inside a region is found to within a clip.
-    max_clip_s: float = Field(4.0, ge=0.5, le=30.0)
+    max_clip_s: float = Field(3.0, ge=0.5, le=30.0)
     #: Shorter clips do not shape the clusters; they join the closest speaker.
     min_clip_s: float = Field(0.8, ge=0.0, le=30.0)
     #: Two groups of a file's clips are one speaker while they are this alike on average.

@@ -10,8 +10,9 @@ window; ``tests/speakers/test_ge2e.py`` checks both against resemblyzer's own co
 weights file is checked against its SHA-256 before it is loaded.
 
 An utterance is embedded as Resemblyzer embeds one: its loudness raised to -30 dBFS, cut into
-1.6 s partials (160 frames of 10 ms) a step apart, each partial through the network, the
-mean of their unit vectors normalised. Partials all have one length, so the partials of any
+1.6 s partials (160 frames of 10 ms), each partial through the network, the mean of their
+unit vectors normalised; the partials are the fewest at most a step apart that cover the
+clip, spread evenly (Resemblyzer's fixed step leaves a clip's end out, or pads it). Partials all have one length, so the partials of any
 number of clips run as one batch with no padding.
 """
 
@@ -37,8 +38,6 @@ N_FFT = SAMPLE_RATE * 25 // 1000  # 25 ms
 PARTIAL_FRAMES = 160  # 1.6 s
 #: Loudness every clip is raised to (never lowered), as the encoder was trained.
 TARGET_DBFS = -30.0
-#: A last partial is kept when the clip covers at least this share of it.
-MIN_COVERAGE = 0.75
 
 
 class WeightsError(RuntimeError):
@@ -120,15 +119,15 @@ class GE2EEncoder:
         )
 
     def partial_starts(self, samples: int) -> list[int]:
-        """First frames of a clip's partials: at least one, the last kept if well covered."""
+        """First frames of a clip's partials: the fewest at most ``step`` apart that cover
+        the whole clip, spread evenly from its start to its end (one, padded, for a clip
+        shorter than a partial)."""
         frames = -(-(samples + 1) // HOP)
-        steps = max(1, frames - PARTIAL_FRAMES + self.step_frames + 1)
-        starts = list(range(0, steps, self.step_frames))
-        last = starts[-1] * HOP
-        coverage = (samples - last) / (PARTIAL_FRAMES * HOP)
-        if coverage < MIN_COVERAGE and len(starts) > 1:
-            starts.pop()
-        return starts
+        span = frames - PARTIAL_FRAMES
+        if span <= 0:
+            return [0]
+        gaps = -(-span // self.step_frames)
+        return [round(i * span / gaps) for i in range(gaps + 1)]
 
     def partials(self, clip: np.ndarray) -> torch.Tensor:
         """A clip's partials as mel frames, ``(n, 160, 40)``."""

@@ -184,6 +184,7 @@ class TestQuickstart:
             "Ingress": "HEALTHY",
             "AudioDecoder": "HEALTHY",
             "ASR-whisper-tiny.en": "HEALTHY",
+            "Speakers": "HEALTHY",
         }
 
         hello = synthesize("hello world")

@@ -25,6 +25,8 @@ def test_embeddings_are_resemblyzers(encoder: GE2EEncoder) -> None:
     from resemblyzer.audio import normalize_volume
 
     clip = VOICES[0].say("The numbers came in yesterday and they look better than expected.")
+    # 1.6 s plus whole 0.8 s steps: our evenly spread partials fall where resemblyzer's do.
+    clip = clip[: (160 + 80 * 4) * 160 - 1]
     theirs = VoiceEncoder(device="cpu", verbose=False).embed_utterance(
         normalize_volume(clip, -30, increase_only=True), rate=1.25
     )
@@ -46,9 +48,14 @@ def test_a_batch_gives_each_clip_its_own_vector(encoder: GE2EEncoder) -> None:
 
 
 def test_partials_cover_the_clip(encoder: GE2EEncoder) -> None:
+    """The fewest partials at most a step apart that cover the clip, evenly spread."""
     assert encoder.partial_count(8_000) == 1  # shorter than a partial: padded
-    assert encoder.partial_count(16_000 * 16 // 10) == 1
-    assert encoder.partial_count(16_000 * 4) == 4  # 0, 0.8, 1.6, 2.4 s
+    assert encoder.partial_starts(16_000 * 16 // 10 - 1) == [0]
+    assert encoder.partial_starts(16_000 * 4 - 1) == [0, 80, 160, 240]  # 0, 0.8, 1.6, 2.4 s
+    assert encoder.partial_starts(16_000 * 2 - 1) == [0, 40]  # the end covered, not padded
+    wide = GE2EEncoder(partial_step_s=1.6)
+    assert wide.partial_starts(16_000 * 3 - 1) == [0, 140]
+    assert wide.partial_starts(16_000 * 48 // 10 - 1) == [0, 160, 320]
 
 
 def test_weights_are_checked_before_loading(tmp_path: Path) -> None:
