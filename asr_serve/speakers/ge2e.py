@@ -12,8 +12,9 @@ weights file is checked against its SHA-256 before it is loaded.
 An utterance is embedded as Resemblyzer embeds one: its loudness raised to -30 dBFS, cut into
 1.6 s partials (160 frames of 10 ms), each partial through the network, the mean of their
 unit vectors normalised; the partials are the fewest at most a step apart that cover the
-clip, spread evenly (Resemblyzer's fixed step leaves a clip's end out, or pads it). Partials all have one length, so the partials of any
-number of clips run as one batch with no padding.
+clip, spread evenly (Resemblyzer's fixed step leaves a clip's end out, or pads it).
+Partials all have one length, so the partials of any number of clips run as one batch with
+no padding.
 """
 
 from __future__ import annotations
