@@ -146,7 +146,8 @@ class SplittingConfig(_Strict):
 class SpeakerBatching(_Strict):
     """The Speakers deployment's ``user_config``: changed live by ``reconfigure``."""
 
-    #: Partials (1.6 s of speech each) in one network call, across requests and sessions.
+    #: Fixed-length windows (GE2E's 1.6 s partials, CAM++'s 1.5 s) in one encoder call, across
+    #: requests and sessions.
     max_batch_partials: int = Field(256, ge=1, le=65_536)
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
 

@@ -103,7 +103,7 @@ class SpeakersMetrics:
     def __init__(self) -> None:
         self.batch_partials = metrics.Histogram(
             "asr_speakers_batch_partials",
-            description="1.6 s partials in one speaker-encoder call, as formed by @serve.batch.",
+            description="Windows (GE2E partials, CAM++ windows) in one speaker-encoder call.",
             boundaries=_BATCH_BUCKETS,
         )
         self.batch_calls = metrics.Histogram(
