@@ -59,11 +59,22 @@ DEPENDS = {
 #: Serve deployments (Ray glue), which serve the HTTP and WebSocket routes (``api``) over the
 #: request flow (``serving``) and the live sessions (``live``), which use who spoke
 #: (``speakers``: embeddings, clustering, labels), the engines and the audio decoding and
-#: splitting (``engines``, ``audio``), over the settings and the API's errors. A layer may
-#: import itself; never one above it, nor its neighbour on its level.
+#: splitting (``engines``, ``audio``), over the settings, the API's errors and the rules for
+#: client text (``untrusted``). A layer may import itself; never one above it, nor its
+#: neighbour on its level.
 ALLOWED = {
     "app": {"deployments", "config"},
-    "deployments": {"api", "serving", "live", "speakers", "engines", "audio", "config", "errors"},
+    "deployments": {
+        "api",
+        "serving",
+        "live",
+        "speakers",
+        "engines",
+        "audio",
+        "config",
+        "errors",
+        "untrusted",
+    },
     "api": {
         "serving",
         "live",
@@ -73,16 +84,18 @@ ALLOWED = {
         "web",
         "config",
         "errors",
+        "untrusted",
         "version",
     },
-    "serving": {"speakers", "engines", "audio", "config", "errors", "version"},
-    "live": {"speakers", "engines", "audio", "config", "errors"},
+    "serving": {"speakers", "engines", "audio", "config", "errors", "untrusted", "version"},
+    "live": {"speakers", "engines", "audio", "config", "errors", "untrusted"},
     "speakers": {"engines", "audio", "config", "errors"},
     "engines": {"config", "errors"},
     "audio": {"config", "errors"},
     "web": set(),
     "config": set(),
     "errors": set(),
+    "untrusted": set(),
     "version": set(),
 }
 

@@ -3,7 +3,7 @@
 Events are ``data: <json>`` lines: one ``transcript.text.delta`` per piece with text, in
 time order (with ``diarized_json``: one ``transcript.text.segment`` per segment instead,
 with its speaker, as OpenAI's diarizing model streams), then one ``transcript.text.done``
-with the whole text (the ``openai`` client's
+with the whole text and, when the model detected it, ``languages`` (the ``openai`` client's
 ``audio.transcriptions.create(..., stream=True)`` parses both). The first piece is awaited
 before the response starts, so anything that fails before the first event (a bad language,
 an overloaded model) is an ordinary HTTP error. A failure after that is one ``error`` event
@@ -22,7 +22,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import StreamingResponse
 
 from asr_serve.api.error_handlers import request_id_of
-from asr_serve.api.formats import diarized_segments
+from asr_serve.api.formats import diarized_segments, to_languages
 from asr_serve.api.protocol import (
     ErrorDetail,
     TranscriptError,
@@ -30,8 +30,10 @@ from asr_serve.api.protocol import (
     TranscriptTextDone,
 )
 from asr_serve.api.request_log import note_refusal
+from asr_serve.engines.base import EngineResult
 from asr_serve.errors import ASRServeError
-from asr_serve.serving.pipeline import PieceResult
+from asr_serve.serving.pipeline import PieceResult, detected_languages
+from asr_serve.serving.requests import TranscriptionRequest
 from asr_serve.serving.stitching import join_texts, place
 from asr_serve.speakers.labels import attribute
 
@@ -42,25 +44,35 @@ _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def stream_transcription(
-    results: AsyncGenerator[PieceResult, None], request: HTTPConnection
+    results: AsyncGenerator[PieceResult, None],
+    asked: TranscriptionRequest,
+    request: HTTPConnection,
 ) -> StreamingResponse:
-    """The SSE response for a file's pieces, whose results ``results`` yields in time order."""
+    """The SSE response for a file's pieces, whose results ``results`` yields in time order;
+    ``asked`` is the validated request (the done event's ``languages`` depend on it)."""
     first = await anext(results, None)
     return StreamingResponse(
-        _events(first, results, request), media_type="text/event-stream", headers=_HEADERS
+        _events(first, results, asked, request),
+        media_type="text/event-stream",
+        headers=_HEADERS,
     )
 
 
 async def _events(
-    first: PieceResult | None, rest: AsyncGenerator[PieceResult, None], request: HTTPConnection
+    first: PieceResult | None,
+    rest: AsyncGenerator[PieceResult, None],
+    asked: TranscriptionRequest,
+    request: HTTPConnection,
 ) -> AsyncIterator[str]:
     text = ""
+    results: list[EngineResult] = []
     # Closing ``rest`` cancels the pieces still in flight (client gone, or an error).
     async with contextlib.aclosing(rest):
         try:
             piece = first
             segments = 0
             while piece is not None:
+                results.append(piece.result)
                 joined = join_texts([text, piece.result.text])
                 if piece.turns is not None:
                     spoken = attribute(place(piece.piece, piece.result), piece.turns, "A")
@@ -79,12 +91,13 @@ async def _events(
             logger.exception("request %s: transcription stream failed", request_id_of(request))
             yield _sse(_error_event(ASRServeError("transcription failed; retry later")))
             return
-    yield _sse(TranscriptTextDone(text=text))
+    languages = to_languages(detected_languages(asked, results))
+    yield _sse(TranscriptTextDone(text=text, languages=languages), exclude_none=True)
 
 
 def _error_event(exc: ASRServeError) -> TranscriptError:
     return TranscriptError(error=ErrorDetail.model_validate(exc.to_dict()["error"]))
 
 
-def _sse(event: BaseModel) -> str:
-    return f"data: {event.model_dump_json()}\n\n"
+def _sse(event: BaseModel, *, exclude_none: bool = False) -> str:
+    return f"data: {event.model_dump_json(exclude_none=exclude_none)}\n\n"

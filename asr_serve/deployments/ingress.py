@@ -83,6 +83,7 @@ class Ingress:
             default_model=app_config.default_model or app_config.models[0].name,
             embed=downstream.embed if downstream.diarizes else None,
             speakers=app_config.speakers,
+            limits=app_config.limits,
         )
         self.state = IngressState(
             config=app_config,

@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from asr_serve.config import LiveConfig, SpeakersConfig
+from asr_serve.config import LimitsConfig, LiveConfig, SpeakersConfig
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.partials import PartialScheduler
 from asr_serve.live.protocols.connection import (
@@ -40,6 +40,7 @@ class LiveSessions:
         metrics: LiveCounters,
         models: Sequence[str],
         default_model: str,
+        limits: LimitsConfig,
         embed: Embed | None = None,
         speakers: SpeakersConfig | None = None,
     ) -> None:
@@ -52,6 +53,7 @@ class LiveSessions:
             default_model,
             config,
             metrics,
+            limits,
             embed,
             speakers or SpeakersConfig(),
         )

@@ -155,3 +155,16 @@ def test_each_request_is_one_line_with_what_the_route_noted(caplog) -> None:
     # Our failure: its traceback once, then its line.
     assert [r.exc_info is not None for r in boom] == [True, False]
     assert boom[1].levelno == logging.WARNING and "GET /boom 500 " in boom[1].getMessage()
+
+
+def test_a_client_s_path_cannot_forge_a_line_or_reach_a_terminal_raw(caplog) -> None:
+    """``%0A`` decodes to a newline and ``%1B`` to an escape: both are written escaped, and
+    a long path is cut."""
+    caplog.set_level(logging.DEBUG, logger="ray.serve")
+    client = _client()
+    client.get("/%0AINFO%20forged-line%1B[31m")
+    client.get("/" + "x" * 30_000)
+    forged, long = (r.getMessage() for r in _lines(caplog))
+    assert forged.startswith("GET /\\x0aINFO forged-line\\x1b[31m 404 ")
+    assert "\n" not in forged and "\x1b" not in forged
+    assert len(long) < 1000 and "chars)" in long
