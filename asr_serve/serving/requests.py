@@ -30,7 +30,7 @@ from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.errors import InvalidParameterError, InvalidRequestError, ModelNotFoundError
 from asr_serve.speakers.models import resolve
-from asr_serve.untrusted import check_json_shape
+from asr_serve.untrusted import check_json_shape, clip
 
 #: A form field's value: ``name[]`` fields are lists, ``name[key]`` fields objects.
 FieldValue = str | list[str] | dict[str, str]
@@ -196,7 +196,8 @@ def model_name(requested: str | None, config: AppConfig) -> str:
     name, _ = resolve(requested or config.default_model, configured, config.default_model)
     if name not in configured:
         raise ModelNotFoundError(
-            f"model {name!r} does not exist; available: {', '.join(m.name for m in config.models)}",
+            f"model {clip(name, 64)!r} does not exist; available: "
+            f"{', '.join(m.name for m in config.models)}",
             param="model",
         )
     return name

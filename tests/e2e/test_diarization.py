@@ -93,6 +93,8 @@ def test_diarized_json_names_speakers_by_letter(client: openai.OpenAI, talk: Con
     assert result.segments[0].speaker == "A" and result.segments[0].id == "seg_0"
     assert all(s.type == "transcript.text.segment" for s in result.segments)
     assert "budget" in result.text.lower()
+    # The request named no language: what the model took is in ``languages``, as in ``json``.
+    assert result.model_extra["languages"] == [{"code": "en"}]
     hypothesis = [(s.start, s.end, s.speaker) for s in result.segments]
     assert attributed_share(talk.turns, hypothesis) >= 0.9
 
@@ -113,8 +115,9 @@ def test_known_speakers_name_them(client: openai.OpenAI, talk: Conversation) -> 
 def test_a_speaker_count_is_honoured(client: openai.OpenAI, talk: Conversation) -> None:
     """``num_speakers`` (an extension; the ``openai`` client sends it as ``extra_body``)
     fixes how many speakers the file's clips are grouped into."""
-    one = _diarized(client, talk, extra_body={"num_speakers": 1})
+    one = _diarized(client, talk, language="en", extra_body={"num_speakers": 1})
     assert {s.speaker for s in one.segments} == {"A"}
+    assert "languages" not in one.model_extra  # named, not detected
     two = _diarized(client, talk, extra_body={"num_speakers": 2})
     assert attributed_share(talk.turns, [(s.start, s.end, s.speaker) for s in two.segments]) >= 0.9
 
@@ -123,6 +126,7 @@ def test_streamed_segments_carry_speakers(client: openai.OpenAI, talk: Conversat
     events = list(_diarized(client, talk, stream=True))
     segments = [e for e in events if e.type == "transcript.text.segment"]
     assert events[-1].type == "transcript.text.done" and segments
+    assert [language.code for language in events[-1].languages] == ["en"]
     assert {e.speaker for e in segments} == {"A", "B"}
     assert [e.id for e in segments] == [f"seg_{i}" for i in range(len(segments))]
     assert attributed_share(talk.turns, [(e.start, e.end, e.speaker) for e in segments]) >= 0.9

@@ -138,6 +138,7 @@ def test_who_spoke_shows_each_segments_speaker(page: Page) -> None:
     expect(page.locator("th.speaker")).to_be_visible()
     speakers = page.locator("#segments td.speaker").all_inner_texts()
     assert speakers[0] == "A" and set(speakers) == {"A", "B"}, speakers
+    expect(page.locator("#language-line")).to_have_text("Language: en (detected)")
     curl = page.inner_text("#curl")
     for field in ("response_format=diarized_json", "chunking_strategy=auto"):
         assert f"-F '{field}'" in curl

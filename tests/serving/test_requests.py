@@ -91,6 +91,15 @@ def test_what_cannot_be_honoured_is_a_400_naming_the_field(fields: dict, param: 
         ({"languages": ["english!"]}, "languages.0"),
         ({"response_format": "diarized_json", "num_speakers": "0"}, "num_speakers"),
         ({"response_format": "diarized_json", "num_speakers": "two"}, "num_speakers"),
+        # A name is echoed as the speaker of its segments: bounded like any echoed string.
+        (
+            {
+                "response_format": "diarized_json",
+                "known_speaker_names": ["n" * 65],
+                "known_speaker_references": ["data:,"],
+            },
+            "known_speaker_names.0",
+        ),
         # Nested past any object of the API: refused before it is parsed, not a RecursionError.
         ({"chunking_strategy": "{" + '"a":[' * 60_000}, "chunking_strategy"),
         ({"chunking_strategy": '{"type": ' + "[" * 40 + "]" * 40 + "}"}, "chunking_strategy"),
@@ -121,6 +130,15 @@ def test_diarization_off_refuses_diarized_json_and_diarize_names_resolve() -> No
     hinted = parse_request({"response_format": "diarized_json", "num_speakers": "3"}, CONFIG)
     assert hinted.num_speakers == 3
     assert parse_request({"num_speakers": ""}, CONFIG).num_speakers is None  # an empty form
+
+
+def test_an_unknown_model_is_echoed_cut_short() -> None:
+    """A ``-diarize`` name of no served model is a 404 naming at most 64 of its characters."""
+    with pytest.raises(ModelNotFoundError) as err:
+        parse_request({"model": "m" * 60_000 + "-diarize"}, CONFIG)
+    assert err.value.param == "model"
+    assert "m" * 64 + "…(+59936 chars)" in err.value.message
+    assert len(err.value.message) < 200
 
 
 def test_keywords_within_the_prompt_s_budget_pass() -> None:

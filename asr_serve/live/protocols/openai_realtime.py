@@ -119,7 +119,7 @@ class OpenAIRealtimeConnection(LiveConnection):
         self._state = TranscriptionSession(
             audio=Audio(input=AudioInput(transcription=AudioTranscription(model=self._model)))
         )
-        self._core = self.new_session(self._settings(self._state), self._render)
+        self._core = self.new_session(self._settings(self._state, "model"), self._render)
         self._send(SessionCreated(session=session_object(self._state, self._core.id)))
 
     async def end(self, *, drain: bool) -> None:
@@ -187,7 +187,7 @@ class OpenAIRealtimeConnection(LiveConnection):
                 f"{', '.join(self.context.models)}",
                 param=f"{field}.model",
             )
-        await self._session.update(self._settings(state))
+        await self._session.update(self._settings(state, f"{field}.model"))
         self._state = state
         session_id = self._session.id
         if beta:
@@ -195,7 +195,9 @@ class OpenAIRealtimeConnection(LiveConnection):
         else:
             self._send(SessionUpdated(session=session_object(state, session_id)))
 
-    def _settings(self, state: TranscriptionSession) -> SessionSettings:
+    def _settings(self, state: TranscriptionSession, model_param: str) -> SessionSettings:
+        """The core's settings for ``state``; ``model_param`` names where its model came from
+        (``?model=`` or the update's field), for the error when speakers are off."""
         audio = state.audio.input
         detection = audio.turn_detection
         model, speakers = self.served_model(audio.transcription.model or self._model)
@@ -203,7 +205,7 @@ class OpenAIRealtimeConnection(LiveConnection):
             raise ClientEventError(
                 "unsupported_value",
                 "speaker diarization is off on this server (speakers.enabled)",
-                param="session.audio.input.transcription.model",
+                param=model_param,
             )
         return SessionSettings(
             model=model,
