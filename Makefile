@@ -5,7 +5,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test system-deps install lint
+.PHONY: serve test system-deps build-deps install lint
+
+# pip builds webrtcvad (required by resemblyzer, whose wheel has the speaker encoder's
+# weights) from source: it needs a C compiler and this Python's headers.
+HAS_HEADERS := import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))
+build-deps:
+	@if ! command -v gcc >/dev/null || ! $(PYTHON) -c '$(HAS_HEADERS)'; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gcc python3-dev; fi
 
 system-deps:
 	@if ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null \
@@ -17,7 +25,7 @@ system-deps:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python
+install: build-deps $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
 serve: install

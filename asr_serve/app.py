@@ -15,6 +15,7 @@ from asr_serve.config import AppConfig
 from asr_serve.deployments.asr import ASR
 from asr_serve.deployments.decoder import AudioDecoder
 from asr_serve.deployments.ingress import Ingress
+from asr_serve.deployments.speakers import Speakers
 
 #: Serve settings for every replica process, given as the application's ``runtime_env`` in
 #: both serve configs (and by the tests and benchmarks that deploy from Python):
@@ -36,7 +37,7 @@ REPLICA_ENV = {
 def build_graph(
     config: AppConfig, deployment_options: dict[str, dict[str, Any]] | None = None
 ) -> Application:
-    """Ingress → AudioDecoder → one ASR deployment per model.
+    """Ingress → AudioDecoder, one ASR deployment per model, and Speakers (if enabled).
 
     ``deployment_options`` (deployment name → ``.options()`` kwargs) is for callers that
     build the graph in Python rather than from YAML, such as tests and benchmarks.
@@ -53,7 +54,16 @@ def build_graph(
         ).bind(m.model_dump())
         for m in config.models
     }
-    return Ingress.options(**extra.get("Ingress", {})).bind(decoder, models, config.model_dump())
+    speakers = (
+        Speakers.options(
+            user_config=config.speakers.batching.model_dump(), **extra.get("Speakers", {})
+        ).bind(config.speakers.model_dump())
+        if config.speakers.enabled
+        else None
+    )
+    return Ingress.options(**extra.get("Ingress", {})).bind(
+        decoder, models, config.model_dump(), speakers
+    )
 
 
 def build_app(args: dict[str, Any]) -> Application:

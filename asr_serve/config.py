@@ -119,6 +119,10 @@ class LimitsConfig(_Strict):
     #: ``keywords[]`` together over HTTP, a live session's prompt or hotwords. For
     #: Fun-ASR-Nano it is part of the LLM's input, in a batch shared with other clients.
     max_prompt_chars: int = Field(4096, ge=0)
+    #: Bytes of one ``known_speaker_references[]`` clip once its data URL is decoded (a 10 s
+    #: WAV at 48 kHz, stereo, 16-bit is 1.9 MB); past it: 400 naming the field. The form
+    #: takes up to four such fields beside the file; every other text field stays at 64 KiB.
+    max_reference_bytes: int = Field(2 * 1024 * 1024, ge=1024, le=16 * 1024 * 1024)
 
 
 class SplittingConfig(_Strict):
@@ -147,6 +151,58 @@ class SplittingConfig(_Strict):
         if 2 * self.speech_pad_ms / 1000 >= self.max_piece_s:
             raise ValueError("speech_pad_ms on both sides must fit in max_piece_s")
         return self
+
+
+class SpeakerBatching(_Strict):
+    """The Speakers deployment's ``user_config``: changed live by ``reconfigure``."""
+
+    #: Fixed-length windows (GE2E's 1.6 s partials, CAM++'s 1.5 s) in one encoder call, across
+    #: requests and sessions.
+    max_batch_partials: int = Field(256, ge=1, le=65_536)
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
+
+
+class SpeakersConfig(_Strict):
+    """``args.speakers``: diarization (``response_format=diarized_json``, live speakers).
+
+    The ``Speakers`` deployment embeds speech with a speaker encoder
+    (:mod:`asr_serve.speakers.encoders`); the ingress clusters a file's clips and assigns a
+    live session's utterances (:mod:`asr_serve.speakers`). Similarities are cosines of unit
+    embeddings, on the encoder's own scale: the thresholds below are GE2E's (distinct voices
+    mostly below 0.7, one voice's utterances mostly above 0.8; benchmarks/README.md,
+    "Diarization"); an operator choosing ``cam++`` sets them for it.
+    """
+
+    #: Off: no Speakers deployment; diarization requests are refused with 400.
+    enabled: bool = True
+    #: ``ge2e``: weights in the ``resemblyzer`` wheel, no download. ``cam++``: funasr's speaker
+    #: model (its servers' ``spk_model="cam++"``), from ``encoder_model``.
+    encoder: Literal["ge2e", "cam++"] = "ge2e"
+    #: ``cam++`` only: a ModelScope id or a local checkpoint directory.
+    encoder_model: str = "iic/speech_campplus_sv_zh-cn_16k-common"
+    #: ``cam++`` only: ``modelscope`` downloads on first load; ``local`` never downloads.
+    encoder_source: Literal["local", "modelscope"] = "modelscope"
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    #: Intra-op threads for torch on CPU; 0 leaves torch's default.
+    cpu_threads: int = Field(1, ge=0)
+    #: Longest step between a clip's fixed-length windows (GE2E's 1.6 s partials, CAM++'s
+    #: 1.5 s), spread evenly to cover the clip: 1.6 runs each frame of speech through the
+    #: network about once; Resemblyzer's own 0.8 overlaps them, at more CPU.
+    partial_step_s: float = Field(1.6, ge=0.1, le=1.6)
+    #: A file's speech regions are cut into clips no longer than this: a change of speaker
+    #: inside a region is found to within a clip.
+    max_clip_s: float = Field(3.0, ge=0.5, le=30.0)
+    #: Shorter clips do not shape the clusters; they join the closest speaker.
+    min_clip_s: float = Field(0.8, ge=0.0, le=30.0)
+    #: Two groups of a file's clips are one speaker while they are this alike on average.
+    threshold: float = Field(0.65, gt=0.0, lt=1.0)
+    #: A live utterance this alike to a speaker of its session is that speaker.
+    live_threshold: float = Field(0.7, gt=0.0, lt=1.0)
+    #: A file or session has at most this many speakers.
+    max_speakers: int = Field(8, ge=1, le=26)
+    #: A speaker this alike to a reference clip takes that reference's name.
+    min_known_similarity: float = Field(0.6, gt=0.0, lt=1.0)
+    batching: SpeakerBatching = Field(default_factory=SpeakerBatching)
 
 
 DEFAULT_KEYS_ENV = "ASR_SERVE_API_KEYS"
@@ -297,6 +353,8 @@ class AppConfig(_Strict):
     #: Live transcription sessions over WebSocket (``/v1/realtime``, ``/v1/funasr/ws``,
     #: ``/v1/funasr/realtime``).
     live: LiveConfig = Field(default_factory=LiveConfig)
+    #: Who spoke: the Speakers deployment and its clustering.
+    speakers: SpeakersConfig = Field(default_factory=SpeakersConfig)
 
     @model_validator(mode="after")
     def _check_names(self) -> AppConfig:

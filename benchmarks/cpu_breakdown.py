@@ -97,7 +97,7 @@ def _cpu_s(stat_path: str) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _process_cpu(root: int) -> dict[int, float]:
+def process_cpu(root: int) -> dict[int, float]:
     return {pid: _cpu_s(f"/proc/{pid}/stat") for pid in [root, *descendants(root)]}
 
 
@@ -123,13 +123,13 @@ def measure(
 ) -> Level:
     url = system.base_url + "/v1/audio/transcriptions"
     system.batch_sizes()  # forget batches formed before this level
-    cpu_before, sched_before = _process_cpu(root), _thread_sched(asr_pid)
+    cpu_before, sched_before = process_cpu(root), _thread_sched(asr_pid)
     load_generator = time.process_time()
     records, wall = asyncio.run(
         loadgen.closed_loop(url, clips, concurrency, requests, fields=system.fields)
     )
     load_generator = time.process_time() - load_generator
-    cpu_after, sched_after = _process_cpu(root), _thread_sched(asr_pid)
+    cpu_after, sched_after = process_cpu(root), _thread_sched(asr_pid)
     stats = loadgen.summarize("asr-serve", "closed", records, wall, concurrency=concurrency)
 
     by_role: Counter[str] = Counter({role: 0.0 for _, role in ROLES})

@@ -58,14 +58,17 @@ def noise(seconds: float, seed: int, sample_rate: int = SAMPLE_RATE) -> np.ndarr
 
 
 @functools.lru_cache(maxsize=64)
-def _espeak_wav(text: str, voice: str, speed: int, word_gap: int) -> bytes:
+def _espeak_wav(
+    text: str, voice: str, speed: int, word_gap: int, pitch: int | None = None
+) -> bytes:
     """The WAV bytes espeak-ng prints; cached because tests synthesize the same phrases often."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise RuntimeError("espeak-ng is not installed; run `apt-get install espeak-ng`")
     # Text goes through stdin so a phrase starting with "-" is never read as an option.
+    args = [exe, "--stdout", "--stdin", "-v", voice, "-s", str(speed), "-g", str(word_gap)]
     proc = subprocess.run(
-        [exe, "--stdout", "--stdin", "-v", voice, "-s", str(speed), "-g", str(word_gap)],
+        args if pitch is None else [*args, "-p", str(pitch)],
         input=text.encode(),
         capture_output=True,
         check=False,
@@ -85,6 +88,7 @@ def synthesize(
     speed: int = 150,
     word_gap: int = 10,
     lead_s: float = 0.3,
+    pitch: int | None = None,
 ) -> np.ndarray:
     """Speak ``text`` with espeak-ng and return it as 16 kHz mono float32, like a decoded upload.
 
@@ -92,9 +96,10 @@ def synthesize(
     words. Without it espeak swallows word-final consonants that tiny.en then misses ("jumps"
     heard as "jump"); with it en-us turns "hello" into "the long", the RP voice does not.
     ``lead_s`` of silence before and after, as a recording has: lossy encoders smear an onset
-    at sample 0 (MP3 at 16 kHz lost the first word).
+    at sample 0 (MP3 at 16 kHz lost the first word). ``pitch`` is espeak's ``-p`` (0-99;
+    the voice's own if ``None``): with voice variants (``+f2``, ``+m3``) it makes speakers.
     """
-    wav = _espeak_wav(text, voice, speed, word_gap)
+    wav = _espeak_wav(text, voice, speed, word_gap, pitch)
     speech = decode_audio(wav, max_duration_s=3600.0).samples
     pad = np.zeros(round(lead_s * SAMPLE_RATE), dtype=np.float32)
     return np.concatenate([pad, speech, pad])

@@ -39,7 +39,7 @@ def test_config_validates_against_serve_and_project_schemas(name: str) -> None:
     config = AppConfig.model_validate(app.args)
 
     deployments = {d.name: d for d in app.deployments}
-    assert {"Ingress", "AudioDecoder"} <= set(deployments)
+    assert {"Ingress", "AudioDecoder", "Speakers"} <= set(deployments)
     for model in config.models:
         asr = deployments[asr_deployment_name(model.name)]
         batching = model.batching.model_copy(update=asr.user_config or {})

@@ -25,9 +25,9 @@ def test_process_and_thread_readers_see_cpu_spent() -> None:
         [sys.executable, "-c", "import time; time.sleep(30)", "ray::ServeReplica:asr:Ingress"]
     )
     try:
-        before_cpu, before_sched = cb._process_cpu(os.getpid()), cb._thread_sched(os.getpid())
+        before_cpu, before_sched = cb.process_cpu(os.getpid()), cb._thread_sched(os.getpid())
         _burn(0.3)
-        after_cpu, after_sched = cb._process_cpu(os.getpid()), cb._thread_sched(os.getpid())
+        after_cpu, after_sched = cb.process_cpu(os.getpid()), cb._thread_sched(os.getpid())
         assert child.pid in after_cpu  # descendants are counted
         assert after_cpu[os.getpid()] - before_cpu[os.getpid()] >= 0.2
         ran = after_sched[str(os.getpid())][0] - before_sched[str(os.getpid())][0]

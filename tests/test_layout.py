@@ -57,16 +57,28 @@ DEPENDS = {
 
 #: Each layer and the layers it may import, top to bottom: ``app`` builds the graph from the
 #: Serve deployments (Ray glue), which serve the HTTP and WebSocket routes (``api``) over the
-#: request flow (``serving``) and the live sessions (``live``), which use the engines and the
-#: audio decoding and splitting (``engines``, ``audio``), over the settings, the API's
-#: errors and the rules for client text (``untrusted``). A layer may import itself; never
-#: one above it, nor its neighbour on its level.
+#: request flow (``serving``) and the live sessions (``live``), which use who spoke
+#: (``speakers``: embeddings, clustering, labels), the engines and the audio decoding and
+#: splitting (``engines``, ``audio``), over the settings, the API's errors and the rules for
+#: client text (``untrusted``). A layer may import itself; never one above it, nor its
+#: neighbour on its level.
 ALLOWED = {
     "app": {"deployments", "config"},
-    "deployments": {"api", "serving", "live", "engines", "audio", "config", "errors", "untrusted"},
+    "deployments": {
+        "api",
+        "serving",
+        "live",
+        "speakers",
+        "engines",
+        "audio",
+        "config",
+        "errors",
+        "untrusted",
+    },
     "api": {
         "serving",
         "live",
+        "speakers",
         "engines",
         "audio",
         "web",
@@ -75,8 +87,9 @@ ALLOWED = {
         "untrusted",
         "version",
     },
-    "serving": {"engines", "audio", "config", "errors", "untrusted", "version"},
-    "live": {"engines", "audio", "config", "errors", "untrusted"},
+    "serving": {"speakers", "engines", "audio", "config", "errors", "untrusted", "version"},
+    "live": {"speakers", "engines", "audio", "config", "errors", "untrusted"},
+    "speakers": {"engines", "audio", "config", "errors"},
     "engines": {"config", "errors"},
     "audio": {"config", "errors"},
     "web": set(),

@@ -8,6 +8,8 @@ from typing import Literal
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from asr_serve.api.protocol import (
+    DiarizedSegment,
+    DiarizedTranscriptionResponse,
     Logprob,
     TranscriptionLanguage,
     TranscriptionResponse,
@@ -18,7 +20,8 @@ from asr_serve.api.protocol import (
 )
 from asr_serve.api.subtitles import to_srt, to_vtt
 from asr_serve.engines.base import EngineResult
-from asr_serve.serving.requests import ResponseFormat
+from asr_serve.serving.requests import TranscriptionFormat
+from asr_serve.speakers.labels import SpeakerSegment
 
 
 def to_verbose(
@@ -76,6 +79,22 @@ def to_logprobs(result: EngineResult) -> list[Logprob]:
     ]
 
 
+def diarized_segments(
+    speakers: Sequence[SpeakerSegment], first_id: int = 0
+) -> list[DiarizedSegment]:
+    """Segments with speakers in OpenAI's shape, ids ``seg_0``, ``seg_1``, …"""
+    return [
+        DiarizedSegment(
+            id=f"seg_{first_id + i}",
+            start=round(s.start, 3),
+            end=round(s.end, 3),
+            text=s.text,
+            speaker=s.speaker,
+        )
+        for i, s in enumerate(speakers)
+    ]
+
+
 def cache_headers(hit: bool | None) -> dict[str, str] | None:
     """``X-Cache: hit|miss`` while the cache is on (hit: every piece was cached); else none."""
     return None if hit is None else {"X-Cache": "hit" if hit else "miss"}
@@ -83,7 +102,7 @@ def cache_headers(hit: bool | None) -> dict[str, str] | None:
 
 def render(
     result: EngineResult,
-    response_format: ResponseFormat,
+    response_format: TranscriptionFormat,
     *,
     model: str,
     words: bool = False,
@@ -91,6 +110,7 @@ def render(
     task: Literal["transcribe", "translate"] = "transcribe",
     languages: Sequence[str] = (),
     headers: dict[str, str] | None = None,
+    speakers: Sequence[SpeakerSegment] = (),
 ) -> Response:
     """``languages``: those the model detected (none when the request named its language)."""
     if response_format == "text":
@@ -99,7 +119,15 @@ def render(
         return PlainTextResponse(to_srt(result.segments), headers=headers)
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(result.segments), headers=headers, media_type="text/vtt")
-    if response_format == "verbose_json":
+    if response_format == "diarized_json":
+        body = DiarizedTranscriptionResponse(
+            duration=round(result.duration, 3),
+            text=result.text,
+            languages=to_languages(languages),
+            segments=diarized_segments(speakers),
+            usage=Usage(seconds=round(result.duration, 3)),
+        )
+    elif response_format == "verbose_json":
         body = to_verbose(
             result, model=model, words=words, logprobs=logprobs, task=task, languages=languages
         )

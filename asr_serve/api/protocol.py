@@ -81,6 +81,30 @@ class VerboseTranscriptionResponse(BaseModel):
     model: str | None = None
 
 
+class DiarizedSegment(BaseModel):
+    """A ``diarized_json`` segment, and the ``transcript.text.segment`` event of a stream."""
+
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+    id: str
+    start: float
+    end: float
+    text: str
+    #: ``A``, ``B``, … in order of appearance, or a name from ``known_speaker_names``.
+    speaker: str
+
+
+class DiarizedTranscriptionResponse(BaseModel):
+    """``response_format=diarized_json``: OpenAI's ``TranscriptionDiarized``."""
+
+    task: Literal["transcribe"] = "transcribe"
+    duration: float
+    text: str
+    #: As ``json``'s (not in OpenAI's diarized shape, whose model detects no language).
+    languages: Languages = None
+    segments: list[DiarizedSegment]
+    usage: Usage | None = None
+
+
 class TranscriptTextDelta(BaseModel):
     """``stream=true``: text of the next finished piece, with its leading space."""
 

@@ -85,7 +85,6 @@ async def translations(request: Request, ingress: State) -> Response:
 
 
 def _rendered(request: Request, done: Transcription) -> Response:
-    assert done.request.response_format != "diarized_json"  # refused by parse_request
     note_request(request, asr_ms=done.asr_ms)
     return render(
         done.result,
@@ -96,4 +95,5 @@ def _rendered(request: Request, done: Transcription) -> Response:
         task="translate" if done.translate else "transcribe",
         languages=done.languages,
         headers=cache_headers(done.cache_hit),
+        speakers=done.speakers or (),
     )

@@ -1,8 +1,9 @@
 """``stream=true``: server-sent events as a file's pieces finish, in OpenAI's event shape.
 
 Events are ``data: <json>`` lines: one ``transcript.text.delta`` per piece with text, in
-time order, then one ``transcript.text.done`` with the whole text and, when the model
-detected it, ``languages`` (the ``openai`` client's
+time order (with ``diarized_json``: one ``transcript.text.segment`` per segment instead,
+with its speaker, as OpenAI's diarizing model streams), then one ``transcript.text.done``
+with the whole text and, when the model detected it, ``languages`` (the ``openai`` client's
 ``audio.transcriptions.create(..., stream=True)`` parses both). The first piece is awaited
 before the response starts, so anything that fails before the first event (a bad language,
 an overloaded model) is an ordinary HTTP error. A failure after that is one ``error`` event
@@ -21,7 +22,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import StreamingResponse
 
 from asr_serve.api.error_handlers import request_id_of
-from asr_serve.api.formats import to_languages
+from asr_serve.api.formats import diarized_segments, to_languages
 from asr_serve.api.protocol import (
     ErrorDetail,
     TranscriptError,
@@ -33,7 +34,8 @@ from asr_serve.engines.base import EngineResult
 from asr_serve.errors import ASRServeError
 from asr_serve.serving.pipeline import PieceResult, detected_languages
 from asr_serve.serving.requests import TranscriptionRequest
-from asr_serve.serving.stitching import join_texts
+from asr_serve.serving.stitching import join_texts, place
+from asr_serve.speakers.labels import attribute
 
 logger = logging.getLogger("ray.serve")
 
@@ -68,12 +70,18 @@ async def _events(
     async with contextlib.aclosing(rest):
         try:
             piece = first
+            segments = 0
             while piece is not None:
                 results.append(piece.result)
                 joined = join_texts([text, piece.result.text])
-                if joined != text:
+                if piece.turns is not None:
+                    spoken = attribute(place(piece.piece, piece.result), piece.turns, "A")
+                    for event in diarized_segments(spoken, segments):
+                        yield _sse(event)
+                    segments += len(spoken)
+                elif joined != text:
                     yield _sse(TranscriptTextDelta(delta=joined[len(text) :]))
-                    text = joined
+                text = joined
                 piece = await anext(rest, None)
         except ASRServeError as exc:
             note_refusal(request, exc)

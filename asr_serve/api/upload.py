@@ -29,11 +29,32 @@ from asr_serve.errors import (
     UnsupportedMediaTypeError,
     UploadBudgetError,
 )
-from asr_serve.serving.requests import FieldValue, Upload
+from asr_serve.serving.requests import MAX_KNOWN_SPEAKERS, FieldValue, Upload
 
 #: Room for the multipart framing and the small text fields beside the file.
 FORM_OVERHEAD_BYTES = 256 * 1024
+#: Any text field but a reference clip.
 MAX_FIELD_BYTES = 64 * 1024
+#: The field of the diarizing request's reference clips (data URLs): up to
+#: ``MAX_KNOWN_SPEAKERS`` of them, each up to :func:`reference_field_bytes`.
+REFERENCE_FIELD = "known_speaker_references"
+
+
+_REFERENCE_HINT = " (a reference clip of at most limits.max_reference_bytes of audio)"
+
+
+def reference_field_bytes(limits: LimitsConfig) -> int:
+    """A data URL of ``max_reference_bytes`` of audio: base64, and its ``data:`` header."""
+    return -(-limits.max_reference_bytes // 3) * 4 + 256
+
+
+def form_limit(limits: LimitsConfig) -> int:
+    """The most body a request may send: the file, the text fields, the reference clips."""
+    return (
+        limits.max_upload_bytes
+        + FORM_OVERHEAD_BYTES
+        + MAX_KNOWN_SPEAKERS * reference_field_bytes(limits)
+    )
 
 
 #: ``name[key]``: one key of an object field, as the ``openai`` client sends
@@ -60,17 +81,47 @@ def _add_field(fields: dict[str, FieldValue], key: str, value: str) -> None:
 
 
 class _InMemoryMultiPartParser(MultiPartParser):
-    """Starlette's parser with the spool threshold above any accepted upload."""
+    """Starlette's parser with the spool threshold above any accepted upload, and a size
+    bound per text field: 64 KiB, except up to four reference clips of their own bound."""
 
-    def __init__(self, request: Request, stream: AsyncIterator[bytes], limit: int) -> None:
+    def __init__(
+        self, request: Request, stream: AsyncIterator[bytes], limits: LimitsConfig
+    ) -> None:
+        self.reference_bytes = reference_field_bytes(limits)
         super().__init__(
             request.headers,
             stream,
             max_files=1,
             max_fields=32,
-            max_part_size=MAX_FIELD_BYTES,
+            max_part_size=max(MAX_FIELD_BYTES, self.reference_bytes),
         )
-        self.spool_max_size = limit + FORM_OVERHEAD_BYTES
+        self.spool_max_size = form_limit(limits)
+        self.max_file_bytes = limits.max_upload_bytes
+        self._file_bytes = 0
+        self._references = 0
+        self._counted: object = None
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._current_part
+        if part.file is not None:
+            # The body's bound has room for reference clips; the file gets none of it.
+            self._file_bytes += end - start
+            if self._file_bytes > self.max_file_bytes:
+                raise _too_large(self.max_file_bytes)
+        else:
+            name = part.field_name.removesuffix("[]")
+            cap = self.reference_bytes if name == REFERENCE_FIELD else MAX_FIELD_BYTES
+            if len(part.data) + end - start > cap:
+                hint = _REFERENCE_HINT if name == REFERENCE_FIELD else ""
+                raise MultiPartException(f"field {name!r} is over {cap // 1024} KiB{hint}")
+            if name == REFERENCE_FIELD and self._counted is not part:
+                self._counted = part
+                self._references += 1
+                if self._references > MAX_KNOWN_SPEAKERS:
+                    raise MultiPartException(
+                        f"at most {MAX_KNOWN_SPEAKERS} {REFERENCE_FIELD} fields are taken"
+                    )
+        super().on_part_data(data, start, end)
 
 
 class UploadBudget:
@@ -133,7 +184,7 @@ async def _limited(
     request: Request, limits: LimitsConfig, take: Callable[[int], None]
 ) -> AsyncIterator[bytes]:
     """The body's chunks, cut off past the size limit, the upload deadline or an idle gap."""
-    limit = limits.max_upload_bytes + FORM_OVERHEAD_BYTES
+    limit = form_limit(limits)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.upload_timeout_s
     chunks = aiter(request.stream())
@@ -178,19 +229,18 @@ async def read_upload(request: Request, *, limits: LimitsConfig, budget: UploadB
         )
     max_bytes = limits.max_upload_bytes
     declared = request.headers.get("content-length")
-    if (
-        declared is not None
-        and declared.isdigit()
-        and int(declared) > max_bytes + FORM_OVERHEAD_BYTES
-    ):
+    if declared is not None and declared.isdigit() and int(declared) > form_limit(limits):
         raise _too_large(max_bytes)
 
     with budget.account() as take:
-        parser = _InMemoryMultiPartParser(request, _limited(request, limits, take), max_bytes)
+        parser = _InMemoryMultiPartParser(request, _limited(request, limits, take), limits)
         try:
             form = await parser.parse()
         except MultiPartException as exc:
-            raise InvalidRequestError(f"malformed multipart body: {exc.message}") from None
+            param = REFERENCE_FIELD if REFERENCE_FIELD in exc.message else None
+            raise InvalidRequestError(
+                f"malformed multipart body: {exc.message}", param=param
+            ) from None
         except ClientDisconnect:
             raise InvalidRequestError("client disconnected during upload") from None
 

@@ -53,6 +53,9 @@ class DecodedAudio:
     pieces: tuple[Piece, ...] | None = None
     """The pieces to transcribe, set by the decoder's VAD for audio longer than one model
     window; ``None``: the whole file is one piece."""
+    regions: tuple[Piece, ...] | None = None
+    """The VAD's speech regions (padded), finer than the pieces; set only when asked for
+    (diarization needs the turns inside a piece)."""
 
     def pieces_to_transcribe(self) -> tuple[Piece, ...]:
         """The planned pieces, or the whole file as one piece when it was not split."""

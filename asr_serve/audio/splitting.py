@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from asr_serve.audio.decode import Piece
 from asr_serve.config import SAMPLE_RATE, SplittingConfig
+
+
+class Plan(NamedTuple):
+    """Speech regions and the pieces made of them (``None``: the audio fits one piece)."""
+
+    regions: tuple[Piece, ...]
+    pieces: tuple[Piece, ...] | None
 
 
 class PieceSplitter:
@@ -46,6 +54,13 @@ class PieceSplitter:
         if self.fits(samples):
             return None
         return tuple(plan_pieces(self.speech_regions(samples, vad), self.max_samples))
+
+    def plan(self, samples: np.ndarray, vad: SplittingConfig | None = None) -> Plan:
+        """The speech regions whatever the length, and the pieces when the audio is split."""
+        regions = tuple(self.speech_regions(samples, vad))
+        if self.fits(samples):
+            return Plan(regions, None)
+        return Plan(regions, tuple(plan_pieces(regions, self.max_samples)))
 
     def speech_regions(
         self, samples: np.ndarray, vad: SplittingConfig | None = None

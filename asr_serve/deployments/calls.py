@@ -95,21 +95,40 @@ def _raise_if_error(value: T | ASRServeError) -> T:
 class Downstream:
     """The decoder and the models as the ingress sees them: plain async methods."""
 
-    def __init__(self, decoder: DeploymentHandle, models: dict[str, DeploymentHandle]) -> None:
+    def __init__(
+        self,
+        decoder: DeploymentHandle,
+        models: dict[str, DeploymentHandle],
+        speakers: DeploymentHandle | None = None,
+    ) -> None:
         # `.options()` starts each handle's router now, so a new ingress replica (redeploy,
         # scale-up) learns the replicas before its first requests instead of holding them
         # as queued, against max_queued_requests, while it asks.
         self._decoder = decoder.options()
         self._models = {name: handle.options() for name, handle in models.items()}
+        self._speakers = None if speakers is None else speakers.options()
         #: Last readiness seen per model, so ``/ready`` logs changes, not every probe.
         self._ready: dict[str, bool] = {}
         #: Per model, what its engine can do: fixed for a replica's life, asked once.
         self._capabilities: dict[str, EngineCapabilities] = {}
 
-    async def decode(self, data: bytes, splitting: SplittingConfig) -> DecodedAudio:
+    async def decode(
+        self, data: bytes, splitting: SplittingConfig, regions: bool = False
+    ) -> DecodedAudio:
         return await call_downstream(
-            lambda: self._decoder.decode.remote(data, splitting), target="decoder"
+            lambda: self._decoder.decode.remote(data, splitting, regions), target="decoder"
         )
+
+    @property
+    def diarizes(self) -> bool:
+        """Whether the Speakers deployment is part of the graph."""
+        return self._speakers is not None
+
+    async def embed(self, clips: list[np.ndarray]) -> np.ndarray:
+        """Speaker embeddings of clips, one row each (the Speakers deployment)."""
+        assert self._speakers is not None, "speakers are off"
+        speakers = self._speakers
+        return await call_downstream(lambda: speakers.embed.remote(clips), target="speakers")
 
     async def transcribe(
         self, model: str, audio: np.ndarray, options: TranscribeOptions, admitted: bool

@@ -37,10 +37,12 @@ class AudioDecoder:
         self.metrics = DecoderMetrics()
 
     async def decode(
-        self, data: bytes, splitting: SplittingConfig | None = None
+        self, data: bytes, splitting: SplittingConfig | None = None, regions: bool = False
     ) -> DecodedAudio | ASRServeError:
         """Decode off the event loop (PyAV releases the GIL) and enforce the duration limit;
         split long audio with the request's VAD knobs (``chunking_strategy``) if it has any.
+        ``regions``: also return the VAD's speech regions, whatever the length (one VAD pass
+        gives both).
 
         A bad upload is the client's error, returned as a value for the ingress to raise:
         Serve logs every exception a replica method raises as an ERROR with its traceback.
@@ -57,6 +59,9 @@ class AudioDecoder:
             self.metrics.refused(exc.code)
             return exc
         self.metrics.decoded(audio, time.perf_counter() - started)
+        if regions:
+            found = await asyncio.to_thread(self.splitter.plan, audio.samples, splitting)
+            return dataclasses.replace(audio, pieces=found.pieces, regions=found.regions)
         if self.splitter.fits(audio.samples):  # most uploads: no VAD, no thread hop
             return audio
         # The VAD reads the samples in place; the pieces are offsets, not copies.

@@ -26,6 +26,7 @@ from asr_serve.deployments.calls import Downstream
 from asr_serve.deployments.serve_metrics import CacheMetrics, DecoderMetrics, LiveSessionMetrics
 from asr_serve.live.sessions import LiveSessions
 from asr_serve.serving.cache import NO_CACHE, RedisCache, ResultCache
+from asr_serve.serving.diarization import FileDiarizer
 from asr_serve.serving.in_place import ReadInPlaceFirst
 from asr_serve.serving.pipeline import TranscriptionPipeline
 
@@ -49,12 +50,16 @@ logger = logging.getLogger("ray.serve")
 @serve.ingress()
 class Ingress:
     def __init__(
-        self, decoder: DeploymentHandle, models: dict[str, DeploymentHandle], config: dict
+        self,
+        decoder: DeploymentHandle,
+        models: dict[str, DeploymentHandle],
+        config: dict,
+        speakers: DeploymentHandle | None = None,
     ) -> None:
         app_config = AppConfig.model_validate(config)
         api_keys = APIKeyVerifier.from_config(app_config.auth)
         logger.info("API key auth %s", "on" if api_keys.enabled else "off (no keys configured)")
-        downstream = Downstream(decoder, models)
+        downstream = Downstream(decoder, models, speakers)
         cache: ResultCache = (
             RedisCache(app_config.cache, CacheMetrics()) if app_config.cache.enabled else NO_CACHE
         )
@@ -66,6 +71,9 @@ class Ingress:
             transcribe=downstream.transcribe,
             capabilities=downstream.capabilities,
             cache=cache,
+            diarizer=(
+                FileDiarizer(app_config.speakers, downstream.embed) if downstream.diarizes else None
+            ),
         )
         live = LiveSessions(
             app_config.live,
@@ -73,6 +81,8 @@ class Ingress:
             metrics=LiveSessionMetrics(),
             models=[m.name for m in app_config.models],
             default_model=app_config.default_model or app_config.models[0].name,
+            embed=downstream.embed if downstream.diarizes else None,
+            speakers=app_config.speakers,
             limits=app_config.limits,
         )
         self.state = IngressState(

@@ -96,6 +96,39 @@ class ASRMetrics:
             metric.set_default_tags(dict(tags))
 
 
+class SpeakersMetrics:
+    """The Speakers deployment: speaker embeddings of files' clips, reference clips and
+    live utterances, batched across requests and sessions."""
+
+    def __init__(self) -> None:
+        self.batch_partials = metrics.Histogram(
+            "asr_speakers_batch_partials",
+            description="Windows (GE2E partials, CAM++ windows) in one speaker-encoder call.",
+            boundaries=_BATCH_BUCKETS,
+        )
+        self.batch_calls = metrics.Histogram(
+            "asr_speakers_batch_calls",
+            description="Calls (files, reference sets, live utterances) sharing one encoder call.",
+            boundaries=_BATCH_BUCKETS,
+        )
+        self.queue_wait = metrics.Histogram(
+            "asr_speakers_queue_wait_seconds",
+            description="Time a call waited in the Speakers replica before its batch started.",
+            boundaries=_LATENCY_BUCKETS_S,
+        )
+        self.inference = metrics.Histogram(
+            "asr_speakers_inference_seconds",
+            description="Wall time of one batched speaker-encoder call.",
+            boundaries=_LATENCY_BUCKETS_S,
+        )
+        self.clips = metrics.Counter(
+            "asr_speakers_clips_total", description="Clips embedded (one embedding each)."
+        )
+        self.audio_seconds = metrics.Counter(
+            "asr_speakers_audio_seconds_total", description="Seconds of audio embedded."
+        )
+
+
 class DecoderMetrics:
     """Uploads read into samples: by the AudioDecoder, or by the ingress for what needs no
     decoding (:mod:`asr_serve.serving.in_place`); both count here, so the panels show all."""

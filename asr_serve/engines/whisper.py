@@ -1,9 +1,11 @@
 """The faster-whisper engine: Whisper as CTranslate2 weights, batched where batching pays.
 
-Whisper reads 30 s windows. A clip of at most one window whose request wants no timestamps
-(the common case) goes through one batched ``encode`` + ``generate`` with the no-timestamps
-prompt. Anything else (timestamps asked for, or longer audio that must be windowed) goes
-through faster-whisper's own ``transcribe``, one item at a time. Both paths decode with the
+Whisper reads 30 s windows. A clip of at most one window whose request wants no word times
+or log-probabilities (the common case) goes through one batched ``encode`` + ``generate``:
+with the no-timestamps prompt, or, when segment timestamps are asked for, with timestamp
+tokens that the segments are read from. Anything else (word times and log-probabilities need
+faster-whisper's alignment; longer audio must be windowed) goes through faster-whisper's own
+``transcribe``, one item at a time. Both paths decode with the
 same settings (beam 5, or best of 5 samples when ``temperature`` > 0; the same no-speech
 gate), so which other requests share a clip's batch changes its text only through the
 numerics of batched int8 kernels: rarely, and on words the model was unsure of.
@@ -143,18 +145,19 @@ class WhisperEngine(Engine):
         results: list[EngineResult | None] = [None] * len(audios)
         window = self.model.feature_extractor.n_samples
         contexts: dict[int, list[int]] = {}
-        # Items share a ``generate`` call only with the same temperature, prompt length and
-        # task: CTranslate2 needs <|startoftranscript|> at one position across a batch.
-        groups: dict[tuple[float, int, str], list[int]] = {}
+        # Items share a ``generate`` call only with the same temperature, prompt length, task
+        # and timestamp mode: CTranslate2 needs <|startoftranscript|> at one position across
+        # a batch, and the prompt says whether timestamps are wanted.
+        groups: dict[tuple[float, int, str, bool], list[int]] = {}
         for i, (audio, opts) in enumerate(zip(audios, options, strict=True)):
-            timed = opts.segment_timestamps or opts.word_timestamps or opts.logprobs
-            if timed or len(audio) > window:
+            if opts.word_timestamps or opts.logprobs or len(audio) > window:
                 results[i] = self._transcribe_windowed(audio, opts)
             else:
                 contexts[i] = self._prompt_tokens(opts.prompt)
-                groups.setdefault((opts.temperature, len(contexts[i]), opts.task), []).append(i)
+                key = (opts.temperature, len(contexts[i]), opts.task, opts.segment_timestamps)
+                groups.setdefault(key, []).append(i)
         step = len(audios) if self.device == "cuda" else _CPU_BATCH
-        for (temperature, _, task), indices in groups.items():
+        for (temperature, _, task, timestamps), indices in groups.items():
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
                 decoded = self._decode_window_batch(
@@ -163,6 +166,7 @@ class WhisperEngine(Engine):
                     [contexts[i] for i in chunk],
                     temperature,
                     task,
+                    timestamps,
                 )
                 for i, result in zip(chunk, decoded, strict=True):
                     results[i] = result
@@ -175,15 +179,18 @@ class WhisperEngine(Engine):
         contexts: Sequence[list[int]],
         temperature: float,
         task: str,
+        timestamps: bool = False,
     ) -> list[EngineResult]:
-        """At most 30 s each, no timestamps, equal prompt lengths: one encode, one generate."""
+        """At most 30 s each, equal prompt lengths: one encode, one generate. With
+        ``timestamps`` the prompt asks for timestamp tokens (CTranslate2 applies Whisper's
+        timestamp rules) and each result has its segments."""
         model = self.model
         features = np.stack([pad_or_trim(model.feature_extractor(a)) for a in audios])
         encoded = model.encode(features)
         resolved = self._resolve_languages(encoded, languages)
         tokenizers = [self._tokenizer(lang, task) for lang in resolved]
         prompts = [
-            model.get_prompt(tok, context, without_timestamps=True)
+            model.get_prompt(tok, context, without_timestamps=not timestamps)
             for tok, context in zip(tokenizers, contexts, strict=True)
         ]
         max_length = _MAX_LENGTH
@@ -207,14 +214,58 @@ class WhisperEngine(Engine):
             silent = (
                 out.no_speech_prob > _NO_SPEECH_THRESHOLD and avg_logprob <= _LOG_PROB_THRESHOLD
             )
+            duration = len(audio) / SAMPLE_RATE
+            if not timestamps:
+                text = "" if silent else tok.decode(tokens).strip()
+                results.append(EngineResult(text=text, language=lang, duration=duration))
+                continue
+            segments = [] if silent else self._timed_segments(tokens, tok, duration, avg_logprob)
             results.append(
                 EngineResult(
-                    text="" if silent else tok.decode(tokens).strip(),
+                    text=" ".join(s.text for s in segments),
                     language=lang,
-                    duration=len(audio) / SAMPLE_RATE,
+                    duration=duration,
+                    segments=segments,
                 )
             )
         return results
+
+    def _timed_segments(
+        self, tokens: Sequence[int], tok: Tokenizer, duration: float, avg_logprob: float
+    ) -> list[Segment]:
+        """Segments from one window's tokens: text between a timestamp and the next, as
+        ``<|0.00|> text <|5.00|><|5.00|> text <|9.40|>``. Text left open at the end (the
+        tokens ran out) ends with the audio; times are clamped to it."""
+        precision = self.model.time_precision
+        spans: list[tuple[float, float, list[int]]] = []
+        start, last_end = None, 0.0
+        text: list[int] = []
+        for token in tokens:
+            if token < tok.timestamp_begin:
+                text.append(token)
+                continue
+            at = (token - tok.timestamp_begin) * precision
+            if text:
+                spans.append((last_end if start is None else start, at, text))
+                text, start, last_end = [], None, at
+            else:
+                start = at
+        if text:
+            spans.append((last_end if start is None else start, duration, text))
+        segments = []
+        for begin, end, ids in spans:
+            words = tok.decode(ids).strip()
+            if words:
+                segments.append(
+                    Segment(
+                        id=len(segments),
+                        start=min(begin, duration),
+                        end=min(max(end, begin), duration),
+                        text=words,
+                        avg_logprob=avg_logprob,
+                    )
+                )
+        return segments
 
     def _resolve_languages(
         self, encoded: ctranslate2.StorageView, requested: Sequence[str | None]

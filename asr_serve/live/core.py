@@ -51,6 +51,7 @@ from asr_serve.live.events import (
 from asr_serve.live.metrics import LiveMetrics
 from asr_serve.live.partials import SessionPartials, StableText
 from asr_serve.live.pcm import InputFormat, PCMDecoder
+from asr_serve.live.speakers import SessionSpeakers
 from asr_serve.live.transcribe import Transcribe, TranscribeKind, TranscribeRequest
 from asr_serve.live.turns import Cut, Pause, Resume, Start, Stop, Turn, TurnDetector, ms_to_samples
 from asr_serve.live.vad import VADStream
@@ -110,6 +111,8 @@ class SessionSettings(BaseModel):
     options: TranscribeOptions = Field(default_factory=TranscribeOptions)
     #: Partial results for the open utterance (if the replica's ``LiveConfig`` allows them).
     partials: bool = True
+    #: Label each utterance with its speaker (if the replica has the Speakers deployment).
+    speakers: bool = False
 
 
 @dataclass(eq=False)
@@ -140,6 +143,7 @@ class LiveSession:
         *,
         protocol: str,
         audio_budget: AudioBudget | None = None,
+        speakers: SessionSpeakers | None = None,
     ) -> None:
         self.id = f"sess_{secrets.token_hex(10)}"
         #: The adapter's name; only a label on the session's metrics.
@@ -147,6 +151,7 @@ class LiveSession:
         self.settings = settings
         self.config = config
         self._transcribe = transcribe
+        self._speakers = speakers
         self._emit = emit
         self._metrics = metrics
         self._decoder = PCMDecoder(settings.input_format)
@@ -329,6 +334,8 @@ class LiveSession:
     ) -> None:
         """Transcribe a committed utterance; emit its outcome after the previous item's."""
         outcome: EngineResult | ASRServeError
+        speakers = self._speakers if self.settings.speakers else None
+        embedding = asyncio.ensure_future(speakers.embed(audio)) if speakers else None
         try:
             async with asyncio.timeout(self.config.final_timeout_s):
                 outcome = await self._request(audio, TranscribeKind.FINAL, lambda: True)
@@ -341,6 +348,7 @@ class LiveSession:
         except Exception:
             logger.exception("live session %s: final transcription failed", self.id)
             outcome = ASRServeError("transcription failed")
+        vector = await embedding if embedding is not None else None
         if previous is not None:
             await asyncio.wait([previous])
         if isinstance(outcome, ASRServeError):
@@ -357,6 +365,7 @@ class LiveSession:
                 _ms(span[0]),
                 _ms(span[1]),
                 outcome,
+                speaker=speakers.label(vector, len(audio)) if speakers else None,
             )
         )
 

@@ -66,6 +66,8 @@ class Completed:
     audio_start_ms: int
     audio_end_ms: int
     result: EngineResult
+    #: The session's label for who said it, when the session asked for speakers.
+    speaker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

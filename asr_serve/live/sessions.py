@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from asr_serve.config import LimitsConfig, LiveConfig
+from asr_serve.config import LimitsConfig, LiveConfig, SpeakersConfig
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.partials import PartialScheduler
 from asr_serve.live.protocols.connection import (
@@ -25,6 +25,7 @@ from asr_serve.live.protocols.connection import (
     LiveContext,
     accepted_subprotocol,
 )
+from asr_serve.live.speakers import Embed
 from asr_serve.live.transcribe import Transcribe
 
 logger = logging.getLogger("ray.serve")
@@ -40,12 +41,21 @@ class LiveSessions:
         models: Sequence[str],
         default_model: str,
         limits: LimitsConfig,
+        embed: Embed | None = None,
+        speakers: SpeakersConfig | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.scheduler = PartialScheduler(transcribe, config, metrics)
         self._context = LiveContext(
-            self.scheduler, list(models), default_model, config, metrics, limits
+            self.scheduler,
+            list(models),
+            default_model,
+            config,
+            metrics,
+            limits,
+            embed,
+            speakers or SpeakersConfig(),
         )
         #: Sessions open now on this replica, all doors together.
         self.active = 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asr_serve.engines.base import EngineResult, TranscribeOptions
+from asr_serve.speakers.labels import Turn
 
 
 class TranscribeKind(enum.StrEnum):
@@ -41,6 +42,9 @@ class TranscribeRequest:
 #: scheduler, or by the model's replica, which requests kept busy). Finals never get ``None``.
 Transcribe = Callable[[TranscribeRequest], Awaitable[EngineResult | None]]
 
-#: A whole file in any container, for a model, with options: decoded, split at pauses,
-#: transcribed and stitched as a file request's audio is. Raises the request's errors.
-TranscribeFile = Callable[[bytes, str, TranscribeOptions], Awaitable[EngineResult]]
+#: A whole file in any container, for a model, with options, and whether to find who spoke:
+#: decoded, split at pauses, transcribed and stitched as a file request's audio is; with its
+#: speaker turns (none unless asked). Raises the request's errors.
+TranscribeFile = Callable[
+    [bytes, str, TranscribeOptions, bool], Awaitable[tuple[EngineResult, list[Turn]]]
+]

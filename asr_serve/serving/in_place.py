@@ -52,7 +52,12 @@ class ReadInPlaceFirst:
         self.metrics = metrics
         self._decode = decode
 
-    async def __call__(self, data: bytes, splitting: SplittingConfig) -> DecodedAudio:
+    async def __call__(
+        self, data: bytes, splitting: SplittingConfig, regions: bool = False
+    ) -> DecodedAudio:
+        """``regions`` (diarization): the decoder's VAD is needed whatever the upload."""
+        if regions:
+            return await self._decode(data, splitting, regions)
         return self.read(data) or await self._decode(data, splitting)
 
     def read(self, data: bytes) -> DecodedAudio | None:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineCapabilities, EngineResult, TranscribeOptions
 from asr_serve.errors import DeadlineExceededError, InvalidRequestError
 from asr_serve.serving.cache import NO_CACHE, ResultCache
+from asr_serve.serving.diarization import FileDiarizer
 from asr_serve.serving.requests import (
     TranscriptionRequest,
     Upload,
@@ -36,8 +39,21 @@ from asr_serve.serving.requests import (
     transcribe_options,
 )
 from asr_serve.serving.stitching import stitch
+from asr_serve.speakers.clustering import KnownSpeakers
+from asr_serve.speakers.labels import SpeakerSegment, Turn, attribute
 
-DecodeFn = Callable[[bytes, SplittingConfig], Awaitable[DecodedAudio]]
+#: OpenAI's diarizing model needs ``chunking_strategy`` for audio longer than this.
+DIARIZE_UNCHUNKED_MAX_S = 30.0
+
+
+class DecodeFn(Protocol):
+    """Upload bytes to samples; ``regions`` asks for the VAD's speech regions too."""
+
+    def __call__(
+        self, data: bytes, splitting: SplittingConfig, regions: bool = False
+    ) -> Awaitable[DecodedAudio]: ...
+
+
 #: ``(model, samples, options, admitted)``; ``admitted``: an earlier piece of the request was
 #: admitted, so the model must not refuse this one halfway (admission is per request).
 TranscribeFn = Callable[[str, np.ndarray, TranscribeOptions, bool], Awaitable[EngineResult]]
@@ -70,6 +86,8 @@ class Transcription:
     asr_ms: float = 0.0
     #: The languages the model detected (:func:`detected_languages`).
     languages: tuple[str, ...] = ()
+    #: ``diarized_json``: the transcript's segments with their speakers.
+    speakers: list[SpeakerSegment] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +97,8 @@ class PieceResult:
     piece: Piece
     result: EngineResult
     cache_hit: bool | None
+    #: ``diarized_json``: who spoke when in the whole file.
+    turns: list[Turn] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,12 @@ class Job:
     deadline: float
     #: ``/v1/audio/translations``: English text, by a model that can translate.
     translate: bool = False
+    #: ``diarized_json``'s reference clips, embedded.
+    known: KnownSpeakers | None = None
+
+    @property
+    def diarize(self) -> bool:
+        return self.request.response_format == "diarized_json"
 
     def log_fields(self) -> dict[str, object]:
         """What the request's log line says about it."""
@@ -110,9 +136,11 @@ class TranscriptionPipeline:
         transcribe: TranscribeFn,
         capabilities: CapabilitiesFn = _no_capabilities,
         cache: ResultCache | None = None,
+        diarizer: FileDiarizer | None = None,
     ) -> None:
         self.config = config
         self._decode = decode
+        self.diarizer = diarizer
         self._transcribe = transcribe
         self._capabilities = capabilities
         self.cache: ResultCache = cache or NO_CACHE
@@ -127,9 +155,35 @@ class TranscriptionPipeline:
             request = parse_request(upload.fields, self.config)
         splitting = splitting_for(request, self.config.splitting)
         deadline = asyncio.get_running_loop().time() + self.config.limits.request_timeout_s
+        if request.response_format != "diarized_json":
+            async with self._deadline(deadline):
+                audio = await self._decode(upload.data, splitting)
+            return Job(request=request, audio=audio, deadline=deadline, translate=translate)
         async with self._deadline(deadline):
-            audio = await self._decode(upload.data, splitting)
-        return Job(request=request, audio=audio, deadline=deadline, translate=translate)
+            audio, known = await self._diarized(request, upload.data, splitting)
+        return Job(request=request, audio=audio, deadline=deadline, known=known)
+
+    async def _diarized(
+        self, request: TranscriptionRequest, data: bytes, splitting: SplittingConfig
+    ) -> tuple[DecodedAudio, KnownSpeakers | None]:
+        """The file with its speech regions, and the request's reference clips embedded."""
+        if self.diarizer is None:
+            raise InvalidRequestError(
+                "diarized_json: speaker diarization is off on this server",
+                param="response_format",
+            )
+        audio = await self._decode(data, splitting, True)
+        if request.chunking_strategy is None and audio.duration_s > DIARIZE_UNCHUNKED_MAX_S:
+            raise InvalidRequestError(
+                f"chunking_strategy is required with diarized_json for audio longer than "
+                f"{DIARIZE_UNCHUNKED_MAX_S:g} s (this is {audio.duration_s:.1f} s); send "
+                "chunking_strategy=auto",
+                param="chunking_strategy",
+            )
+        known = await self.diarizer.known_speakers(
+            request, self._decode, self.config.limits, splitting
+        )
+        return audio, known
 
     async def _translating_model(self, requested: str | None) -> str:
         """The named model if it can translate; with none named, the default model if it
@@ -158,6 +212,7 @@ class TranscriptionPipeline:
         asr_ms = 1000 * (time.perf_counter() - started)
         result = stitch([(p.piece, p.result) for p in pieces], job.audio.duration_s)
         hits = [p.cache_hit for p in pieces if p.cache_hit is not None]
+        turns = pieces[0].turns if pieces else None
         return Transcription(
             request=job.request,
             model=job.request.model,
@@ -166,32 +221,54 @@ class TranscriptionPipeline:
             translate=job.translate,
             asr_ms=asr_ms,
             languages=detected_languages(job.request, [p.result for p in pieces]),
+            speakers=None if turns is None else attribute(result.segments, turns, "A"),
         )
 
     async def transcribe_file(
-        self, data: bytes, model: str, options: TranscribeOptions
-    ) -> EngineResult:
+        self, data: bytes, model: str, options: TranscribeOptions, speakers: bool = False
+    ) -> tuple[EngineResult, list[Turn]]:
         """A whole file's result: decoded (in place, or by the decoder, which splits a long
-        file at pauses), its pieces transcribed and stitched, as a request's file is."""
+        file at pauses), its pieces transcribed and stitched, as a request's file is; with
+        ``speakers``, who spoke when, found beside the pieces as for ``diarized_json``."""
+        diarizer = self.diarizer if speakers else None
+        if speakers and diarizer is None:
+            raise InvalidRequestError("speaker diarization is off on this server", param="model")
         deadline = asyncio.get_running_loop().time() + self.config.limits.request_timeout_s
         async with self._deadline(deadline):
-            audio = await self._decode(data, self.config.splitting)
-        pieces = [piece async for piece in self._pieces(model, audio, options, deadline)]
-        return stitch([(p.piece, p.result) for p in pieces], audio.duration_s)
+            splitting = self.config.splitting
+            audio = await (
+                self._decode(data, splitting, True) if speakers else self._decode(data, splitting)
+            )
+        turns_of = None if diarizer is None else lambda: diarizer.turns(audio, None)
+        pieces = [p async for p in self._pieces(model, audio, options, deadline, turns_of)]
+        result = stitch([(p.piece, p.result) for p in pieces], audio.duration_s)
+        return result, (pieces[0].turns or []) if pieces else []
 
     def results(self, job: Job) -> AsyncGenerator[PieceResult, None]:
         """Each piece's result, in time order, as soon as it and those before it are done."""
         assert job.request.model is not None
         options = transcribe_options(job.request, translate=job.translate)
-        return self._pieces(job.request.model, job.audio, options, job.deadline)
+        diarizer = self.diarizer if job.diarize else None
+        turns = (
+            None
+            if diarizer is None
+            else lambda: diarizer.turns(job.audio, job.known, job.request.num_speakers)
+        )
+        return self._pieces(job.request.model, job.audio, options, job.deadline, turns)
 
     async def _pieces(
-        self, model: str, audio: DecodedAudio, options: TranscribeOptions, deadline: float
+        self,
+        model: str,
+        audio: DecodedAudio,
+        options: TranscribeOptions,
+        deadline: float,
+        turns_of: Callable[[], Awaitable[list[Turn]]] | None = None,
     ) -> AsyncGenerator[PieceResult, None]:
         """Pieces go to the model as separate items, so its ``@serve.batch`` mixes them with
         other requests' items; at most ``splitting.max_in_flight`` at a time, so a long
         file does not queue all its pieces ahead of a short request. Slices of the decoded
         array are views: only each piece's own samples are serialised to the model.
+        ``turns_of`` (diarization) runs beside the pieces; the first result waits for it.
         """
         samples = audio.samples
         model_config = self.config.model(model)
@@ -214,19 +291,24 @@ class TranscriptionPipeline:
         # the generator cancels the rest and waits for them, retrieving their exceptions.
         # The first piece is admitted by the model's queue (or refused, failing the request);
         # the rest follow it unchecked, so an admitted long file is not refused halfway.
+        diarizing = None if turns_of is None else asyncio.ensure_future(turns_of())
         tasks = [
             asyncio.ensure_future(one(piece, admitted=i > 0))
             for i, piece in enumerate(audio.pieces_to_transcribe())
         ]
         try:
+            turns = None
             for task in tasks:
                 async with self._deadline(deadline):
                     result = await task
-                yield result
+                    if diarizing is not None and turns is None:
+                        turns = await diarizing
+                yield dataclasses.replace(result, turns=turns)
         finally:
-            for task in tasks:
+            everything = [*tasks, *([diarizing] if diarizing is not None else [])]
+            for task in everything:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*everything, return_exceptions=True)
 
     @contextlib.asynccontextmanager
     async def _deadline(self, deadline: float) -> AsyncIterator[None]:

@@ -29,7 +29,8 @@ from pydantic import (
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.errors import InvalidParameterError, InvalidRequestError, ModelNotFoundError
-from asr_serve.untrusted import check_json_shape
+from asr_serve.speakers.models import resolve
+from asr_serve.untrusted import check_json_shape, clip
 
 #: A form field's value: ``name[]`` fields are lists, ``name[key]`` fields objects.
 FieldValue = str | list[str] | dict[str, str]
@@ -48,6 +49,11 @@ class Upload:
 
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
+#: ``diarized_json``: segments with speakers (transcriptions only).
+TranscriptionFormat = ResponseFormat | Literal["diarized_json"]
+#: OpenAI's bound on ``known_speaker_names[]`` / ``known_speaker_references[]``.
+MAX_KNOWN_SPEAKERS = 4
+SpeakerName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 TimestampGranularity = Literal["segment", "word"]
 #: A language code: ISO-639-1 (or -3) such as ``en``, ``zh``, ``yue``.
 LanguageCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?$")]
@@ -87,22 +93,29 @@ class TranscriptionRequest(BaseModel):
     prompt: str | None = None
     #: Words to recognise: Fun-ASR's hotwords (beside the prompt's); refused by other models.
     keywords: list[str] = Field(default_factory=list)
-    #: ``diarized_json`` is refused until diarization exists.
-    response_format: ResponseFormat | Literal["diarized_json"] = "json"
+    #: ``diarized_json``: segments with their speakers (``A``, ``B``, … or known names).
+    response_format: TranscriptionFormat = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)
     timestamp_granularities: list[TimestampGranularity] = Field(default_factory=list)
     #: ``logprobs``: per-word log-probabilities, from models that give them.
     include: list[Literal["logprobs"]] = Field(default_factory=list)
     #: How long audio is split: ``auto`` (the server's splitting) or a ``server_vad`` object.
     chunking_strategy: Literal["auto"] | ServerVADChunking | None = None
-    #: Refused until diarization exists.
-    known_speaker_names: list[str] = Field(default_factory=list)
+    #: With ``diarized_json``: names for the speakers of ``known_speaker_references``.
+    known_speaker_names: list[SpeakerName] = Field(default_factory=list)
+    #: Data URLs of 2-10 s clips of those speakers, one per name, at most four.
     known_speaker_references: list[str] = Field(default_factory=list)
-    #: Server-sent events as pieces finish (``transcript.text.delta`` ... ``.done``);
-    #: with ``response_format`` ``json`` or ``text`` only.
+    #: With ``diarized_json``: how many speakers the audio has, when the client knows (an
+    #: extension of OpenAI's API, as pyannote names it); otherwise the server finds out.
+    num_speakers: int | None = Field(None, ge=1)
+    #: Server-sent events as pieces finish (``transcript.text.delta`` ... ``.done``, or
+    #: ``transcript.text.segment`` with ``diarized_json``); with ``json``, ``text`` and
+    #: ``diarized_json``.
     stream: bool = False
 
-    @field_validator("model", "language", "prompt", "chunking_strategy", mode="before")
+    @field_validator(
+        "model", "language", "prompt", "chunking_strategy", "num_speakers", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         """HTML forms and some clients send empty strings for omitted fields."""
@@ -173,12 +186,18 @@ def _check_prompt(prompt: str | None, config: AppConfig, keywords: Sequence[str]
 
 
 def model_name(requested: str | None, config: AppConfig) -> str:
-    """The configured model a request names (the default when it names none), or a 404."""
-    name = requested or config.default_model
-    assert name is not None
-    if name not in {m.name for m in config.models}:
+    """The configured model a request names (the default when it names none), or a 404.
+
+    OpenAI selects diarization by model name: ``gpt-4o-transcribe-diarize`` is the default
+    model here and ``<model>-diarize`` that model (:mod:`asr_serve.speakers.models`); with
+    files, ``response_format=diarized_json`` is what asks for speakers."""
+    configured = {m.name for m in config.models}
+    assert config.default_model is not None
+    name, _ = resolve(requested or config.default_model, configured, config.default_model)
+    if name not in configured:
         raise ModelNotFoundError(
-            f"model {name!r} does not exist; available: {', '.join(m.name for m in config.models)}",
+            f"model {clip(name, 64)!r} does not exist; available: "
+            f"{', '.join(m.name for m in config.models)}",
             param="model",
         )
     return name
@@ -189,22 +208,15 @@ def parse_request(fields: Fields, config: AppConfig) -> TranscriptionRequest:
     request = _validate(TranscriptionRequest, fields)
     _check_prompt(request.prompt, config, request.keywords)
     name = model_name(request.model, config)
-    refusals = {
-        "known_speaker_names": request.known_speaker_names,
-        "known_speaker_references": request.known_speaker_references,
-        "response_format": request.response_format == "diarized_json",
-    }
-    for param, asked in refusals.items():
-        if asked:
-            raise InvalidRequestError(
-                f"{param}: speaker diarization is not available on this server", param=param
-            )
-    if request.stream and request.response_format not in ("json", "text"):
+    _check_diarization(request, config)
+    if request.stream and request.response_format not in ("json", "text", "diarized_json"):
         raise InvalidRequestError(
-            "stream=true answers with text events; use response_format json or text",
+            "stream=true answers with text events; use response_format json, text or diarized_json",
             param="stream",
         )
-    if request.include and (request.stream or request.response_format in ("text", "srt", "vtt")):
+    if request.include and (
+        request.stream or request.response_format in ("text", "srt", "vtt", "diarized_json")
+    ):
         raise InvalidRequestError(
             "include[]=logprobs is given with response_format json or verbose_json, unstreamed",
             param="include",
@@ -217,6 +229,60 @@ def parse_request(fields: Fields, config: AppConfig) -> TranscriptionRequest:
     return request.model_copy(
         update={"model": name, "language": _language(request), "languages": []}
     )
+
+
+def _check_diarization(request: TranscriptionRequest, config: AppConfig) -> None:
+    """``diarized_json`` and known speakers: on a server with speakers, together, and
+    without what OpenAI's diarizing model refuses (word or segment timestamp granularities;
+    ``include[]``, refused with the other formats it does not fit)."""
+    diarized = request.response_format == "diarized_json"
+    if diarized and not config.speakers.enabled:
+        raise InvalidRequestError(
+            "diarized_json: speaker diarization is off on this server (speakers.enabled)",
+            param="response_format",
+        )
+    if not diarized:
+        for param in ("known_speaker_names", "known_speaker_references", "num_speakers"):
+            if getattr(request, param):
+                raise InvalidRequestError(
+                    f"{param} is about the speakers of response_format=diarized_json; ask for it",
+                    param=param,
+                )
+        return
+    check_known_speakers(request)
+    most = config.speakers.max_speakers
+    if request.num_speakers is not None and request.num_speakers > most:
+        raise InvalidRequestError(
+            f"num_speakers is {request.num_speakers}; this server tells at most {most} "
+            "speakers apart (speakers.max_speakers)",
+            param="num_speakers",
+        )
+    if request.timestamp_granularities:
+        raise InvalidRequestError(
+            "timestamp_granularities is not available with diarized_json: its segments carry "
+            "their times",
+            param="timestamp_granularities",
+        )
+
+
+def check_known_speakers(request: TranscriptionRequest) -> None:
+    """Names and references come together, one name per reference, at most four."""
+    names, refs = request.known_speaker_names, request.known_speaker_references
+    if not names and not refs:
+        return
+    if len(names) != len(refs):
+        raise InvalidRequestError(
+            f"known_speaker_names has {len(names)} entries and known_speaker_references "
+            f"{len(refs)}; give one name per reference clip",
+            param="known_speaker_names" if len(names) < len(refs) else "known_speaker_references",
+        )
+    if len(names) > MAX_KNOWN_SPEAKERS:
+        raise InvalidRequestError(
+            f"at most {MAX_KNOWN_SPEAKERS} known speakers are supported, got {len(names)}",
+            param="known_speaker_names",
+        )
+    if len(set(names)) != len(names):
+        raise InvalidRequestError("known_speaker_names must differ", param="known_speaker_names")
 
 
 def _language(request: TranscriptionRequest) -> str | None:
@@ -258,7 +324,8 @@ def transcribe_options(
         language=request.language.lower() if request.language else None,
         prompt=request.prompt,
         temperature=request.temperature,
-        segment_timestamps=request.response_format in ("verbose_json", "srt", "vtt"),
+        segment_timestamps=request.response_format
+        in ("verbose_json", "srt", "vtt", "diarized_json"),
         word_timestamps="word" in request.timestamp_granularities,
         task="translate" if translate else "transcribe",
         logprobs="logprobs" in request.include,

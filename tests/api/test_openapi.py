@@ -13,7 +13,7 @@ from asr_serve.config import CorsConfig
 from asr_serve.serving.requests import TranscriptionRequest, TranslationRequest
 
 #: OpenAI's ``audio.transcriptions.create`` form, as its client sends it, and this server's
-#: ``languages[]`` and ``keywords[]``.
+#: ``languages[]``, ``keywords[]`` and ``num_speakers``.
 TRANSCRIPTION_FIELDS = {
     "file",
     "model",
@@ -28,6 +28,7 @@ TRANSCRIPTION_FIELDS = {
     "chunking_strategy",
     "known_speaker_names[]",
     "known_speaker_references[]",
+    "num_speakers",
     "stream",
 }
 #: OpenAI's ``audio.translations.create`` form.

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from asr_serve.api.upload import FORM_OVERHEAD_BYTES, UploadBudget, read_upload
+from asr_serve.api.upload import UploadBudget, form_limit, read_upload
 from asr_serve.config import LimitsConfig
 from asr_serve.errors import ASRServeError, RequestTimeoutError, UploadBudgetError
 
@@ -73,7 +73,7 @@ def test_declared_length_over_limit_is_413_without_reading() -> None:
         return JSONResponse({})
 
     client = TestClient(Starlette(routes=[Route("/", endpoint, methods=["POST"])]))
-    body = b"--b\r\n" + b"x" * (LIMIT + FORM_OVERHEAD_BYTES + 10)
+    body = b"--b\r\n" + b"x" * (form_limit(LimitsConfig(max_upload_bytes=LIMIT)) + 10)
     resp = client.post(
         "/", content=body, headers={"content-type": "multipart/form-data; boundary=b"}
     )
@@ -242,3 +242,28 @@ def test_object_fields_arrive_as_objects(client: TestClient) -> None:
         data={"chunking_strategy": "auto", "chunking_strategy[type]": "server_vad"},
     )
     assert both.status_code == 400 and "both" in both.json()["error"]["message"]
+
+
+def test_reference_clips_have_a_bound_of_their_own(client: TestClient) -> None:
+    """A 10 s WAV as a data URL (~430 KB) fits ``known_speaker_references[]``, four of them;
+    a fifth, a larger one, or any other field over 64 KiB is refused naming the field."""
+    url = "data:audio/wav;base64," + "A" * 430_000
+    ok = client.post(
+        "/",
+        files={"file": ("a.wav", b"x" * 100, "audio/wav")},
+        data={"known_speaker_references[]": [url] * 4},
+    )
+    assert ok.status_code == 200 and len(ok.json()["fields"]["known_speaker_references"]) == 4
+    for data, param in (
+        ({"known_speaker_references[]": [url] * 5}, "known_speaker_references"),
+        ({"known_speaker_references[]": ["A" * (3 * 1024 * 1024)]}, "known_speaker_references"),
+        ({"prompt": "x" * (65 * 1024)}, None),
+    ):
+        resp = client.post("/", files={"file": ("a.wav", b"x", "audio/wav")}, data=data)
+        assert resp.status_code == 400
+        assert resp.json()["error"]["param"] == param
+
+
+def test_the_file_gets_none_of_the_room_for_references(client: TestClient) -> None:
+    resp = client.post("/", files={"file": ("a.wav", b"x" * (LIMIT + 1), "audio/wav")})
+    assert resp.status_code == 413

@@ -171,12 +171,13 @@ def test_decode_bound_load_grows_the_decoder_not_asr(
 
 
 def _live_utterance(app_url: str) -> str:
-    """One live session (OpenAI's protocol, a manual commit): its transcript."""
+    """One live session (OpenAI's protocol, a manual commit) of the diarizing model name, so
+    the Speakers deployment embeds the utterance too: its transcript."""
     url = app_url.replace("http://", "ws://", 1).replace("/audio/transcriptions", "/realtime")
     audio = base64.b64encode(pcm16(noise(1.0, 3), 24_000)).decode()
 
     async def session() -> str:
-        async with websockets.connect(f"{url}?model={TINY_MODEL}") as conn:
+        async with websockets.connect(f"{url}?model={TINY_MODEL}-diarize") as conn:
             session = {"type": "transcription", "audio": {"input": {"turn_detection": None}}}
             await conn.send(json.dumps({"type": "session.update", "session": session}))
             await conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))

@@ -90,6 +90,7 @@ def test_rayservice_serve_config_passes_serve_and_app_validation() -> None:
     for app in config["applications"]:
         app_config = AppConfig.model_validate(app["args"])
         graph = {"Ingress", "AudioDecoder"} | {m.deployment_name for m in app_config.models}
+        graph |= {"Speakers"} if app_config.speakers.enabled else set()
         assert {d["name"] for d in app["deployments"]} <= graph
 
 

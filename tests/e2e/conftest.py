@@ -10,30 +10,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import ray
-from ray import serve
 
-from asr_serve.app import REPLICA_ENV
-from devtools.net import free_port
+from devtools.local_serve import local_serve
 
 
 @pytest.fixture(scope="session")
 def serve_url() -> Iterator[str]:
-    """Start Ray (logical CPUs beyond the 2 cores: they are scheduling units) and Serve."""
-    port = free_port()
-    ray.init(
-        address="local",
-        num_cpus=16,
-        include_dashboard=False,
-        configure_logging=False,
-        # Applications deployed from Python take the job's runtime_env: the replicas run
-        # with the shipped configs' Serve settings; this process (the tests' driver) does not.
-        runtime_env={"env_vars": REPLICA_ENV},
-    )
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
+    """Ray (logical CPUs beyond the 2 cores: they are scheduling units) and Serve."""
+    with local_serve(num_cpus=16) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -107,9 +107,11 @@ def test_one_of_languages_is_the_language(client: openai.OpenAI, hello: bytes) -
     )
 
 
-def test_diarization_fields_are_refused_until_it_exists(
+def test_known_speakers_without_diarized_json_are_refused(
     client: openai.OpenAI, hello: bytes
 ) -> None:
+    """Known speakers name the speakers of ``diarized_json`` (tests/e2e/test_diarization.py
+    has the rest of diarization's contract); with another format they would be ignored."""
     for field, value in (
         ("known_speaker_names", ["agent"]),
         ("known_speaker_references", ["data:audio/wav;base64,UklGRg=="]),
@@ -118,12 +120,10 @@ def test_diarization_fields_are_refused_until_it_exists(
             client.audio.transcriptions.create, model=WHISPER, file=_file(hello), **{field: value}
         )
         _refused(create, field)
-    _refused(
-        lambda: client.audio.transcriptions.create(
-            model=WHISPER, file=_file(hello), response_format="diarized_json"
-        ),
-        "response_format",
+    result = client.audio.transcriptions.create(
+        model=WHISPER, file=_file(hello), response_format="diarized_json"
     )
+    assert {s.speaker for s in result.segments} == {"A"}
 
 
 def test_stream_with_verbose_json_and_unknown_fields_are_refused(

@@ -190,6 +190,7 @@ class TestQuickstart:
             "AudioDecoder": "HEALTHY",
             "ASR-whisper-tiny.en": "HEALTHY",
             "ASR-whisper-base": "HEALTHY",
+            "Speakers": "HEALTHY",
         }
 
         hello = synthesize("hello world")

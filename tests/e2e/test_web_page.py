@@ -27,6 +27,7 @@ from starlette.routing import Route
 from asr_serve.api.protocol import ModelCard, ModelList
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.web import index_html
+from devtools.conversation import LINES, VOICES, converse
 from devtools.languages import COFFEE, speak
 from devtools.speech import encode, synthesize
 from devtools.text import SENTENCES, normalize, wer
@@ -37,6 +38,7 @@ from tests.live.server import LiveServer, whisper_engine
 pytestmark = pytest.mark.e2e
 
 APP = "web"
+ANN, BOB = VOICES[0], VOICES[1]
 BASE = "whisper-base"
 BASE_MODEL = whisper_model(
     name=BASE, model="embedded-multilingual", cpu_threads=1, description="Whisper base"
@@ -109,6 +111,7 @@ def test_upload_shows_transcript_segments_and_curl(
     _upload(page, "hello.wav", encode(synthesize("hello world"), 16000, "wav"))
     expect(page.locator("#result")).to_be_visible(timeout=60_000)
     assert normalize(page.inner_text("#transcript")) == ["hello", "world"]
+    assert page.is_hidden("th.speaker")  # speakers only when asked
 
     first_row = page.locator("#segments tr").first.locator("td")
     start, end, text = first_row.all_inner_texts()
@@ -123,6 +126,23 @@ def test_upload_shows_transcript_segments_and_curl(
     shot = SCREENSHOT if os.environ.get("ASR_SERVE_SCREENSHOT") else tmp_path / "page.png"
     page.screenshot(path=shot, full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_who_spoke_shows_each_segments_speaker(page: Page) -> None:
+    """ "Who spoke" asks for ``diarized_json`` (with the chunking OpenAI requires past 30 s):
+    the table gets a speaker column, the two voices two letters."""
+    talk = converse([((ANN, BOB)[i % 2], LINES[i]) for i in range(4)])
+    page.check("#speakers")
+    _upload(page, "talk.wav", encode(talk.audio, 16000, "wav"))
+    expect(page.locator("#result")).to_be_visible(timeout=90_000)
+    expect(page.locator("th.speaker")).to_be_visible()
+    speakers = page.locator("#segments td.speaker").all_inner_texts()
+    assert speakers[0] == "A" and set(speakers) == {"A", "B"}, speakers
+    expect(page.locator("#language-line")).to_have_text("Language: en (detected)")
+    curl = page.inner_text("#curl")
+    for field in ("response_format=diarized_json", "chunking_strategy=auto"):
+        assert f"-F '{field}'" in curl
+    assert page.is_hidden("#error")
 
 
 def test_the_detected_language_is_shown_and_a_translation_is_english(page: Page) -> None:
@@ -258,6 +278,34 @@ def test_live_mode_shows_what_was_said(
     page.click("#live")
     expect(page.locator("#live-status")).to_have_text("stopped", timeout=15_000)
     expect(page.locator("#live")).to_have_text("◉ Live")
+    assert page.is_hidden("#error")
+
+
+@pytest.fixture
+def conversing_browser(playwright: Playwright, tmp_path: Path) -> Iterator[Browser]:
+    """A browser whose microphone has two voices taking turns, over and over."""
+    talk = converse([(ANN, LINES[0]), (BOB, LINES[1])], pause_s=1.5, lead_s=0.75)
+    path = tmp_path / "talk.wav"
+    path.write_bytes(encode(talk.audio, 48_000, "wav"))
+    browser = _launch(playwright, *FAKE_MIC, f"--use-file-for-fake-audio-capture={path}")
+    yield browser
+    browser.close()
+
+
+def test_live_mode_shows_who_spoke(conversing_browser: Browser, page_url: str) -> None:
+    """Through Serve: "Who spoke" opens the session with ``<model>-diarize``; each utterance
+    shows its speaker, the same letter when a voice comes back."""
+    page = conversing_browser.new_page()
+    page.goto(page_url)
+    expect(page.locator("#model option")).to_have_text([WHISPER])
+    page.check("#speakers")
+    page.click("#live")
+    finals = page.locator("#live-transcript p.final")
+    expect(finals).to_have_count(3, timeout=120_000)
+    assert finals.locator(".speaker").all_inner_texts() == ["A", "B", "A"]
+    assert all(finals.locator(".text").all_inner_texts())
+    page.click("#live")
+    expect(page.locator("#live-status")).to_have_text("stopped", timeout=15_000)
     assert page.is_hidden("#error")
 
 

@@ -68,7 +68,7 @@ def test_hello_world_word_for_word(engine: WhisperEngine, hello: np.ndarray) -> 
     assert result.segments == []
 
 
-@pytest.mark.parametrize("segment_timestamps", [False, True], ids=["batched", "windowed"])
+@pytest.mark.parametrize("segment_timestamps", [False, True], ids=["text", "timestamps"])
 def test_fox_word_for_word(
     engine: WhisperEngine, fox: np.ndarray, segment_timestamps: bool
 ) -> None:
@@ -76,7 +76,7 @@ def test_fox_word_for_word(
     assert normalize(result.text) == normalize(FOX)
 
 
-@pytest.mark.parametrize("segment_timestamps", [False, True], ids=["batched", "windowed"])
+@pytest.mark.parametrize("segment_timestamps", [False, True], ids=["text", "timestamps"])
 def test_prompt_keeps_the_fox_word_for_word(
     engine: WhisperEngine, fox: np.ndarray, segment_timestamps: bool
 ) -> None:
@@ -91,14 +91,16 @@ def test_batch_equals_each_item_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     audios = [fox, hello, *(synthesize(s) for s in SENTENCES[2:7])]
-    # Mixed options: a prompt (its own generate call: another prompt length) and one item
-    # through the windowed path; five plain items remain.
+    # Mixed options: a prompt (its own generate call: another prompt length), segment
+    # timestamps (their own call: another prompt), one item through the windowed path (word
+    # times); four plain items remain.
     options = [TranscribeOptions()] * len(audios)
     options[2] = TranscribeOptions(prompt=FOX_PROMPT)
     options[3] = TranscribeOptions(segment_timestamps=True)
+    options[4] = TranscribeOptions(word_timestamps=True)
     alone = [engine.transcribe([a], [o])[0] for a, o in zip(audios, options, strict=True)]
-    # 4: CPU chunks (the five plain items -> 4 + 1); 16: one call per group, as on GPU.
-    for batch in (4, 16):
+    # 4: CPU chunks (the four plain items -> 4); 2: (2 + 2); 16: one call per group, as on GPU.
+    for batch in (2, 4, 16):
         monkeypatch.setattr(whisper_module, "_CPU_BATCH", batch)
         assert engine.transcribe(audios, options) == alone
     assert wer(list(SENTENCES[2:7]), [r.text for r in alone[2:]]) < 0.5
@@ -155,6 +157,25 @@ def test_segment_timestamps_only_when_asked(engine: WhisperEngine, fox: np.ndarr
     assert normalize(result.text) == normalize(_one(engine, fox).text)
 
 
+def test_segments_are_read_from_timestamp_tokens(engine: WhisperEngine) -> None:
+    """``<|t|> text <|t|><|t|> text <|t|>``: a segment per pair; text left open ends with
+    the audio; text before any timestamp starts where the last segment ended; times past
+    the audio are clamped to it."""
+    tok = engine._tokenizer(None)
+    at = tok.timestamp_begin
+    hello, world = tok.encode(" hello"), tok.encode(" world")
+    tokens = [at, *hello, at + 50, at + 50, *world, at + 700, *hello]
+    segments = engine._timed_segments(tokens, tok, 12.0, -0.2)
+    assert [(s.start, s.end, s.text) for s in segments] == [
+        (0.0, 1.0, "hello"),
+        (1.0, 12.0, "world"),
+        (12.0, 12.0, "hello"),
+    ]
+    assert [s.id for s in segments] == [0, 1, 2] and {s.avg_logprob for s in segments} == {-0.2}
+    untimed = engine._timed_segments([*hello, at + 100, at + 100], tok, 5.0, -0.1)
+    assert [(s.start, s.end, s.text) for s in untimed] == [(0.0, 2.0, "hello")]
+
+
 def test_word_timestamps_only_when_asked(engine: WhisperEngine, hello: np.ndarray) -> None:
     result = _one(engine, hello, word_timestamps=True)
     segments: list[Segment] = result.segments
@@ -205,7 +226,7 @@ def test_temperature_reaches_the_decoder_on_both_paths(
     monkeypatch.setattr(engine.model, "model", recorder)
     options = [
         TranscribeOptions(temperature=temperature),
-        TranscribeOptions(temperature=temperature, segment_timestamps=True),
+        TranscribeOptions(temperature=temperature, word_timestamps=True),
     ]
     results = engine.transcribe([hello, hello], options)
     assert all(r.text for r in results)

@@ -151,6 +151,30 @@ def test_an_unknown_model_or_intent_in_the_url_is_refused_and_closed(query, para
         assert client.closed()[0] == 1008
 
 
+def test_a_diarizing_model_without_speakers_is_refused_where_it_was_named() -> None:
+    """Without a Speakers deployment a ``-diarize`` model is refused, naming ``?model=`` or the
+    update's field in the shape the client used; an unknown one is echoed cut short."""
+    with _connect("?model=m1-diarize") as client:
+        error = client.error()
+        assert (error["code"], error["param"]) == ("unsupported_value", "model")
+        assert client.closed()[0] == 1008
+    with _connect() as client:
+        client.recv()
+        update = {"audio": {"input": {"transcription": {"model": "m2-diarize"}}}}
+        error = client.update(update)["error"]
+        assert (error["code"], error["param"]) == (
+            "unsupported_value",
+            "session.audio.input.transcription.model",
+        )
+        beta = {"input_audio_transcription": {"model": "m2-diarize"}}
+        client.send({"type": "transcription_session.update", "session": beta})
+        assert client.error()["param"] == "session.input_audio_transcription.model"
+        unknown = {"audio": {"input": {"transcription": {"model": "x" * 10_000 + "-diarize"}}}}
+        error = client.update(unknown)["error"]
+        assert error["code"] == "model_not_found" and len(error["message"]) < 200
+        assert client.update({})["session"]["audio"]["input"]["transcription"]["model"] == "m1"
+
+
 def test_updates_merge_field_by_field(client: _Client) -> None:
     td = "turn_detection"
     first = {"type": "transcription", "audio": {"input": {td: {"threshold": 0.7}}}}

@@ -34,9 +34,35 @@ CONFIG = AppConfig.model_validate(
     ("fields", "param"),
     [
         ({"languge": "en"}, "languge"),  # a typo is not silently ignored
-        ({"response_format": "diarized_json"}, "response_format"),
-        ({"known_speaker_names": ["agent"]}, "known_speaker_names"),
+        ({"known_speaker_names": ["agent"]}, "known_speaker_names"),  # without diarized_json
         ({"known_speaker_references": ["data:audio/wav;base64,AA=="]}, "known_speaker_references"),
+        (
+            {"response_format": "diarized_json", "known_speaker_names": ["a", "b"]},
+            "known_speaker_references",
+        ),
+        (
+            {
+                "response_format": "diarized_json",
+                "known_speaker_names": ["a", "b", "c", "d", "e"],
+                "known_speaker_references": ["data:,"] * 5,
+            },
+            "known_speaker_names",
+        ),
+        (
+            {
+                "response_format": "diarized_json",
+                "known_speaker_names": ["a", "a"],
+                "known_speaker_references": ["data:,"] * 2,
+            },
+            "known_speaker_names",
+        ),
+        ({"response_format": "diarized_json", "include": ["logprobs"]}, "include"),
+        ({"num_speakers": "2"}, "num_speakers"),  # without diarized_json
+        ({"response_format": "diarized_json", "num_speakers": "9"}, "num_speakers"),  # > 8
+        (
+            {"response_format": "diarized_json", "timestamp_granularities": ["segment"]},
+            "timestamp_granularities",
+        ),
         ({"stream": "true", "response_format": "verbose_json"}, "stream"),
         ({"include": ["logprobs"], "response_format": "text"}, "include"),
         ({"include": ["logprobs"], "stream": "true"}, "include"),
@@ -63,6 +89,17 @@ def test_what_cannot_be_honoured_is_a_400_naming_the_field(fields: dict, param: 
         ({"chunking_strategy": {"type": "server_vad", "extra": "1"}}, "chunking_strategy"),
         ({"chunking_strategy": '{"type": "server_vad", "threshold": 0.5'}, "chunking_strategy"),
         ({"languages": ["english!"]}, "languages.0"),
+        ({"response_format": "diarized_json", "num_speakers": "0"}, "num_speakers"),
+        ({"response_format": "diarized_json", "num_speakers": "two"}, "num_speakers"),
+        # A name is echoed as the speaker of its segments: bounded like any echoed string.
+        (
+            {
+                "response_format": "diarized_json",
+                "known_speaker_names": ["n" * 65],
+                "known_speaker_references": ["data:,"],
+            },
+            "known_speaker_names.0",
+        ),
         # Nested past any object of the API: refused before it is parsed, not a RecursionError.
         ({"chunking_strategy": "{" + '"a":[' * 60_000}, "chunking_strategy"),
         ({"chunking_strategy": '{"type": ' + "[" * 40 + "]" * 40 + "}"}, "chunking_strategy"),
@@ -76,6 +113,32 @@ def test_bad_values_of_new_fields_are_422_naming_them(fields: dict, param: str) 
     with pytest.raises(InvalidParameterError) as err:
         parse_request(fields, CONFIG)
     assert err.value.param == param
+
+
+def test_diarization_off_refuses_diarized_json_and_diarize_names_resolve() -> None:
+    off = CONFIG.model_copy(
+        update={"speakers": CONFIG.speakers.model_copy(update={"enabled": False})}
+    )
+    with pytest.raises(InvalidRequestError) as err:
+        parse_request({"response_format": "diarized_json"}, off)
+    assert err.value.param == "response_format"
+    assert parse_request({"model": "whisper-diarize"}, CONFIG).model == "whisper"
+    assert parse_request({"model": "gpt-4o-transcribe-diarize"}, CONFIG).model == "nano"
+    request = parse_request({"response_format": "diarized_json", "stream": "true"}, CONFIG)
+    assert transcribe_options(request).segment_timestamps
+    assert request.num_speakers is None
+    hinted = parse_request({"response_format": "diarized_json", "num_speakers": "3"}, CONFIG)
+    assert hinted.num_speakers == 3
+    assert parse_request({"num_speakers": ""}, CONFIG).num_speakers is None  # an empty form
+
+
+def test_an_unknown_model_is_echoed_cut_short() -> None:
+    """A ``-diarize`` name of no served model is a 404 naming at most 64 of its characters."""
+    with pytest.raises(ModelNotFoundError) as err:
+        parse_request({"model": "m" * 60_000 + "-diarize"}, CONFIG)
+    assert err.value.param == "model"
+    assert "m" * 64 + "…(+59936 chars)" in err.value.message
+    assert len(err.value.message) < 200
 
 
 def test_keywords_within_the_prompt_s_budget_pass() -> None:

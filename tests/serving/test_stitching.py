@@ -132,7 +132,8 @@ def test_a_whole_file_from_a_live_door_takes_the_file_path() -> None:
 
     pipeline = TranscriptionPipeline(config, decode=decode, transcribe=transcribe)
     options = TranscribeOptions(language="en", word_timestamps=True)
-    result = asyncio.run(pipeline.transcribe_file(b"an mp3", "m", options))
+    result, turns = asyncio.run(pipeline.transcribe_file(b"an mp3", "m", options))
+    assert turns == []  # speakers not asked
     assert asked == [config.splitting]
     assert sorted(calls, key=lambda c: c[3]) == [
         ("m", 18 * SR, options, False),

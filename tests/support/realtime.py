@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from openai import AsyncOpenAI
 
+from devtools.conversation import Conversation
+from devtools.speech import pcm16
 from devtools.text import word_errors
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
@@ -44,10 +46,13 @@ async def stream_with_sdk(
     commit_after: Sequence[int] = (),
     items: int = 2,
     timeout_s: float = 90.0,
+    until: Callable[[list[Any]], bool] | None = None,
 ) -> list[Any]:
     """Stream ``audio`` (24 kHz PCM16) at ``speed`` times real time (``None``: as fast as it
-    goes) and collect the events until ``items`` transcriptions completed.
+    goes) and collect the events until ``items`` transcriptions completed (or, given
+    ``until``, until it holds for the events so far).
     ``commit_after``: byte offsets after which the client commits (manual turns)."""
+    done = until or (lambda events: sum(e.type == COMPLETED for e in events) == items)
     events: list[Any] = []
     async with (
         asyncio.timeout(timeout_s),
@@ -70,7 +75,7 @@ async def stream_with_sdk(
         async for event in conn:
             events.append(event)
             assert event.type != "error", event
-            if sum(e.type == COMPLETED for e in events) == items:
+            if done(events):
                 break
         await sender
     return events
@@ -107,3 +112,30 @@ def check_items(events: list[Any], references: list[str], *, vad: bool) -> dict[
     for reference, final in zip(references, finals, strict=True):
         assert word_errors(reference, final) <= 1, (reference, final)
     return by_item
+
+
+SEGMENT = "conversation.item.input_audio_transcription.segment"
+
+
+async def speaker_session(base_url: str, model: str, talk: Conversation) -> list[Any]:
+    """A conversation streamed into a diarizing session (``<model>-diarize``, server VAD)
+    as fast as it goes: its events, until every item up to the last sentence completed
+    (segment events, with ``speaker``, are :data:`SEGMENT`)."""
+    last = talk.turns[-1]
+
+    def heard_all(events: list[Any]) -> bool:
+        segments = [e for e in events if e.type == SEGMENT]
+        completed = sum(e.type == COMPLETED for e in events)
+        past_last = bool(segments) and segments[-1].end > (last.start + last.end) / 2
+        return past_last and completed == len(segments)
+
+    return await stream_with_sdk(
+        client_for(base_url),
+        f"{model}-diarize",
+        pcm16(talk.audio, 24_000),
+        chunk_ms=100,
+        speed=None,
+        session={"type": "transcription"},
+        timeout_s=60 + 4 * talk.duration_s,
+        until=heard_all,
+    )

@@ -51,13 +51,15 @@ from typing import ClassVar
 from pydantic import ValidationError
 from starlette.websockets import WebSocket
 
-from asr_serve.config import LimitsConfig, LiveConfig
+from asr_serve.config import LimitsConfig, LiveConfig, SpeakersConfig
 from asr_serve.errors import ASRServeError, InvalidRequestError, PayloadTooLargeError
 from asr_serve.live.core import AudioBudget, LiveSession, SessionAudioLimitError, SessionSettings
 from asr_serve.live.events import LiveEvent
 from asr_serve.live.metrics import LiveMetrics
 from asr_serve.live.protocols.outbox import Outbox, encoded_size
+from asr_serve.live.speakers import Embed, SessionSpeakers
 from asr_serve.live.transcribe import Transcribe
+from asr_serve.speakers.models import resolve
 from asr_serve.untrusted import JSONShapeError, check_json_shape, clip
 
 logger = logging.getLogger("ray.serve")
@@ -102,7 +104,7 @@ def accepted_subprotocol(websocket: WebSocket, supported: Sequence[str]) -> str 
 def requested_model(websocket: WebSocket, models: Sequence[str], default_model: str) -> str:
     """The model ``?model=`` names, or the default; :class:`ProtocolError` if not served."""
     model = websocket.query_params.get("model", default_model)
-    if model not in models:
+    if resolve(model, models, default_model)[0] not in models:
         raise ProtocolError(
             "model_not_found",
             f"The model {clip(model, 64)!r} does not exist; available: {', '.join(models)}",
@@ -160,6 +162,9 @@ class LiveContext:
     metrics: LiveMetrics
     #: The application's limits on client input that every door shares (the prompt's).
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    #: Speaker embeddings of utterances (the Speakers deployment); ``None``: speakers off.
+    embed: Embed | None = None
+    speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
 
 
 class LiveConnection(abc.ABC):
@@ -192,6 +197,23 @@ class LiveConnection(abc.ABC):
         """The model ``?model=`` names, or the replica's default (see :func:`requested_model`)."""
         return requested_model(self.websocket, self.context.models, self.context.default_model)
 
+    def served_model(self, name: str) -> tuple[str, bool]:
+        """The served model a session's model name means, and whether it asks for speakers
+        (``<model>-diarize``, as OpenAI selects its diarizing model by name)."""
+        return resolve(name, self.context.models, self.context.default_model)
+
+    def speakers_model(self, param: str) -> tuple[str, bool]:
+        """:meth:`served_model` of ``?model=``; a diarizing name is refused (1008) when this
+        server has no Speakers deployment."""
+        model, speakers = self.served_model(self.requested_model())
+        if speakers and self.context.embed is None:
+            raise ProtocolError(
+                "unsupported_value",
+                "speaker diarization is off on this server (speakers.enabled)",
+                param=param,
+            )
+        return model, speakers
+
     def new_session(
         self, settings: SessionSettings, emit: Callable[[LiveEvent], None]
     ) -> LiveSession:
@@ -205,6 +227,11 @@ class LiveConnection(abc.ABC):
             context.metrics,
             protocol=self.protocol,
             audio_budget=self.audio_budget,
+            speakers=(
+                SessionSpeakers(context.embed, context.speakers)
+                if settings.speakers and context.embed is not None
+                else None
+            ),
         )
 
     @abc.abstractmethod

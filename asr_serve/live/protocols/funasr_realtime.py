@@ -118,7 +118,14 @@ class FunASRRealtimeConnection(LiveConnection):
         self._stopping = False
 
     async def open(self) -> None:
-        self._model = self.requested_model()
+        self._model, speakers = self.served_model(self.requested_model())
+        if speakers:
+            raise ProtocolError(
+                "unsupported_value",
+                "This protocol's results have no speaker field; for speakers use "
+                "/v1/funasr/ws (stamp_sents' spk) or /v1/realtime",
+                param="model",
+            )
         mode = self.websocket.query_params.get("endpoint_mode", "server")
         if mode not in ("server", "client"):
             raise ProtocolError(

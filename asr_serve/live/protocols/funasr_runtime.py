@@ -89,6 +89,7 @@ from asr_serve.live.protocols.funasr_runtime_messages import (
     stamps,
 )
 from asr_serve.live.transcribe import TranscribeFile
+from asr_serve.speakers.labels import speaker_at
 
 #: Subprotocols to accept with: FunASR's Python server speaks ``binary``, its client offers it.
 SUBPROTOCOLS = ("binary",)
@@ -128,9 +129,10 @@ class FunASRRuntimeConnection(LiveConnection):
         self._clock_ms = 0.0  # PCM audio taken, on the session's clock
         self._items: dict[str, _Input] = {}  # committed items not ended yet, and their input
         self._sent: dict[str, str] = {}  # online text sent per open item
+        self._speakers = False  # ``?model=<model>-diarize``: ``spk`` in ``stamp_sents``
 
     async def open(self) -> None:
-        self._model = self.requested_model()
+        self._model, self._speakers = self.speakers_model(param="model")
 
     async def end(self, *, drain: bool) -> None:
         if self._core is not None:
@@ -192,6 +194,7 @@ class FunASRRuntimeConnection(LiveConnection):
             turn_detection=ServerVAD(),
             options=config.options(),
             partials=config.mode != "offline",
+            speakers=self._speakers,
         )
 
     def _take_file(self, data: bytes) -> None:
@@ -232,18 +235,22 @@ class FunASRRuntimeConnection(LiveConnection):
     async def _end_file(self, ended: _Input, data: bytes) -> None:
         """A whole file's result is its input's final message (empty when there was no file,
         or it could not be transcribed: not audio, too long, an option the model lacks)."""
-        result = None
+        done = None
         if data:
             try:
-                result = await self._transcribe_file(data, self._model, ended.config.options())
+                options = ended.config.options()
+                done = await self._transcribe_file(data, self._model, options, self._speakers)
             except ASRServeError as exc:
                 self.send_error(exc)
             self.waited()  # for the model, not for its client
-        if result is None:
+        if done is None:
             self._send_result(ended, "", final=True)
-        else:
-            timing = stamps(result, offset_ms=0)
-            self._send_result(ended, result.text.strip(), final=True, timing=timing)
+            return
+        result, turns = done
+        # Each sentence takes the speaker of most of its time, numbered within the file.
+        speaker_of = (lambda s: speaker_at(s.start, s.end, turns)) if turns else None
+        timing = stamps(result, offset_ms=0, speaker_of=speaker_of)
+        self._send_result(ended, result.text.strip(), final=True, timing=timing)
 
     def _render(self, event: LiveEvent) -> None:
         """The core's events as the runtime's messages."""
@@ -254,7 +261,7 @@ class FunASRRuntimeConnection(LiveConnection):
             case Partial(item_id, _, delta, _) if delta and self._input.config.mode != "offline":
                 self._sent[item_id] = self._sent.get(item_id, "") + delta
                 self._send_result(self._input, delta, final=False, online=True)
-            case Completed(item_id, transcript, delta, start_ms, _, result):
+            case Completed(item_id, transcript, delta, start_ms, _, result, speaker):
                 owner = self._items.pop(item_id)
                 final = item_id == owner.final_item
                 sent = self._sent.pop(item_id, "")
@@ -267,7 +274,9 @@ class FunASRRuntimeConnection(LiveConnection):
                     if rest or final:
                         self._send_result(owner, rest, final=final)
                 elif transcript or final:
-                    timing = stamps(result, start_ms - owner.start_ms)
+                    # One speaker per utterance, numbered for the whole connection.
+                    speaker_of = None if speaker is None else lambda _: speaker
+                    timing = stamps(result, start_ms - owner.start_ms, speaker_of=speaker_of)
                     self._send_result(owner, transcript, final=final, timing=timing)
             case Failed(item_id, error):
                 owner = self._items.pop(item_id)

@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import unicodedata
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from asr_serve.config import SAMPLE_RATE
-from asr_serve.engines.base import EngineResult, TranscribeOptions
+from asr_serve.engines.base import EngineResult, Segment, TranscribeOptions
 from asr_serve.live.pcm import SampleRate
 from asr_serve.live.protocols.connection import ProtocolError, invalid_message, json_shape
+from asr_serve.speakers.labels import letter_index
 from asr_serve.untrusted import check_json_shape
 
 Mode = Literal["2pass", "online", "offline"]
@@ -142,6 +144,9 @@ class StampSentence(BaseModel):
     start: int
     end: int
     ts_list: list[list[int]]
+    #: Who said it, when the session asked for speakers: an integer from 0, as the speaker
+    #: ids of funasr's own sentence results (``sentence_info``'s ``spk``).
+    spk: int | None = None
 
 
 class Result(BaseModel):
@@ -175,8 +180,13 @@ def _without_punctuation(word: str) -> str:
     return word[start:end].strip()
 
 
-def stamps(result: EngineResult, offset_ms: int) -> tuple[str, list[StampSentence]] | None:
-    """``timestamp`` and ``stamp_sents`` for a result whose segments carry word timings."""
+def stamps(
+    result: EngineResult,
+    offset_ms: int,
+    speaker_of: Callable[[Segment], str | None] | None = None,
+) -> tuple[str, list[StampSentence]] | None:
+    """``timestamp`` and ``stamp_sents`` for a result whose segments carry word timings;
+    with ``speaker_of`` (a segment's speaker label, ``A`` ...), each sentence's ``spk``."""
     sentences, pairs = [], []
     for segment in result.segments:
         if not segment.words:
@@ -187,6 +197,7 @@ def stamps(result: EngineResult, offset_ms: int) -> tuple[str, list[StampSentenc
         ]
         words = [_without_punctuation(w.word) for w in segment.words]
         text = segment.text.strip()
+        label = speaker_of(segment) if speaker_of is not None else None
         sentences.append(
             StampSentence(
                 text_seg=" ".join(w for w in words if w),
@@ -194,6 +205,7 @@ def stamps(result: EngineResult, offset_ms: int) -> tuple[str, list[StampSentenc
                 start=ts_list[0][0],
                 end=ts_list[-1][1],
                 ts_list=ts_list,
+                spk=None if label is None else letter_index(label),
             )
         )
         pairs += ts_list

@@ -73,6 +73,7 @@ from asr_serve.live.protocols.openai_realtime_messages import (
     TranscriptionCompleted,
     TranscriptionDelta,
     TranscriptionFailed,
+    TranscriptionSegment,
     TranscriptionSession,
     beta_session_object,
     merge,
@@ -118,7 +119,7 @@ class OpenAIRealtimeConnection(LiveConnection):
         self._state = TranscriptionSession(
             audio=Audio(input=AudioInput(transcription=AudioTranscription(model=self._model)))
         )
-        self._core = self.new_session(self._settings(self._state), self._render)
+        self._core = self.new_session(self._settings(self._state, "model"), self._render)
         self._send(SessionCreated(session=session_object(self._state, self._core.id)))
 
     async def end(self, *, drain: bool) -> None:
@@ -179,14 +180,14 @@ class OpenAIRealtimeConnection(LiveConnection):
         field = "session.input_audio_transcription" if beta else "session.audio.input.transcription"
         check_length(transcription.prompt, self.context.limits.max_prompt_chars, f"{field}.prompt")
         model = transcription.model
-        if model is not None and model not in self.context.models:
+        if model is not None and self.served_model(model)[0] not in self.context.models:
             raise ClientEventError(
                 "model_not_found",
                 f"The model {clip(model, 64)!r} does not exist; available: "
                 f"{', '.join(self.context.models)}",
                 param=f"{field}.model",
             )
-        await self._session.update(self._settings(state))
+        await self._session.update(self._settings(state, f"{field}.model"))
         self._state = state
         session_id = self._session.id
         if beta:
@@ -194,11 +195,21 @@ class OpenAIRealtimeConnection(LiveConnection):
         else:
             self._send(SessionUpdated(session=session_object(state, session_id)))
 
-    def _settings(self, state: TranscriptionSession) -> SessionSettings:
+    def _settings(self, state: TranscriptionSession, model_param: str) -> SessionSettings:
+        """The core's settings for ``state``; ``model_param`` names where its model came from
+        (``?model=`` or the update's field), for the error when speakers are off."""
         audio = state.audio.input
         detection = audio.turn_detection
+        model, speakers = self.served_model(audio.transcription.model or self._model)
+        if speakers and self.context.embed is None:
+            raise ClientEventError(
+                "unsupported_value",
+                "speaker diarization is off on this server (speakers.enabled)",
+                param=model_param,
+            )
         return SessionSettings(
-            model=audio.transcription.model or self._model,
+            model=model,
+            speakers=speakers,
             input_format=InputFormat(
                 encoding=_ENCODINGS[audio.format.type], rate=audio.format.rate or 8_000
             ),
@@ -222,9 +233,20 @@ class OpenAIRealtimeConnection(LiveConnection):
                 self._send(ClearedEvent())
             case Partial(item_id, _, delta, _) if delta:
                 self._send(TranscriptionDelta(item_id=item_id, delta=delta))
-            case Completed(item_id, transcript, delta, start_ms, end_ms, result):
+            case Completed(item_id, transcript, delta, start_ms, end_ms, result, speaker):
                 if delta:
                     self._send(TranscriptionDelta(item_id=item_id, delta=delta))
+                if speaker is not None:
+                    self._send(
+                        TranscriptionSegment(
+                            item_id=item_id,
+                            id=f"seg_{item_id}",
+                            start=start_ms / 1000,
+                            end=end_ms / 1000,
+                            text=transcript,
+                            speaker=speaker,
+                        )
+                    )
                 detected = self._session.settings.options.language is None and result.language
                 self._send(
                     TranscriptionCompleted(

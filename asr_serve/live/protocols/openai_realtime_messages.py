@@ -370,6 +370,21 @@ class TranscriptionCompleted(_ItemEvent):
     languages: list[DetectedLanguage] | None = None
 
 
+class TranscriptionSegment(_ItemEvent):
+    """Who said an item's text: sent before its ``completed`` when the session's model is a
+    diarizing one (``<model>-diarize``, ``gpt-4o-transcribe-diarize``). Times in seconds
+    of the session's audio."""
+
+    type: Literal["conversation.item.input_audio_transcription.segment"] = (
+        "conversation.item.input_audio_transcription.segment"
+    )
+    id: str
+    start: float
+    end: float
+    text: str
+    speaker: str
+
+
 class TranscriptionFailed(_ItemEvent):
     type: Literal["conversation.item.input_audio_transcription.failed"] = (
         "conversation.item.input_audio_transcription.failed"
@@ -392,6 +407,7 @@ ServerEvent = (
     | ClearedEvent
     | TranscriptionDelta
     | TranscriptionCompleted
+    | TranscriptionSegment
     | TranscriptionFailed
     | ErrorEvent
 )
