@@ -297,7 +297,8 @@ def test_live_mode_shows_who_spoke(conversing_browser: Browser, page_url: str) -
     shows its speaker, the same letter when a voice comes back."""
     page = conversing_browser.new_page()
     page.goto(page_url)
-    expect(page.locator("#model option")).to_have_text([WHISPER])
+    expect(page.locator("#model option")).to_have_text([WHISPER, BASE])
+    page.select_option("#model", WHISPER)
     page.check("#speakers")
     page.click("#live")
     finals = page.locator("#live-transcript p.final")
