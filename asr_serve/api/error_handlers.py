@@ -22,9 +22,9 @@ from asr_serve.errors import (
     ASRServeError,
     AuthenticationError,
     InternalError,
-    OverloadedError,
     PayloadTooLargeError,
     RequestTimeoutError,
+    RetryLaterError,
     UploadBudgetError,
     error_for_status,
 )
@@ -38,7 +38,7 @@ REQUEST_ID_HEADER = "x-request-id"
 def error_response(exc: ASRServeError) -> JSONResponse:
     """The error's status and body, with the headers its status calls for."""
     headers = {}
-    if isinstance(exc, OverloadedError):
+    if isinstance(exc, RetryLaterError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"

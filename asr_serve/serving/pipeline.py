@@ -26,6 +26,7 @@ from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineCapabilities, EngineResult, TranscribeOptions
 from asr_serve.errors import DeadlineExceededError, InvalidRequestError
 from asr_serve.serving.cache import NO_CACHE, ResultCache
+from asr_serve.serving.clients import ANONYMOUS, Client, ClientLimits
 from asr_serve.serving.requests import (
     TranscriptionRequest,
     Upload,
@@ -38,9 +39,10 @@ from asr_serve.serving.requests import (
 from asr_serve.serving.stitching import stitch
 
 DecodeFn = Callable[[bytes, SplittingConfig], Awaitable[DecodedAudio]]
-#: ``(model, samples, options, admitted)``; ``admitted``: an earlier piece of the request was
-#: admitted, so the model must not refuse this one halfway (admission is per request).
-TranscribeFn = Callable[[str, np.ndarray, TranscribeOptions, bool], Awaitable[EngineResult]]
+#: ``(model, samples, options, admitted, client)``; ``admitted``: an earlier piece of the
+#: request was admitted, so the model must not refuse this one halfway (admission is per
+#: request); ``client``: whose share of the model the piece takes.
+TranscribeFn = Callable[[str, np.ndarray, TranscribeOptions, bool, str], Awaitable[EngineResult]]
 CapabilitiesFn = Callable[[str], Awaitable[EngineCapabilities]]
 
 
@@ -78,6 +80,7 @@ class Job:
     deadline: float
     #: ``/v1/audio/translations``: English text, by a model that can translate.
     translate: bool = False
+    client: Client = ANONYMOUS
 
     def log_fields(self) -> dict[str, object]:
         """What the request's log line says about it."""
@@ -98,15 +101,20 @@ class TranscriptionPipeline:
         transcribe: TranscribeFn,
         capabilities: CapabilitiesFn = _no_capabilities,
         cache: ResultCache | None = None,
+        limits: ClientLimits | None = None,
     ) -> None:
         self.config = config
         self._decode = decode
         self._transcribe = transcribe
         self._capabilities = capabilities
         self.cache: ResultCache = cache or NO_CACHE
+        self.limits = limits or ClientLimits(config.clients)
 
-    async def start(self, upload: Upload, *, translate: bool = False) -> Job:
-        """Validate and decode (the decoder also plans a long file's pieces)."""
+    async def start(
+        self, upload: Upload, *, translate: bool = False, client: Client = ANONYMOUS
+    ) -> Job:
+        """Validate and decode (the decoder also plans a long file's pieces), then count
+        the audio against the client's audio a minute."""
         if translate:
             request = parse_translation(upload.fields, self.config)
             name = await self._translating_model(request.model)
@@ -117,7 +125,10 @@ class TranscriptionPipeline:
         deadline = asyncio.get_running_loop().time() + self.config.limits.request_timeout_s
         async with self._deadline(deadline):
             audio = await self._decode(upload.data, splitting)
-        return Job(request=request, audio=audio, deadline=deadline, translate=translate)
+        self.limits.take_audio(client.id, audio.duration_s)
+        return Job(
+            request=request, audio=audio, deadline=deadline, translate=translate, client=client
+        )
 
     async def _translating_model(self, requested: str | None) -> str:
         """The named model if it can translate; with none named, the default model if it
@@ -156,24 +167,30 @@ class TranscriptionPipeline:
         )
 
     async def transcribe_file(
-        self, data: bytes, model: str, options: TranscribeOptions
+        self, data: bytes, model: str, options: TranscribeOptions, *, client: Client = ANONYMOUS
     ) -> EngineResult:
         """A whole file's result: decoded (in place, or by the decoder, which splits a long
         file at pauses), its pieces transcribed and stitched, as a request's file is."""
         deadline = asyncio.get_running_loop().time() + self.config.limits.request_timeout_s
         async with self._deadline(deadline):
             audio = await self._decode(data, self.config.splitting)
-        pieces = [piece async for piece in self._pieces(model, audio, options, deadline)]
+        self.limits.take_audio(client.id, audio.duration_s)
+        pieces = [piece async for piece in self._pieces(model, audio, options, deadline, client)]
         return stitch([(p.piece, p.result) for p in pieces], audio.duration_s)
 
     def results(self, job: Job) -> AsyncGenerator[PieceResult, None]:
         """Each piece's result, in time order, as soon as it and those before it are done."""
         assert job.request.model is not None
         options = transcribe_options(job.request, translate=job.translate)
-        return self._pieces(job.request.model, job.audio, options, job.deadline)
+        return self._pieces(job.request.model, job.audio, options, job.deadline, job.client)
 
     async def _pieces(
-        self, model: str, audio: DecodedAudio, options: TranscribeOptions, deadline: float
+        self,
+        model: str,
+        audio: DecodedAudio,
+        options: TranscribeOptions,
+        deadline: float,
+        client: Client,
     ) -> AsyncGenerator[PieceResult, None]:
         """Pieces go to the model as separate items, so its ``@serve.batch`` mixes them with
         other requests' items; at most ``splitting.max_in_flight`` at a time, so a long
@@ -183,6 +200,7 @@ class TranscriptionPipeline:
         samples = audio.samples
         model_config = self.config.model(model)
         in_flight = asyncio.Semaphore(self.config.splitting.max_in_flight)
+        scope = client.cache_scope(self.config.cache.shared)
 
         async def one(piece: Piece, admitted: bool) -> PieceResult:
             audio = samples[piece[0] : piece[1]]
@@ -191,7 +209,8 @@ class TranscriptionPipeline:
                     model_config,
                     audio,
                     options,
-                    lambda: self._transcribe(model, audio, options, admitted),
+                    lambda: self._transcribe(model, audio, options, admitted, client.id),
+                    scope,
                 )
             return PieceResult(piece=piece, result=result, cache_hit=hit)
 

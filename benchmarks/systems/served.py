@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from asr_serve.app import REPLICA_ENV
-from asr_serve.config import AppConfig, ModelConfig
+from asr_serve.config import AppConfig, AuthConfig, ModelConfig
 from benchmarks.systems.base import (
     HTTPSystem,
     ServerProcess,
@@ -66,7 +66,10 @@ def serve_config(
     unless ``access_log``."""
     batching = model.batching.model_copy(update={"max_queue_wait_s": _UNBOUNDED_QUEUE_WAIT_S})
     model = model.model_copy(update={"batching": batching})
-    args = AppConfig(models=[model]).model_dump(mode="json", exclude_defaults=True)
+    # No keys: the harness's requests come from one address, as one client.
+    args = AppConfig(models=[model], auth=AuthConfig(anonymous=True)).model_dump(
+        mode="json", exclude_defaults=True
+    )
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
