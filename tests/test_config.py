@@ -116,6 +116,22 @@ def test_production_config_targets_fun_asr_nano_on_fractional_gpus() -> None:
     assert asr.backpressure_config.retry_after_s
 
 
+def test_only_the_local_quickstart_serves_without_api_keys() -> None:
+    """Production listens on every interface: it starts only with a key, which the
+    RayService's workers get from a Secret; the quickstart, on 127.0.0.1, says it is open."""
+    production = AppConfig.model_validate(_load("serve_config.yaml")["applications"][0]["args"])
+    assert not production.auth.anonymous
+    cpu = _load("serve_config.cpu.yaml")
+    assert cpu["http_options"]["host"] == "127.0.0.1"
+    assert AppConfig.model_validate(cpu["applications"][0]["args"]).auth.anonymous
+    manifest = yaml.safe_load((ROOT / "cluster/kuberay/rayservice.yaml").read_text())
+    for group in manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        (container,) = group["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        key = env[production.auth.api_keys_env]["valueFrom"]["secretKeyRef"]
+        assert key.get("optional") is not True  # no Secret, no pod: never an open API
+
+
 def test_cpu_config_fits_two_logical_cpus() -> None:
     """`serve run` on a 2-core machine gives Ray 2 CPUs; every replica must fit at once."""
     app = ServeDeploySchema.model_validate(_load("serve_config.cpu.yaml")).applications[0]

@@ -148,7 +148,7 @@ def test_comparison_is_constant_time_over_every_key(monkeypatch: pytest.MonkeyPa
 
 
 def test_no_keys_refuses_to_start_unless_anonymous(tmp_path: Path) -> None:
-    with pytest.raises(AuthConfigError, match="no API key.*auth.anonymous: true"):
+    with pytest.raises(AuthConfigError, match=r"no API key.*auth\.anonymous: true"):
         load_keys(AuthConfig(), {})
     with pytest.raises(AuthConfigError, match="no API key"):
         load_keys(AuthConfig(), {"ASR_SERVE_API_KEYS": ""})
