@@ -95,6 +95,12 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+def key_name(key: str) -> str:
+    """A key's name as a client (``key:`` and the start of its digest): it does not give
+    the key away, so logs and metrics may carry it."""
+    return f"key:{_digest(key).hex()[:16]}"
+
+
 class APIKeyVerifier:
     """Checks an ``Authorization`` header; with no keys configured everyone is let in."""
 
@@ -147,7 +153,7 @@ class APIKeyVerifier:
             return None
         scheme, _, token = connection.headers.get("authorization", "").strip().partition(" ")
         key = token.strip() if scheme.lower() == "bearer" else websocket_api_key(connection)
-        return f"key:{_digest(key or '').hex()[:16]}"
+        return key_name(key or "")
 
     def check_key(self, key: str) -> None:
         """Raise :class:`AuthenticationError` (401) unless ``key`` is a configured key."""
