@@ -49,14 +49,14 @@ class ASR:
         #: Recent batch sizes and wall times, for :meth:`stats`.
         self.recent_batches: deque[int] = deque(maxlen=1024)
         self.recent_batch_seconds: deque[float] = deque(maxlen=1024)
-        self.queue = FairQueue(self.batching.max_batch_size)
 
         started = time.perf_counter()
         self.engine = create_engine(self.model)
         self.engine.load()
         warming = time.perf_counter()
-        warmup_audio_s = self.engine.warmup()
-        self.admission = QueueAdmission.from_warmup(warmup_audio_s, time.perf_counter() - warming)
+        warmup_work_s = self.engine.warmup()
+        self.admission = QueueAdmission.from_warmup(warmup_work_s, time.perf_counter() - warming)
+        self.queue = FairQueue(self.batching.max_batch_size, self.engine.min_item_s)
         self.metrics.model_loaded.set(1)
         logger.info(
             "model %s (%s) loaded and warmed up in %.1f s",
@@ -155,7 +155,7 @@ class ASR:
         wall_s = time.perf_counter() - started
         self.metrics.inference.observe(wall_s)
         self.metrics.audio_seconds.inc(audio_s)
-        self.admission.observe_batch(audio_s, wall_s)
+        self.admission.observe_batch(sum(t.work_s for t in tickets), wall_s)
         self.recent_batch_seconds.append(wall_s)
         return results
 
@@ -177,8 +177,9 @@ class ASR:
         """This replica as an operator's handle call sees it
         (``serve.get_deployment_handle("ASR-<model>", app).stats.remote()``, answered by one
         replica): where it runs, its batching settings, the sizes and wall times of its
-        recent batches, its engine's measured speed, the audio and clients queued, and the
-        engine time each recent client's items took.
+        recent batches, its engine's measured speed and the work and clients queued (work:
+        :mod:`asr_serve.engines.fair`), and the engine time each recent client's items
+        took.
         Prometheus has histograms over all replicas; this is one replica, batch by batch."""
         return {
             "model": self.model.name,
@@ -190,8 +191,8 @@ class ASR:
             "batching": self.batching.model_dump(),
             "recent_batch_sizes": list(self.recent_batches),
             "recent_batch_seconds": list(self.recent_batch_seconds),
-            "speed_audio_s_per_s": self.admission.speed,
-            "queued_audio_s": self.queue.queued_s,
+            "speed_work_s_per_s": self.admission.speed,
+            "queued_work_s": self.queue.queued_s,
             "queued_clients": self.queue.clients,
             "model_s_by_client": dict(self.queue.model_s),
         }

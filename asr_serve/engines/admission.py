@@ -1,14 +1,15 @@
 """Admission by time: an item joins a replica's queue only if its wait would be short enough.
 
 A queue bounded by a count lets an accepted request wait as long as that count of items
-takes. Here the replica knows the audio that would be transcribed before a new item (the
-fair queue's order: :meth:`asr_serve.engines.fair.FairQueue.audio_ahead`) and the speed
-its engine has shown (audio seconds per wall second of its batches, smoothed, seeded by
-warm-up); a new item is admitted when that audio, at that speed, is done within
-``max_queue_wait_s``. Otherwise it is refused at once with a Retry-After of the time until
-it would be admitted: 429 ``rate_limit_exceeded`` for a client that holds more than its
-share of the queue (the others still get in), 503 ``overloaded`` when every client does
-its share and the engine is simply full. An admitted item that has waited
+takes. Here the replica knows the work that would be done before a new item (the fair
+queue's order: :meth:`asr_serve.engines.fair.FairQueue.work_ahead`; an item's work is its
+audio, or the engine's least cost of an item if more) and the speed its engine has shown
+(work seconds per wall second of its batches, smoothed, seeded by warm-up); a new item is
+admitted when that work, at that speed, is done within ``max_queue_wait_s``. Otherwise it
+is refused at once with a Retry-After of the time until it would be admitted: 429
+``rate_limit_exceeded`` for a client that holds more than its share of the queue (the
+others still get in), 503 ``overloaded`` when every client does its share and the engine
+is simply full. An admitted item that has waited
 ``max_queue_wait_s`` after all (others came before it in the fair order, or the engine
 slowed) is refused the same way rather than served later (:meth:`QueueAdmission.expired`),
 so an accepted request never waits longer than the bound.
@@ -28,25 +29,26 @@ class QueueAdmission:
     SMOOTHING = 0.3
 
     def __init__(self, speed: float) -> None:
-        #: Audio seconds the engine transcribes per wall second.
+        #: Seconds of work (:meth:`asr_serve.engines.fair.FairQueue.work_s`) the engine does
+        #: per wall second.
         self.speed = speed
 
     @classmethod
-    def from_warmup(cls, audio_s: float, wall_s: float) -> QueueAdmission:
+    def from_warmup(cls, work_s: float, wall_s: float) -> QueueAdmission:
         """Seeded by the warm-up batch: slow (first-call costs), so admission starts cautious
         and the real batches correct it."""
-        return cls(speed=audio_s / max(wall_s, 1e-3))
+        return cls(speed=work_s / max(wall_s, 1e-3))
 
-    def estimated_wait_s(self, audio_ahead_s: float) -> float:
-        """How long an item waits for ``audio_ahead_s`` of audio transcribed before it."""
-        return audio_ahead_s / self.speed
+    def estimated_wait_s(self, work_ahead_s: float) -> float:
+        """How long an item waits for ``work_ahead_s`` of work done before it."""
+        return work_ahead_s / self.speed
 
     def refusal(
-        self, audio_ahead_s: float, max_wait_s: float, *, over_share: bool
+        self, work_ahead_s: float, max_wait_s: float, *, over_share: bool
     ) -> RetryLaterError | None:
         """The refusal for a new item if its wait would exceed ``max_wait_s``, else ``None``;
         ``over_share``: its client holds more than its share of the queue."""
-        wait = self.estimated_wait_s(audio_ahead_s)
+        wait = self.estimated_wait_s(work_ahead_s)
         if wait <= max_wait_s:
             return None
         retry_after_s = wait - max_wait_s
@@ -93,9 +95,7 @@ class QueueAdmission:
         refused halfway."""
         if check:
             refusal = self.refusal(
-                queue.audio_ahead(client, seconds),
-                max_wait_s,
-                over_share=queue.over_share(client),
+                queue.work_ahead(client), max_wait_s, over_share=queue.over_share(client)
             )
             if refusal is not None:
                 return refusal
@@ -110,7 +110,7 @@ class QueueAdmission:
             if not released:
                 queue.leave(ticket)
 
-    def observe_batch(self, audio_s: float, wall_s: float) -> None:
+    def observe_batch(self, work_s: float, wall_s: float) -> None:
         """Fold one batch's speed into the estimate."""
-        if wall_s > 0 and audio_s > 0:
-            self.speed += self.SMOOTHING * (audio_s / wall_s - self.speed)
+        if wall_s > 0 and work_s > 0:
+            self.speed += self.SMOOTHING * (work_s / wall_s - self.speed)

@@ -1,17 +1,19 @@
-"""A replica's waiting items, served client by client: start-time fair queueing by audio.
+"""A replica's waiting items, served client by client: start-time fair queueing by work.
 
 First come, first served let one client that sends many items at once hold every batch
 while everyone else's requests waited behind it. Here each client (the ingress names it:
 its API key, else its address) is a flow of its own, and items are served in the order of
 their *start tags* (start-time fair queueing, Goyal, Vin and Cheng 1996): an item's tag is
 where its client's previous item ends, or the queue's virtual time if that is later, and
-each item moves its client's tag on by the audio it carries (at least ``MIN_CHARGE_S``).
-A client with one request in the queue gets it tagged at the virtual time, ahead of the
-backlog of a client that sent forty, so every client waiting gets an equal share of the
-engine's audio, whatever the others send; an idle queue forgets who had more.
+each item moves its client's tag on by its *work*: its audio in seconds, or the engine's
+``min_item_s`` if more (Whisper encodes every clip as a 30 s window, so there a 0.1 s item
+is as much work as a 28 s one). A client with one request in the queue gets it tagged at
+the virtual time, ahead of the backlog of a client that sent forty, so every client waiting
+gets an equal share of the engine's work, whatever the others send; an idle queue forgets
+who had more.
 
-Because the order is the tags', the audio served before a new item is known exactly
-(:meth:`FairQueue.audio_ahead`): admission by time (:mod:`asr_serve.engines.admission`)
+Because the order is the tags', the work done before a new item is known exactly
+(:meth:`FairQueue.work_ahead`): admission by time (:mod:`asr_serve.engines.admission`)
 asks for it per client, so a client over its share is refused while the others still fit.
 
 Batches: when the engine is free the queue *releases* up to one batch's worth of items
@@ -41,9 +43,6 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-#: The least audio an item is charged against its client's share: a short clip still takes
-#: a batch slot and its fixed costs (Whisper pads every item to its 30 s window).
-MIN_CHARGE_S = 1.0
 #: Clients whose model time :attr:`FairQueue.model_s` keeps, the busiest first.
 MODEL_TIME_CLIENTS = 256
 
@@ -67,7 +66,8 @@ class Ticket:
     """One item's place in the queue, with the times it passed each stage."""
 
     client: str
-    seconds: float
+    #: Its audio, or the engine's ``min_item_s`` if more: what it costs the engine.
+    work_s: float
     #: Its share of ``max_batch_size`` (:func:`asr_serve.engines.batch.item_cost`).
     cost: int
     kind: Kind
@@ -85,7 +85,7 @@ class Ticket:
 
 @dataclass
 class _Flow:
-    """A client's tag and the audio it has queued (waiting, released or running)."""
+    """A client's tag and the work it has queued (waiting, released or running)."""
 
     last_finish: float = 0.0
     queued_s: float = 0.0
@@ -95,8 +95,10 @@ class _Flow:
 class FairQueue:
     """One replica's queue in front of its engine. Plain, single-threaded (event loop)."""
 
-    def __init__(self, max_batch_size: int) -> None:
+    def __init__(self, max_batch_size: int, min_item_s: float = 1.0) -> None:
         self.max_batch_size = max_batch_size
+        #: The least work an item counts as (the engine's ``min_item_s``).
+        self.min_item_s = min_item_s
         #: Start tag of the last request released: where a newly active client starts.
         self._virtual = 0.0
         self._flows: dict[str, _Flow] = {}
@@ -109,25 +111,28 @@ class FairQueue:
         #: Clients with nothing queued whose tag is still ahead of the virtual time.
         self._idle: set[str] = set()
         self._arrivals = itertools.count()
-        #: Engine seconds spent on each client's items, shared out by audio within a batch.
+        #: Engine seconds spent on each client's items, shared out by work within a batch.
         self.model_s: collections.Counter[str] = collections.Counter()
 
     # What admission asks.
 
-    def audio_ahead(self, client: str, seconds: float) -> float:
-        """Audio the engine would transcribe before a new request of ``client`` (its own
-        ``seconds`` not included): what is released or running, and every waiting request
-        tagged before it."""
+    def work_s(self, seconds: float) -> float:
+        """An item's work: its audio, or ``min_item_s`` if more."""
+        return max(seconds, self.min_item_s)
+
+    def work_ahead(self, client: str) -> float:
+        """Work the engine would do before a new request of ``client``: what is released or
+        running, and every waiting request tagged before it."""
         flow = self._flows.get(client)
         start = max(self._virtual, flow.last_finish if flow else 0.0)
-        ahead = sum(t.seconds for t in self._released) + sum(t.seconds for t in self._running)
+        ahead = sum(t.work_s for t in self._released) + sum(t.work_s for t in self._running)
         for tag, _, ticket in self._requests:
             if tag <= start and ticket.state is _State.WAITING:
-                ahead += ticket.seconds
+                ahead += ticket.work_s
         return ahead
 
     def over_share(self, client: str) -> bool:
-        """Whether ``client`` holds more queued audio than an equal share of what the
+        """Whether ``client`` holds more queued work than an equal share of what the
         clients with queued items hold together."""
         flow = self._flows.get(client)
         if flow is None or not flow.tickets:
@@ -137,7 +142,7 @@ class FairQueue:
 
     @property
     def queued_s(self) -> float:
-        """Audio admitted and not finished, all clients together."""
+        """Work admitted and not finished, all clients together."""
         return sum(f.queued_s for f in self._flows.values())
 
     @property
@@ -150,15 +155,18 @@ class FairQueue:
     def enter(self, client: str, seconds: float, cost: int, kind: Kind = Kind.REQUEST) -> Ticket:
         """Queue an item; await :meth:`turn`, then call :meth:`leave` whatever happens."""
         ticket = Ticket(
-            client=client, seconds=seconds, cost=min(cost, self.max_batch_size), kind=kind
+            client=client,
+            work_s=self.work_s(seconds),
+            cost=min(cost, self.max_batch_size),
+            kind=kind,
         )
         flow = self._flows.setdefault(client, _Flow())
         self._idle.discard(client)
-        flow.queued_s += seconds
+        flow.queued_s += ticket.work_s
         flow.tickets += 1
         if kind is Kind.REQUEST:
             ticket.start = max(self._virtual, flow.last_finish)
-            ticket.finish = ticket.start + max(seconds, MIN_CHARGE_S)
+            ticket.finish = ticket.start + ticket.work_s
             flow.last_finish = ticket.finish
             heapq.heappush(self._requests, (ticket.start, next(self._arrivals), ticket))
             self._waiting_requests += 1
@@ -206,7 +214,7 @@ class FairQueue:
         self._released.discard(ticket)
         ticket.state = _State.GONE
         flow = self._flows[ticket.client]
-        flow.queued_s = max(0.0, flow.queued_s - ticket.seconds)
+        flow.queued_s = max(0.0, flow.queued_s - ticket.work_s)
         flow.tickets -= 1
         if not flow.tickets:
             self._idle.add(ticket.client)
@@ -281,10 +289,9 @@ class FairQueue:
             self._idle.discard(client)
 
     def _charge(self, batch: list[Ticket], wall_s: float) -> None:
-        """Share a batch's engine time among its clients by audio."""
-        audio = sum(t.seconds for t in batch)
+        """Share a batch's engine time among its clients by work."""
+        work = sum(t.work_s for t in batch) or 1.0
         for ticket in batch:
-            share = ticket.seconds / audio if audio else 1 / len(batch)
-            self.model_s[ticket.client] += wall_s * share
+            self.model_s[ticket.client] += wall_s * ticket.work_s / work
         if len(self.model_s) > 2 * MODEL_TIME_CLIENTS:
             self.model_s = collections.Counter(dict(self.model_s.most_common(MODEL_TIME_CLIENTS)))

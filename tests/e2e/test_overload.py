@@ -88,7 +88,7 @@ def test_accepted_requests_wait_at_most_the_bound_and_none_is_lost(
         f"sent {len(sent)}, {dict(outcomes)}, refused share {refused / len(sent):.0%}; accepted "
         f"P50 {np.percentile(accepted, 50):.2f}s P99 {p99:.2f}s max {max(accepted):.2f}s; "
         f"longest batch {one_batch:.2f}s; Retry-After {dict(Counter(retry_after))}; "
-        f"engine speed {stats['speed_audio_s_per_s']:.1f} audio s/s"
+        f"engine speed {stats['speed_work_s_per_s']:.1f} s of work per s"
     )
     assert set(outcomes) <= {"200", "503 overloaded"}, outcomes  # served or refused, not lost
     assert outcomes["200"] and refused, outcomes  # really overloaded, really served

@@ -1,4 +1,4 @@
-"""Admission by time, without Ray: the audio served before an item, over the measured speed,
+"""Admission by time, without Ray: the work done before an item, over the measured speed,
 against the bound; 429 for a client over its share, 503 otherwise; and the bound held."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from asr_serve.engines.fair import FairQueue
 from asr_serve.errors import OverloadedError, RateLimitError
 
 
-def test_admits_while_the_audio_ahead_fits_the_bound_then_refuses() -> None:
-    admission = QueueAdmission(speed=2.0)  # 2 s of audio per second
+def test_admits_while_the_work_ahead_fits_the_bound_then_refuses() -> None:
+    admission = QueueAdmission(speed=2.0)  # 2 s of work per second
     assert admission.estimated_wait_s(20.0) == pytest.approx(10.0)
     assert admission.refusal(20.0, max_wait_s=10.0, over_share=False) is None
     refusal = admission.refusal(24.0, max_wait_s=10.0, over_share=False)
@@ -38,14 +38,14 @@ def test_an_empty_queue_admits_anything() -> None:
 
 
 def test_speed_follows_the_batches_smoothly() -> None:
-    admission = QueueAdmission.from_warmup(audio_s=2.0, wall_s=4.0)  # cold start: 0.5
+    admission = QueueAdmission.from_warmup(work_s=2.0, wall_s=4.0)  # cold start: 0.5
     assert admission.speed == pytest.approx(0.5)
-    admission.observe_batch(audio_s=40.0, wall_s=2.0)  # the warm engine: 20 audio s per s
+    admission.observe_batch(work_s=40.0, wall_s=2.0)  # the warm engine: 20 s of work per s
     assert 0.5 < admission.speed < 20.0
     for _ in range(20):
-        admission.observe_batch(audio_s=40.0, wall_s=2.0)
+        admission.observe_batch(work_s=40.0, wall_s=2.0)
     assert admission.speed == pytest.approx(20.0, rel=0.01)
-    admission.observe_batch(audio_s=0.0, wall_s=1.0)  # nothing learnt from an empty batch
+    admission.observe_batch(work_s=0.0, wall_s=1.0)  # nothing learnt from an empty batch
     assert admission.speed == pytest.approx(20.0, rel=0.01)
 
 

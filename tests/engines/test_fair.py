@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from asr_serve.engines.fair import MIN_CHARGE_S, FairQueue, Ticket
+from asr_serve.engines.fair import FairQueue, Ticket
 
 
 class _Replica:
@@ -98,7 +98,7 @@ def test_clients_waiting_together_get_equal_audio_whatever_their_item_lengths() 
     asyncio.run(scenario())
 
 
-def test_audio_ahead_counts_what_runs_and_what_is_tagged_before_the_client() -> None:
+def test_work_ahead_counts_what_runs_and_what_is_tagged_before_the_client() -> None:
     async def scenario() -> None:
         replica = _Replica(max_batch_size=1, batch_s=10)
         queue = replica.queue
@@ -108,8 +108,8 @@ def test_audio_ahead_counts_what_runs_and_what_is_tagged_before_the_client() -> 
         await asyncio.sleep(0)
         # The flooder's next item waits for all of its own; a new client's only for the one
         # running: the flooder's backlog is tagged after it.
-        assert queue.audio_ahead("flood", 5.0) == pytest.approx(20.0)
-        assert queue.audio_ahead("new", 1.0) == pytest.approx(5.0)
+        assert queue.work_ahead("flood") == pytest.approx(20.0)
+        assert queue.work_ahead("new") == pytest.approx(5.0)
         assert queue.queued_s == pytest.approx(20.0) and queue.clients == 1
         for task in [running, *backlog]:
             task.cancel()
@@ -155,10 +155,10 @@ def test_an_item_that_times_out_leaves_and_gives_its_client_s_tag_back() -> None
         running = asyncio.ensure_future(replica.item("a", 2.0))
         await asyncio.sleep(0.01)
         ticket = queue.enter("b", 2.0, 1)
-        before = queue.audio_ahead("b", 1.0)
+        before = queue.work_ahead("b")
         assert not await queue.turn(ticket, 0.05)  # the engine stayed busy
         queue.leave(ticket)  # leaving twice is harmless
-        assert queue.audio_ahead("b", 1.0) < before  # its place is gone, its tag back
+        assert queue.work_ahead("b") < before  # its place is gone, its tag back
         assert queue.queued_s == pytest.approx(2.0)
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
@@ -217,7 +217,7 @@ def test_an_idle_queue_forgets_who_had_more() -> None:
         queue = FairQueue(1)
         for _ in range(3):  # "a" runs far ahead of the virtual time, then goes idle
             queue.leave(queue.enter("a", 10.0, 1))
-        assert queue.audio_ahead("a", 1.0) == 0.0 and queue.clients == 0
+        assert queue.work_ahead("a") == 0.0 and queue.clients == 0
         ticket = queue.enter("a", 1.0, 1)
         assert ticket.start == 0.0
         queue.leave(ticket)
@@ -236,7 +236,7 @@ def test_engine_time_is_shared_out_by_audio_and_timestamps_are_kept() -> None:
         for ticket in (a, b):
             assert ticket.released_at is not None and ticket.started_at is not None
             assert ticket.enqueued_at <= ticket.released_at <= ticket.started_at
-        assert b.finish - b.start == MIN_CHARGE_S  # a short item costs its client a second
+        assert b.finish - b.start == 1.0  # its work: its audio, or the least an item costs
 
     asyncio.run(scenario())
 
@@ -247,5 +247,21 @@ def test_an_item_costing_more_than_a_batch_still_runs_alone() -> None:
         await asyncio.gather(replica.item("a", 100.0, cost=10), replica.item("b", 1.0))
         replica.close()
         assert sorted(map(len, replica.batches)) == [1, 1]
+
+    asyncio.run(scenario())
+
+
+def test_an_item_is_as_much_work_as_the_engine_s_least_cost_whatever_its_audio() -> None:
+    """Whisper encodes every clip as a 30 s window: a flood of 0.1 s commits is as much work
+    as as many 3 s requests, and the flooder, not the client with longer audio, holds more."""
+
+    async def scenario() -> None:
+        queue = FairQueue(4, min_item_s=30.0)
+        flood = [queue.enter("flood", 0.1, 1) for _ in range(10)]
+        normal = queue.enter("normal", 2.9, 1)
+        assert queue.over_share("flood") and not queue.over_share("normal")
+        assert queue.queued_s == pytest.approx(11 * 30.0)
+        for ticket in [*flood, normal]:
+            queue.leave(ticket)
 
     asyncio.run(scenario())
