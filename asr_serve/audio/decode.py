@@ -131,9 +131,9 @@ def _read_native_wav(data: bytes, max_duration_s: float) -> DecodedAudio | None:
     anything else, which PyAV decodes.
 
     Not PyAV here, because a WAV needs no decoding and no resampling, and FFmpeg's demuxer,
-    decoder and resampler cost an order of magnitude more for the same samples (about 1 ms
-    against 14 ms for a 2 s clip on the 2-core dev machine, measured while loaded); the
-    samples are bit-identical (tests/audio/test_decode.py). WAV only: its samples are at
+    decoder and resampler cost an order of magnitude more for the same samples
+    (benchmarks/README.md, "Where the time goes"); the samples are bit-identical
+    (tests/audio/test_decode.py). WAV only: its samples are at
     most the upload's bytes, so nothing here can be a decompression bomb.
     """
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":  # not a WAV: not libsndfile's to probe
@@ -170,8 +170,8 @@ def _read_native_wav(data: bytes, max_duration_s: float) -> DecodedAudio | None:
 def _open(data: bytes) -> av.container.InputContainer:
     """Open ``data`` with a short stream-info probe, or FFmpeg's full one if that falls short.
 
-    FFmpeg reads up to ``probesize`` (5 MB) to fill in stream parameters; for WAV that costs
-    about 2.4 ms whatever the file's length, two thirds of decoding a 2 s clip. Every format
+    FFmpeg reads up to ``probesize`` (5 MB) to fill in stream parameters; for WAV that is a
+    fixed cost whatever the file's length, most of the time of decoding a short clip. Every format
     the tests cover states its parameters in the first few KB; a file whose audio stream is
     still unknown after them is opened again with the full probe.
     """

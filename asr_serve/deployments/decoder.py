@@ -21,8 +21,8 @@ from asr_serve.errors import ASRServeError
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "num_gpus": 0},
     # Requests past max_ongoing_requests wait in the caller's router, which retries with
-    # backoff up to 0.5 s: at 64 clients a cap of 4 let the model see batches of 1-2 at a
-    # 0.5 s cadence (benchmarks/README.md). Here they wait in the replica instead and start
+    # backoff up to 0.5 s, so a small cap starves the model's batches (benchmarks/README.md,
+    # "Where the time goes"). Here they wait in the replica instead and start
     # as soon as a thread frees up; decodes run on asyncio's default pool, min(32, cores + 4)
     # threads, which bounds the decoded audio held at once.
     max_ongoing_requests=32,

@@ -35,12 +35,11 @@ logger = logging.getLogger("ray.serve")
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.5},
     # A request waiting here (for its upload, the decoder or the model) is a cheap coroutine
-    # (measured 40-160 KiB here, as much in the proxy; tests/README.md): room for many, so slow
-    # clients cannot take every slot; uploads themselves are capped below this by
-    # limits.max_concurrent_uploads, refused at once past it. Below 1000, Ray's default
-    # concurrency of an async actor, so Serve's health checks and probes always find room:
-    # at 2048 (then also the actor's concurrency) a replica holding ~2000 trickled uploads
-    # missed its health checks and was killed.
+    # (tests/README.md, "Slow clients"): room for many, so slow clients cannot take every
+    # slot; uploads themselves are capped below this by limits.max_concurrent_uploads,
+    # refused at once past it. Below 1000, Ray's default concurrency of an async actor, so
+    # Serve's health checks and probes always find room: a replica whose requests fill the
+    # actor's concurrency misses its health checks and is killed.
     max_ongoing_requests=768,
     max_queued_requests=512,
     # Past both: 503 with Retry-After from Serve's proxy, at once.

@@ -66,9 +66,9 @@ def run_batch(
 ) -> list[EngineResult | InsufficientMemoryError]:
     """Transcribe ``items`` in one engine call, longest first; results in input order.
 
-    One call, not calls per length bucket: measured on the tiny Fun-ASR-Nano (2-28 s clips,
-    CPU), sixteen items took 0.92 s in one call and 1.05 s in calls of similar lengths, four
-    items 1.49 s against 2.24 s: the decoder's per-step cost outweighs the encoder's padding.
+    One call, not calls per length bucket: the decoder's per-step cost outweighs what the
+    encoder spends on padding short items to the longest (benchmarks/README.md, "Figures
+    behind the code").
     Out of memory, the batch is split in halves and retried (:mod:`asr_serve.engines.oom`); an item
     that does not fit alone gets an :class:`InsufficientMemoryError` in its place.
     """

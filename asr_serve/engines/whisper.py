@@ -47,13 +47,10 @@ _MAX_PROMPT_TOKENS = _MAX_LENGTH // 2 - 1
 #: A prompt is at most sot_prev + 223 context tokens + 4 sequence tokens, and faster-whisper
 #: rejects prompt + ``max_new_tokens`` > 448: capping here keeps every request legal.
 _MAX_NEW_TOKENS_CAP = _MAX_LENGTH - (1 + _MAX_PROMPT_TOKENS + 4)
-#: Items per encode + generate call on CPU. Measured with tiny.en, int8, 2 threads on a 2-core
-#: CPU, sixteen 1.3-4.7 s espeak clips, beam 5, wall time of quiet runs: faster-whisper
-#: ``transcribe`` one by one 6.6 s; encode + generate without timestamps at batch 1 6.4 s,
-#: batch 4 5.3-5.7 s, batch 16 5.9-6.2 s. Encoding pads every clip to a 30 s window and costs
-#: the same per window at any batch size (about 0.3 s); beam-search decoding halves from
-#: batch 1 to 4 (1.7 s -> 0.8 s) and gains nothing past it. On GPU the whole list goes in one
-#: call.
+#: Items per encode + generate call on CPU. Encoding pads every clip to a 30 s window and
+#: costs the same per window at any batch size; beam-search decoding gains from batching up
+#: to about four items and nothing past them (benchmarks/README.md, "Figures behind the
+#: code"). On GPU the whole list goes in one call.
 _CPU_BATCH = 4
 #: A word probability of 0 has no log; floor it (log is about -27.6).
 _MIN_PROBABILITY = 1e-12

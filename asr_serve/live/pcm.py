@@ -5,12 +5,11 @@ is 24 kHz) or 8 kHz G.711 (μ-law, A-law). A session converts each chunk as it a
 a resampler that keeps its filter state across chunks, so chunk boundaries do not click and
 the result equals converting the whole stream at once.
 
-Resampling is ``soxr.ResampleStream`` (HQ). Measured on the 2-core dev machine, 24 kHz to
-16 kHz in 20 ms chunks: soxr 15-20 µs a chunk at any quality, PyAV's ``AudioResampler`` fed
-``AudioFrame``s 70 µs (most of it building frames and copying them back to numpy). HQ holds
-back about 21 ms of a 24 kHz stream (66 ms at 8 kHz) until more audio or :meth:`flush`.
-G.711 is expanded by FFmpeg's ``pcm_mulaw`` / ``pcm_alaw`` decoders through PyAV (7 µs per
-20 ms), not by tables of our own.
+Resampling is ``soxr.ResampleStream`` (HQ), cheaper per chunk at any quality than PyAV's
+``AudioResampler``, which spends most of its time building ``AudioFrame``s and copying them
+back to numpy (benchmarks/README.md, "Figures behind the code"). HQ holds back about 21 ms
+of a 24 kHz stream (66 ms at 8 kHz) until more audio or :meth:`flush`. G.711 is expanded by
+FFmpeg's ``pcm_mulaw`` / ``pcm_alaw`` decoders through PyAV, not by tables of our own.
 """
 
 from __future__ import annotations

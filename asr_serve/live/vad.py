@@ -3,11 +3,10 @@
 All sessions of a process share one onnxruntime session of silero's torch-free "sequence"
 model (shipped in the ``silero-vad`` wheel, one intra-op thread); each stream keeps only its
 own LSTM state and the last 64 samples of context. The sequence model takes all the frames
-an append completes in one call and gives, frame for frame, the same probabilities as the
-one-frame streaming model (bit-exact, checked when it was chosen). Measured on the 2-core dev
-machine: 255 µs per call of one frame, 150 µs per frame in calls of three (100 ms appends),
-so about 5-8 ms of one core per second of audio and stream. onnxruntime's ``run`` is
-thread-safe, so streams may run on any threads, one call at a time per stream.
+an append completes in one call, which costs less per frame than a call per frame, and gives,
+frame for frame, the same probabilities as the one-frame streaming model. A stream costs a
+small fraction of a core (benchmarks/README.md, "Figures behind the code"). onnxruntime's
+``run`` is thread-safe, so streams may run on any threads, one call at a time per stream.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The uploads the ingress reads itself instead of sending them to the AudioDecoder.
 
 A 16 kHz PCM or float WAV that fits one piece needs no decoding, no resampling and no VAD:
-its samples are a copy of its bytes (libsndfile, about 1 ms for a 2 s clip). Sending it to
-the decoder deployment costs far more than that, all of it serving overhead: a handle call
-from the ingress (Serve's router, a call to another replica), the decoder's request machinery,
-and the samples serialised back to the ingress: about 29 ms of CPU per request across the
-processes on the 2-core machine (benchmarks/README.md, "Where the time goes"). Everything
-else (compressed formats, other sample rates, long files to split) goes to the decoder.
+its samples are a copy of its bytes (libsndfile). Sending it to the decoder deployment
+costs far more than reading it, all of it serving overhead: a handle call from the ingress
+(Serve's router, a call to another replica), the decoder's request machinery, and the
+samples serialised back to the ingress (benchmarks/README.md, "Where the time goes").
+Everything else (compressed formats, other sample rates, long files to split) goes to the
+decoder.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from asr_serve.serving.pipeline import DecodeFn
 
 #: Larger uploads go to the decoder, which reads them off its event loop. 1 MiB is 32 s of
-#: mono 16-bit WAV, longer than a piece: a read on the ingress's loop stays around 1 ms.
+#: mono 16-bit WAV, longer than a piece, and small enough to read without stalling the
+#: ingress's loop.
 IN_PLACE_MAX_BYTES = 1 << 20
 
 

@@ -98,7 +98,7 @@ def _gaps(speech: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
 def test_decode_and_vad_memory_is_bounded() -> None:
     """Ten minutes in a fresh process: the peak grows by about two float32 copies, no more.
 
-    ``python -m benchmarks.decoder_memory 3600`` gives the one-hour figure in the README.
+    ``python -m benchmarks.decoder_memory 3600`` gives the one-hour figure in benchmarks/README.md.
     """
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.decoder_memory", "600"],

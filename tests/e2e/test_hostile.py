@@ -215,7 +215,7 @@ def test_cors_allows_the_configured_origin_only(http: httpx.Client, prefix: str)
 def test_api_keys_never_reach_the_logs(http: httpx.Client, prefix: str) -> None:
     """Keys sent in headers, right or wrong, appear in no log file of the Ray session.
 
-    One exception, Ray's and documented in the README: this test hands the env key to the
+    One exception, Ray's and documented in docs/security.md: this test hands the env key to the
     ingress as a runtime_env variable, which Ray's runtime_env agent logs in full; on a real
     cluster the variable is set where `ray start` runs, or the key file is used.
     """

@@ -1,5 +1,6 @@
 """The CPU quickstart exactly as the README runs it: `serve run serve_config.cpu.yaml`,
-behind Serve's own HTTP proxy (the default) and behind its HAProxy front door."""
+behind Serve's own HTTP proxy (the default), with every example of the README and docs/ run
+against it (docs/testing.md), and behind its HAProxy front door."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from openai import OpenAI
 
 from devtools.speech import encode, pcm16, synthesize
 from devtools.text import normalize
+from tests.support import docs
 from tests.support.realtime import COMPLETED, client_for, stream_with_sdk
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +78,7 @@ def served(tmp_path: Path, **env: str) -> Iterator[Path]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         # Ray's HAProxy manager can leave its haproxy running once the cluster is gone
-        # (README, "The front door"): stop the ones this run started.
+        # (docs/operations.md, "The front door"): stop the ones this run started.
         for pid in _haproxies() - haproxies_before:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -131,9 +133,23 @@ def check_files(hello: np.ndarray) -> None:
     assert normalize(text) == ["hello", "world"]
 
 
-def test_serve_run_cpu_config(tmp_path: Path) -> None:
-    with served(tmp_path):
-        # The monitoring steps of the README: without the token the CLI is refused ...
+#: The pages with examples to run.
+EXAMPLE_PAGES = [p for p in docs.PAGES if any(block.runs for block in docs.blocks(p))]
+
+
+@pytest.fixture(scope="class")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One ``serve run`` for the quickstart's checks and every page's examples."""
+    # The CLI steps talk to the dashboard at its default port; another cluster's would answer.
+    assert not _answers(DASHBOARD), "another Ray dashboard already listens on port 8265"
+    with served(tmp_path_factory.mktemp("quickstart")) as log:
+        yield log
+
+
+@pytest.mark.usefixtures("quickstart")
+class TestQuickstart:
+    def test_serve_run_cpu_config(self) -> None:
+        # The monitoring steps of docs/operations.md: without the token the CLI is refused ...
         plain = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
         refused = subprocess.run(
             [str(SERVE_CLI), "status", "-a", DASHBOARD],
@@ -173,6 +189,11 @@ def test_serve_run_cpu_config(tmp_path: Path) -> None:
         hello = synthesize("hello world")
         check_files(hello)
 
+    @pytest.mark.parametrize("page", EXAMPLE_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+    def test_examples(self, page: Path, tmp_path: Path) -> None:
+        """Each page's console and python blocks, in order, in a directory of their own."""
+        docs.run_page(page, tmp_path)
+
 
 def haproxy_replicas() -> list[dict[str, str]]:
     """HAProxy's statistics for the ingress replicas of the application ``asr``."""
@@ -185,7 +206,7 @@ def haproxy_replicas() -> list[dict[str, str]]:
 
 
 def test_serve_run_behind_haproxy(tmp_path: Path) -> None:
-    """The same quickstart with Serve's HAProxy front door (README, "The front door"):
+    """The same quickstart with Serve's HAProxy front door (docs/operations.md, "The front door"):
     HAProxy holds the clients' connections and forwards each request to the ingress
     replica's own HTTP server, with no proxy actor in between. Files, errors, an SSE stream
     and a live WebSocket session all pass through it unchanged."""

@@ -36,10 +36,10 @@ from tests.live.server import LiveServer, whisper_engine
 pytestmark = pytest.mark.e2e
 
 APP = "web"
-#: The README's screenshot, refreshed only when asked (``ASR_SERVE_SCREENSHOT=1``): every run
+#: docs/api.md's screenshot, refreshed only when asked (``ASR_SERVE_SCREENSHOT=1``): every run
 #: shows another port and timing, and a test run should not leave the tree changed.
-README_SCREENSHOT = Path(__file__).parents[2] / "docs" / "web-page.png"
-README_LIVE_SCREENSHOT = README_SCREENSHOT.with_name("web-page-live.png")
+SCREENSHOT = Path(__file__).parents[2] / "docs" / "web-page.png"
+LIVE_SCREENSHOT = SCREENSHOT.with_name("web-page-live.png")
 CHROMIUM = "/usr/bin/chromium"
 #: Headless on a closed network: without the background-networking flags Chromium's own
 #: connections (updates, sync) are refused and slow everything down.
@@ -114,7 +114,7 @@ def test_upload_shows_transcript_segments_and_curl(
     for field in ("file=@hello.wav", f"model={WHISPER}", "response_format=verbose_json"):
         assert f"-F '{field}'" in curl
     assert page.is_hidden("#error")
-    shot = README_SCREENSHOT if os.environ.get("ASR_SERVE_SCREENSHOT") else tmp_path / "page.png"
+    shot = SCREENSHOT if os.environ.get("ASR_SERVE_SCREENSHOT") else tmp_path / "page.png"
     page.screenshot(path=shot, full_page=True)
     assert shot.stat().st_size > 10_000
 
@@ -225,7 +225,7 @@ def test_live_mode_shows_what_was_said(
     reference = live_speech[1]
     assert wer([reference], [final.inner_text()]) <= 0.1, (reference, final.inner_text())
     live = os.environ.get("ASR_SERVE_SCREENSHOT")
-    shot = README_LIVE_SCREENSHOT if live else tmp_path / "live.png"
+    shot = LIVE_SCREENSHOT if live else tmp_path / "live.png"
     page.screenshot(path=shot, full_page=True)
     page.click("#live")
     expect(page.locator("#live-status")).to_have_text("stopped", timeout=15_000)

@@ -138,7 +138,7 @@ def test_settings_default_to_what_funasrs_vllm_server_passes(vllm_server_calls) 
     assert config.repetition_penalty == transcriptions["repetition_penalty"]
     assert config.itn is True  # the server passes none: FunASRNanoVLLM.generate's default
     # Our cap is the checkpoint's max_length (512 if unset), as on funasr's AutoModel path;
-    # the vLLM path's 500 is documented in the README's model settings.
+    # the vLLM path's 500 is documented in docs/configuration.md's model settings.
     assert config.max_new_tokens is None
     assert tuple(asr["hotwords"]) == hotword_list(PROMPT) == ("quick brown fox", "lazy dog")
     [load] = vllm_server_calls.loads
