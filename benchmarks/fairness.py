@@ -15,8 +15,9 @@ another on the same server:
 - ``live flood``: beside them one key's OpenAI Realtime sessions send 1,500 x (100 ms append
   + commit) as fast as they can, one session after another.
 
-Per phase: the normal clients' statuses and P50/P95, the flooder's answers, and the share
-of the model's time each client's items took (the ASR replica's ``stats()``, engine time
+Per phase: the machine's load average at its end (other work on a shared machine shows in
+every figure), the normal clients' statuses and P50/P95, the flooder's answers, and the
+share of the model's time each client's items took (the ASR replica's ``stats()``, engine time
 shared out by audio within each batch). The ratio that counts: the normal clients' P95 with
 a flood over their P95 alone (goal <= 1.5), measured in the same run. Writes
 ``results/<date>-<machine>-fairness.json/.md`` and adds ``fairness`` to
@@ -105,11 +106,14 @@ def _phase(run: ServeRun, wav: bytes, seconds: float, flood: str | None) -> dict
             flooding = pool.submit(_live_flood, run.base_url, seconds)
         normal = _normal(run.base_url, wav, seconds)
         flooded = flooding.result() if flooding is not None else None
+    # This machine's other work shows in every figure: say how much there was.
+    load = os.getloadavg()[0]
     model_s = Counter(run.stats("asr")[0]["model_s_by_client"])
     model_s.subtract(before)
     total = sum(v for v in model_s.values() if v > 0)
     latencies = [o.latency_s for o in normal if o.status == 200]
     phase: dict[str, Any] = {
+        "load_average_1min": load,
         "normal_statuses": dict(Counter(str(o.status) for o in normal)),
         "normal_p50_s": float(np.percentile(latencies, 50)) if latencies else None,
         "normal_p95_s": p95(latencies) if latencies else None,
@@ -171,9 +175,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"`{report['command']}`; model `{report['model']['name']}`, 8 normal clients, "
         f"{report['seconds']:g} s per phase.",
         "",
-        "| phase | normal statuses | normal P50 s | normal P95 s | flooder's share of the "
-        "model | each normal client's share | flooder |",
-        "|---|---|---|---|---|---|---|",
+        "| phase | load average | normal statuses | normal P50 s | normal P95 s | flooder's "
+        "share of the model | each normal client's share | flooder |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, phase in report["phases"].items():
         shares = phase["normal_model_share_each"]
@@ -185,7 +189,8 @@ def markdown(report: dict[str, Any]) -> str:
                 **flooder,
             }
         rows.append(
-            f"| {name} | {phase['normal_statuses']} | {phase['normal_p50_s']:.2f} | "
+            f"| {name} | {phase['load_average_1min']:.1f} | {phase['normal_statuses']} | "
+            f"{phase['normal_p50_s']:.2f} | "
             f"{phase['normal_p95_s']:.2f} | {phase['flooder_model_share']:.0%} | "
             f"{min(shares):.0%}-{max(shares):.0%} | {flooder} |"
         )
