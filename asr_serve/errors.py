@@ -116,6 +116,10 @@ class RateLimitError(RetryLaterError):
     code = "rate_limit_exceeded"
 
 
+class ClientLimitError(RateLimitError):
+    """The client passed a limit of its own (``clients`` in the config), at the ingress."""
+
+
 class OverloadedError(RetryLaterError):
     """Queues are full; the client should retry after ``retry_after_s``."""
 

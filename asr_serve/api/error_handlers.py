@@ -21,6 +21,7 @@ from asr_serve.api.request_log import note_refusal
 from asr_serve.errors import (
     ASRServeError,
     AuthenticationError,
+    ClientLimitError,
     InternalError,
     PayloadTooLargeError,
     RequestTimeoutError,
@@ -42,7 +43,9 @@ def error_response(exc: ASRServeError) -> JSONResponse:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, PayloadTooLargeError | RequestTimeoutError | UploadBudgetError):
+    if isinstance(
+        exc, PayloadTooLargeError | RequestTimeoutError | UploadBudgetError | ClientLimitError
+    ):
         # Close rather than drain: the server would otherwise read the rest of the upload.
         headers["Connection"] = "close"
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)

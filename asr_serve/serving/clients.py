@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from asr_serve.config import ClientsConfig
-from asr_serve.errors import RateLimitError
+from asr_serve.errors import ClientLimitError
 
 #: Audio buckets kept before full ones (the same as none) are dropped.
 _BUCKETS_KEPT = 1024
@@ -112,7 +112,7 @@ class ClientLimits:
         bucket.refill(now)
         if seconds > bucket.level and bucket.level < bucket.capacity:
             wait_s = (min(seconds, bucket.capacity) - bucket.level) * 60 / limit
-            raise RateLimitError(
+            raise ClientLimitError(
                 f"this client may send {limit:g} s of audio a minute; {seconds:.1f} s more "
                 f"fit in {math.ceil(wait_s)} s",
                 retry_after_s=wait_s,
@@ -121,7 +121,7 @@ class ClientLimits:
 
     def _slot(self, counts: dict[str, int], client: str, limit: int | None, what: str) -> Slot:
         if limit is not None and counts.get(client, 0) >= limit:
-            raise RateLimitError(
+            raise ClientLimitError(
                 f"this client has {limit} {what} in progress, its limit; retry when one ends",
                 retry_after_s=1.0,
             )

@@ -12,9 +12,12 @@ request of theirs must be 200, each group's P95 at most 3x its unloaded one. Cas
   budget is refused with ``rate_limit_exceeded`` and every item it committed ends;
 - one key from 24 connections, retrying after 0.1 s whatever its Retry-After says: it gets
   429 ``rate_limit_exceeded``;
-- 100 connections of one key at once, beside the normal clients: the flooder gets 429 or
-  503, with Retry-After, and nothing else;
-- the result cache with two keys: a key never gets a hit on another key's audio.
+- 100 connections of one key at once, beside the normal clients: past its 32 requests in
+  progress (``clients.max_concurrent_requests``, as in production) the flooder gets 429 at
+  the ingress, and from the model's queue 429 or 503, all with Retry-After;
+- the result cache with two keys: a key never gets a hit on another key's audio;
+- without keys, behind a trusted proxy's ``X-Forwarded-For``: each address has its own
+  limits (requests in progress, audio a minute, live sessions).
 
 No replica logs an ERROR or a traceback meanwhile.
 """
@@ -23,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from ray import serve
 
 from devtools.flood import Outcome, bearer, commit_flood, file_clients, p95
@@ -64,6 +69,9 @@ def _keyed_app(name: str, tiny_model_dir: Path, **args: object) -> str:
             "batching": {**batching, "max_queue_wait_s": MAX_QUEUE_WAIT_S},
         },
         auth={"anonymous": False},
+        # Below the ASR's 128 slots, as production's 64 is below its 256: past the slots
+        # Serve's router refuses everyone alike.
+        clients={"max_concurrent_requests": 32},
         **args,
     )
     return deploy(name, app_args, options)
@@ -220,4 +228,66 @@ def test_a_key_never_gets_a_cache_hit_on_another_key_s_audio(cached_url: str, wa
     assert post("sk-normal-1") == "miss"  # the same audio, another tenant: its own miss
     assert post("sk-normal-0") == "hit"
     assert post("sk-normal-1") == "hit"
+    _no_errors_logged(window)
+
+
+@pytest.fixture(scope="module")
+def limited_url(serve_url: str, tiny_model_dir: Path) -> Iterator[str]:
+    """No keys, behind a (pretended) trusted proxy: each forwarded address is a client, with
+    limits of its own."""
+    name = f"{APP}-limits"
+    clients = {
+        "forwarded_for_header": "X-Forwarded-For",
+        "max_concurrent_requests": 2,
+        "max_live_sessions": 1,
+        "max_audio_s_per_minute": 10.0,
+    }
+    yield serve_url + deploy(name, tiny_args(tiny_model_dir, clients=clients))
+    serve.delete(name)
+
+
+def _from(address: str) -> dict[str, str]:
+    return {"X-Forwarded-For": f"203.0.113.250, {address}"}
+
+
+def test_each_forwarded_address_has_limits_of_its_own(limited_url: str, wav: bytes) -> None:
+    window = LogWindow(f"{APP}-limits")
+    url = f"{limited_url}/v1/audio/transcriptions"
+
+    def post(address: str) -> httpx.Response:
+        return httpx.post(url, files={"file": ("a.wav", wav)}, headers=_from(address), timeout=60)
+
+    # Requests in progress: two per address; past them 429 before the upload is read.
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(post, ["198.51.100.1"] * 6))
+    refused = [r for r in answers if r.status_code == 429]
+    assert refused and len(refused) < 6, [r.status_code for r in answers]
+    for resp in refused:
+        assert resp.json()["error"]["code"] == "rate_limit_exceeded"
+        assert resp.headers["retry-after"] and resp.headers["connection"] == "close"
+    assert post("198.51.100.2").status_code == 200  # another address is another client
+
+    # Audio a minute: 10 s, so three 2.9 s clips and not a fourth.
+    statuses = [post("198.51.100.3").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429], statuses
+    assert post("198.51.100.4").status_code == 200
+
+    # Live sessions: one per address.
+    ws_url = limited_url.replace("http://", "ws://", 1) + "/v1/realtime"
+
+    async def sessions() -> int | None:
+        async with websockets.connect(ws_url, additional_headers=_from("198.51.100.5")) as first:
+            assert json.loads(await first.recv())["type"] == "session.created"
+            async with websockets.connect(
+                ws_url, additional_headers=_from("198.51.100.6")
+            ) as other:
+                assert json.loads(await other.recv())["type"] == "session.created"
+            async with websockets.connect(
+                ws_url, additional_headers=_from("198.51.100.5")
+            ) as second:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await second.recv()
+                return closed.value.rcvd.code if closed.value.rcvd else None
+
+    assert asyncio.run(sessions()) == 1013
     _no_errors_logged(window)
