@@ -104,7 +104,6 @@ class FairQueue:
         self._flows: dict[str, _Flow] = {}
         self._requests: list[tuple[float, int, Ticket]] = []  # heap by (start, arrival)
         self._partials: collections.deque[Ticket] = collections.deque()
-        self._waiting_requests = 0
         self._released: set[Ticket] = set()
         self._running: list[Ticket] = []
         self._busy = False
@@ -169,7 +168,6 @@ class FairQueue:
             ticket.finish = ticket.start + ticket.work_s
             flow.last_finish = ticket.finish
             heapq.heappush(self._requests, (ticket.start, next(self._arrivals), ticket))
-            self._waiting_requests += 1
         else:
             self._partials.append(ticket)
         self._release()
@@ -200,12 +198,11 @@ class FairQueue:
         return True
 
     def leave(self, ticket: Ticket) -> None:
-        """The item is done, expired or cancelled: give its place and audio back."""
+        """The item is done, expired or cancelled: give its place and work back."""
         if ticket.state is _State.GONE:
             return
         if ticket.state is _State.WAITING:
             if ticket.kind is Kind.REQUEST:
-                self._waiting_requests -= 1
                 flow = self._flows[ticket.client]
                 if flow.last_finish == ticket.finish:  # its newest: the client's tag goes back
                     flow.last_finish = ticket.start
@@ -268,7 +265,6 @@ class FairQueue:
             if ticket.cost > room:
                 return None
             heapq.heappop(self._requests)
-            self._waiting_requests -= 1
             self._virtual = max(self._virtual, ticket.start)
             return ticket
         if self._partials and self._partials[0].cost <= room:
