@@ -95,7 +95,7 @@ async def _file_request(request: Request, ingress: IngressState, *, translate: b
         note_request(request, **job.log_fields())
         if job.request.stream:
             results = _holding(ingress.pipeline.results(job), slot)
-            streamed = await stream_transcription(results, request)
+            streamed = await stream_transcription(results, job.request, request)
             return streamed
         return _rendered(request, await ingress.pipeline.finish(job))
     finally:
@@ -123,5 +123,6 @@ def _rendered(request: Request, done: Transcription) -> Response:
         words="word" in done.request.timestamp_granularities,
         logprobs="logprobs" in done.request.include,
         task="translate" if done.translate else "transcribe",
+        languages=done.languages,
         headers=cache_headers(done.cache_hit),
     )

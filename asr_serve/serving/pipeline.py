@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +50,16 @@ async def _no_capabilities(_: str) -> EngineCapabilities:
     return EngineCapabilities()
 
 
+def detected_languages(
+    request: TranscriptionRequest, results: Iterable[EngineResult]
+) -> tuple[str, ...]:
+    """The languages the model found, in the order the pieces first spoke each; none when
+    the request named its language, since then nothing was detected."""
+    if request.language is not None:
+        return ()
+    return tuple(dict.fromkeys(r.language for r in results if r.language))
+
+
 @dataclass(frozen=True)
 class Transcription:
     request: TranscriptionRequest
@@ -60,6 +70,8 @@ class Transcription:
     translate: bool = False
     #: Wall time from the first piece sent to the model to the last result.
     asr_ms: float = 0.0
+    #: The languages the model detected (:func:`detected_languages`).
+    languages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +176,7 @@ class TranscriptionPipeline:
             cache_hit=all(hits) if hits else None,
             translate=job.translate,
             asr_ms=asr_ms,
+            languages=detected_languages(job.request, [p.result for p in pieces]),
         )
 
     async def transcribe_file(
