@@ -155,7 +155,8 @@ class ASR:
         wall_s = time.perf_counter() - started
         self.metrics.inference.observe(wall_s)
         self.metrics.audio_seconds.inc(audio_s)
-        self.admission.observe_batch(sum(t.work_s for t in tickets), wall_s)
+        full = batch_cost(items) >= self.batching.max_batch_size
+        self.admission.observe_batch(sum(t.work_s for t in tickets), wall_s, full=full)
         self.recent_batch_seconds.append(wall_s)
         return results
 
@@ -192,6 +193,7 @@ class ASR:
             "recent_batch_sizes": list(self.recent_batches),
             "recent_batch_seconds": list(self.recent_batch_seconds),
             "speed_work_s_per_s": self.admission.speed,
+            "full_batch_speed_work_s_per_s": self.admission.full_speed,
             "queued_work_s": self.queue.queued_s,
             "queued_clients": self.queue.clients,
             "model_s_by_client": dict(self.queue.model_s),

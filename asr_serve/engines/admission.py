@@ -4,8 +4,11 @@ A queue bounded by a count lets an accepted request wait as long as that count o
 takes. Here the replica knows the work that would be done before a new item (the fair
 queue's order: :meth:`asr_serve.engines.fair.FairQueue.work_ahead`; an item's work is its
 audio, or the engine's least cost of an item if more) and the speed its engine has shown
-(work seconds per wall second of its batches, smoothed, seeded by warm-up); a new item is
-admitted when that work, at that speed, is done within ``max_queue_wait_s``. Otherwise it
+(work seconds per wall second of its batches, smoothed, seeded by warm-up; once it has run
+full batches, the speed of those if higher: behind a queue long enough to matter, batches
+are full, and an engine that batches well does more per second in a full batch than in the
+small ones a light load makes); a new item is admitted when that work, at that speed, is
+done within ``max_queue_wait_s``. Otherwise it
 is refused at once with a Retry-After of the time until it would be admitted: 429
 ``rate_limit_exceeded`` for a client that holds more than its share of the queue (the
 others still get in), 503 ``overloaded`` when every client does its share and the engine
@@ -30,8 +33,9 @@ class QueueAdmission:
 
     def __init__(self, speed: float) -> None:
         #: Seconds of work (:meth:`asr_serve.engines.fair.FairQueue.work_s`) the engine does
-        #: per wall second.
+        #: per wall second, over all its batches, and over its full ones (once it ran any).
         self.speed = speed
+        self.full_speed: float | None = None
 
     @classmethod
     def from_warmup(cls, work_s: float, wall_s: float) -> QueueAdmission:
@@ -41,7 +45,7 @@ class QueueAdmission:
 
     def estimated_wait_s(self, work_ahead_s: float) -> float:
         """How long an item waits for ``work_ahead_s`` of work done before it."""
-        return work_ahead_s / self.speed
+        return work_ahead_s / max(self.speed, self.full_speed or 0.0)
 
     def refusal(
         self, work_ahead_s: float, max_wait_s: float, *, over_share: bool
@@ -110,7 +114,12 @@ class QueueAdmission:
             if not released:
                 queue.leave(ticket)
 
-    def observe_batch(self, work_s: float, wall_s: float) -> None:
-        """Fold one batch's speed into the estimate."""
-        if wall_s > 0 and work_s > 0:
-            self.speed += self.SMOOTHING * (work_s / wall_s - self.speed)
+    def observe_batch(self, work_s: float, wall_s: float, *, full: bool = False) -> None:
+        """Fold one batch's speed into the estimates; ``full``: it had ``max_batch_size``."""
+        if wall_s <= 0 or work_s <= 0:
+            return
+        speed = work_s / wall_s
+        self.speed += self.SMOOTHING * (speed - self.speed)
+        if full:
+            last = speed if self.full_speed is None else self.full_speed
+            self.full_speed = last + self.SMOOTHING * (speed - last)

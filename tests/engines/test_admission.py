@@ -90,3 +90,16 @@ def test_a_later_piece_of_an_admitted_file_waits_its_turn_past_the_bound() -> No
         queue.leave(ticket)
 
     asyncio.run(scenario())
+
+
+def test_behind_a_long_queue_the_speed_of_full_batches_counts() -> None:
+    """Light load runs batches of one; a queue worth refusing runs full ones, which an engine
+    that batches well gets through faster per item: those set the wait, once seen."""
+    admission = QueueAdmission(speed=10.0)
+    for _ in range(20):
+        admission.observe_batch(work_s=3.0, wall_s=0.3)  # one 3 s item at a time: 10 s/s
+    assert admission.estimated_wait_s(100.0) == pytest.approx(10.0)
+    for _ in range(20):
+        admission.observe_batch(work_s=12.0, wall_s=0.4, full=True)  # four at once: 30 s/s
+    assert admission.full_speed == pytest.approx(30.0, rel=0.01)
+    assert admission.estimated_wait_s(100.0) == pytest.approx(100 / 30.0, rel=0.01)
