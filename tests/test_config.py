@@ -49,6 +49,10 @@ def test_config_validates_against_serve_and_project_schemas(name: str) -> None:
         # Items wait in the replica, where admission bounds their wait by time; the router's
         # queue, which it cannot see, is only a burst buffer.
         assert 0 < asr.max_queued_requests <= asr.max_ongoing_requests // 2
+        # One key's requests, arriving together, fit the router's queue, which knows no
+        # clients: past it Serve refuses everyone alike.
+        per_key = config.clients.max_concurrent_requests
+        assert per_key is None or per_key <= asr.max_queued_requests
         assert batching.max_queue_wait_s <= 30
     decoder = deployments["AudioDecoder"]
     assert decoder.ray_actor_options.num_gpus == 0

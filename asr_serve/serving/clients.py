@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from asr_serve.config import ClientsConfig
 from asr_serve.errors import ClientLimitError
 
-#: Audio buckets kept before full ones (the same as none) are dropped.
-_BUCKETS_KEPT = 1024
+#: Clients whose audio buckets and hold times are kept before the idle ones are dropped.
+_CLIENTS_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -41,23 +41,38 @@ class Client:
 ANONYMOUS = Client("")
 
 
+@dataclass
+class _Held:
+    """A client's places in use, and how long its places were held lately."""
+
+    count: int = 0
+    #: Smoothed time a place was held: when a client at its limit may expect one free.
+    mean_s: float = 1.0
+
+
 class Slot:
     """One counted place (a request in progress, a session open); :meth:`release` gives it
     back, once, however often it is called."""
 
-    def __init__(self, counts: dict[str, int], client: str) -> None:
-        self._counts = counts
+    #: Weight of the newest hold in a client's smoothed hold time.
+    SMOOTHING = 0.3
+
+    def __init__(self, held: dict[str, _Held], client: str, clock: Callable[[], float]) -> None:
+        self._held = held
         self._client: str | None = client
-        counts[client] = counts.get(client, 0) + 1
+        self._clock = clock
+        self._since = clock()
+        held.setdefault(client, _Held()).count += 1
 
     def release(self) -> None:
         if self._client is None:
             return
-        left = self._counts[self._client] - 1
-        if left:
-            self._counts[self._client] = left
-        else:
-            del self._counts[self._client]
+        held = self._held[self._client]
+        held.count -= 1
+        held.mean_s += self.SMOOTHING * (self._clock() - self._since - held.mean_s)
+        if len(self._held) > _CLIENTS_KEPT:  # forget the idle ones, their hold times too
+            for client in [c for c, h in self._held.items() if not h.count]:
+                del self._held[client]
         self._client = None
 
     def __enter__(self) -> Slot:
@@ -86,8 +101,8 @@ class ClientLimits:
     def __init__(self, config: ClientsConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._clock = clock
-        self._requests: dict[str, int] = {}
-        self._sessions: dict[str, int] = {}
+        self._requests: dict[str, _Held] = {}
+        self._sessions: dict[str, _Held] = {}
         self._audio: dict[str, _Bucket] = {}
 
     def request(self, client: str) -> Slot:
@@ -119,17 +134,21 @@ class ClientLimits:
             )
         bucket.level -= seconds
 
-    def _slot(self, counts: dict[str, int], client: str, limit: int | None, what: str) -> Slot:
-        if limit is not None and counts.get(client, 0) >= limit:
+    def _slot(self, places: dict[str, _Held], client: str, limit: int | None, what: str) -> Slot:
+        """A place, or 429 with a Retry-After of how long the client's places were held lately:
+        a client that keeps its limit busy is told to come back when one is likely free, not
+        invited to try again every second."""
+        held = places.get(client)
+        if limit is not None and held is not None and held.count >= limit:
             raise ClientLimitError(
                 f"this client has {limit} {what} in progress, its limit; retry when one ends",
-                retry_after_s=1.0,
+                retry_after_s=max(1.0, held.mean_s),
             )
-        return Slot(counts, client)
+        return Slot(places, client, self._clock)
 
     def _forget_full(self, now: float) -> None:
         """Drop buckets that have refilled: a full bucket is the same as none."""
-        if len(self._audio) <= _BUCKETS_KEPT:
+        if len(self._audio) <= _CLIENTS_KEPT:
             return
         for client, bucket in list(self._audio.items()):
             bucket.refill(now)

@@ -58,8 +58,9 @@ def _keyed_app(name: str, tiny_model_dir: Path, **args: object) -> str:
     env = {"env_vars": {"ASR_SERVE_API_KEYS": ",".join(KEYS)}}
     options = {
         "Ingress": {"ray_actor_options": {"num_cpus": 0.1, "runtime_env": env}},
-        # As the quickstart: a burst buffer in the router, the queue in the replica.
-        f"ASR-{TINY_MODEL}": {"max_ongoing_requests": 128, "max_queued_requests": 8},
+        # The queue in the replica; the router's a burst buffer above one key's requests in
+        # progress (as production's configs keep it).
+        f"ASR-{TINY_MODEL}": {"max_ongoing_requests": 128, "max_queued_requests": 64},
     }
     batching = {"max_batch_size": 4, "batch_wait_timeout_s": 0.02}
     app_args = tiny_args(
@@ -69,8 +70,8 @@ def _keyed_app(name: str, tiny_model_dir: Path, **args: object) -> str:
             "batching": {**batching, "max_queue_wait_s": MAX_QUEUE_WAIT_S},
         },
         auth={"anonymous": False},
-        # Below the ASR's 128 slots, as production's 64 is below its 256: past the slots
-        # Serve's router refuses everyone alike.
+        # Below the ASR's slots and its router's queue, as in production: past them Serve's
+        # router refuses everyone alike.
         clients={"max_concurrent_requests": 32},
         **args,
     )

@@ -42,6 +42,20 @@ def test_requests_in_progress_are_counted_per_client_and_given_back_once() -> No
     second.release()
 
 
+def test_a_client_at_its_limit_is_told_to_come_back_when_a_request_is_likely_done() -> None:
+    clock = _Clock()
+    limits = ClientLimits(ClientsConfig(max_concurrent_requests=1), clock)
+    for _ in range(20):  # its requests take 4 s each
+        with limits.request("a"):
+            clock.now += 4.0
+    with limits.request("a"), pytest.raises(RateLimitError) as refused:
+        limits.request("a")
+    assert refused.value.retry_after_s == pytest.approx(4.0, rel=0.01)
+    with limits.request("b"), pytest.raises(RateLimitError) as quick:
+        limits.request("b")  # nothing known of "b": a second
+    assert quick.value.retry_after_s == 1.0
+
+
 def test_live_sessions_have_a_limit_of_their_own() -> None:
     limits = ClientLimits(ClientsConfig(max_live_sessions=1, max_concurrent_requests=1))
     with (
