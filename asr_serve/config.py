@@ -39,12 +39,13 @@ class BatchingConfig(_Strict):
     max_batch_size: int = Field(8, ge=1, le=512)
     #: How long an idle replica waits for more items before it starts a batch. Short: items
     #: that arrive while the engine is busy are held and join the next batch together anyway
-    #: (:class:`asr_serve.engines.batch.EngineGate`), so this is added latency, not batch size.
+    #: (:class:`asr_serve.engines.fair.FairQueue`), so this is added latency, not batch size.
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
     #: Bound a batch by its total audio too, so a few long clips cannot exhaust memory.
     max_batch_audio_s: float = Field(300.0, gt=0.0)
-    #: Admit an item only if the audio queued before it, at the engine's measured speed,
-    #: is done within this; otherwise 503 with Retry-After at once
+    #: Admit an item only if the audio served before it, at the engine's measured speed,
+    #: is done within this; otherwise 429 (a client over its share) or 503 with Retry-After
+    #: at once; an admitted item that waited this long is refused then, so none waits more
     #: (:mod:`asr_serve.engines.admission`). A wait a person at a terminal accepts.
     max_queue_wait_s: float = Field(10.0, gt=0.0)
 
@@ -216,8 +217,33 @@ class AuthConfig(_Strict):
     #: File with one key per line (a line starting with ``#``, or `` #`` after a key, is a
     #: comment), e.g. a mounted Kubernetes secret.
     api_keys_file: Path | None = None
-    #: Refuse to start without a key, so a missing secret cannot silently open the API.
-    required: bool = False
+    #: Serve without API keys when none is found. Off, the ingress refuses to start without
+    #: a key, so a missing secret cannot silently open the API; with keys found they are
+    #: required either way.
+    anonymous: bool = False
+
+
+class ClientsConfig(_Strict):
+    """``args.clients``: who a client is, for its fair share of the models (each ASR
+    replica serves waiting clients in turn: :mod:`asr_serve.engines.fair`), its cached
+    results and the optional limits below. A client is its API key when keys are on, else
+    its address. The limits hold per ingress replica; unset, there is none."""
+
+    #: A header a trusted proxy in front of the service sets to the client's address, such
+    #: as ``X-Forwarded-For`` (its last entry is read: the address the proxy saw). Unset, the
+    #: connection's peer address. Set it only behind such a proxy: clients can send any
+    #: header, and a forged address would give a client as many shares as it likes.
+    forwarded_for_header: str | None = Field(None, pattern=r"^[A-Za-z0-9-]{1,64}$")
+    #: Transcription and translation requests one client may have in progress at once;
+    #: past it: 429 ``rate_limit_exceeded`` with Retry-After.
+    max_concurrent_requests: int | None = Field(None, ge=1)
+    #: Live sessions one client may hold open at once; past it a new one is closed with 1013.
+    max_live_sessions: int | None = Field(None, ge=1)
+    #: Seconds of audio (files and live sessions together) one client may send a minute,
+    #: as a bucket that refills continuously; past it: 429 ``rate_limit_exceeded`` (a live
+    #: session: the protocol's error, the audio not taken). One request longer than this
+    #: is taken when the bucket is full.
+    max_audio_s_per_minute: float | None = Field(None, gt=0.0)
 
 
 class CorsConfig(_Strict):
@@ -248,6 +274,10 @@ class CacheConfig(_Strict):
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: How long a result lives in Redis.
     ttl_s: int = Field(24 * 3600, ge=1)
+    #: Results shared among API keys. Off (and keys on), each key has results of its own:
+    #: a hit (``X-Cache: hit``) would otherwise tell a client that someone else sent the
+    #: same audio. With keys off, all clients share one scope.
+    shared: bool = False
     #: Results whose JSON is larger are not stored (one long file must not evict many).
     max_entry_bytes: int = Field(1024 * 1024, ge=1)
     key_prefix: str = "asr-serve:result:"
@@ -303,6 +333,15 @@ class LiveConfig(_Strict):
     #: Audio one connection may send in all, every session it opens together (``START``
     #: again does not start the count again); past it the connection is closed (4001).
     max_session_audio_s: float = Field(1800.0, gt=0.0)
+    #: How far a session's audio may run ahead of real time (audio sent minus the time
+    #: since, never counting time it did not use): room for a client's buffering and a
+    #: catch-up after a stall. Past it: the protocol's error, ``rate_limit_exceeded``, and
+    #: the audio is not taken. A whole recording belongs to the file API.
+    max_audio_ahead_s: float = Field(30.0, gt=0.0)
+    #: Final transcriptions one session may have running; while it has this many, its
+    #: audio is refused as above, so a session cannot queue finals faster than the model
+    #: serves them.
+    max_finals_in_flight: int = Field(4, ge=1)
     #: Largest audio payload of one append (or binary frame), in decoded bytes; 15 MiB as
     #: OpenAI's API.
     max_append_bytes: int = Field(15 * 1024 * 1024, ge=1024)
@@ -344,8 +383,11 @@ class AppConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     #: How files longer than one model window are split into pieces at speech pauses.
     splitting: SplittingConfig = Field(default_factory=SplittingConfig)
-    #: Where the API keys are (env var, file); never the keys. No key found: auth is off.
+    #: Where the API keys are (env var, file); never the keys. No key found: the ingress
+    #: does not start, unless ``auth.anonymous``.
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    #: Who a client is (API key, else address) and the optional limits per client.
+    clients: ClientsConfig = Field(default_factory=ClientsConfig)
     #: Browser origins allowed to call the API; off by default.
     cors: CorsConfig = Field(default_factory=CorsConfig)
     #: Results in Redis, keyed by the decoded audio, model and options; off by default.

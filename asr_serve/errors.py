@@ -97,18 +97,35 @@ class InvalidParameterError(ASRServeError):
     code = "invalid_parameter"
 
 
-class OverloadedError(ASRServeError):
-    """Queues are full; the client should retry after ``retry_after_s``."""
-
-    status_code = 503
-    error_type = "server_error"
-    code = "overloaded"
+class RetryLaterError(ASRServeError):
+    """Refused for now; the client should retry after ``retry_after_s`` (``Retry-After``)."""
 
     def __init__(
         self, message: str, *, param: str | None = None, retry_after_s: float = 1.0
     ) -> None:
         super().__init__(message, param=param)
         self.retry_after_s = retry_after_s
+
+
+class RateLimitError(RetryLaterError):
+    """The client holds more than its share of a model's queue, or passed a limit of its
+    own; others are still served. OpenAI's 429 body for a rate limit."""
+
+    status_code = 429
+    error_type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class ClientLimitError(RateLimitError):
+    """The client passed a limit of its own (``clients`` in the config), at the ingress."""
+
+
+class OverloadedError(RetryLaterError):
+    """Queues are full; the client should retry after ``retry_after_s``."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "overloaded"
 
 
 class UploadBudgetError(OverloadedError):
@@ -151,6 +168,7 @@ _BY_STATUS: dict[int, type[ASRServeError]] = {
     413: PayloadTooLargeError,
     415: UnsupportedMediaTypeError,
     422: InvalidParameterError,
+    429: RateLimitError,
     503: OverloadedError,
 }
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel
 
-from asr_serve.config import BatchingConfig, ModelConfig
+from asr_serve.config import AppConfig, BatchingConfig, ModelConfig
 
 SYSTEMS = ("asr-serve", "asr-serve-scaled", "sequential", "seed-style", "funasr-server", "naive")
 ENGINES = ("funasr", "whisper")
@@ -43,6 +44,13 @@ class EnginePlan(BaseModel):
         """Whole passes over the mix, so every system gets the same audio per level."""
         n = max(self.min_requests, self.waves * concurrency)
         return math.ceil(n / len(self.clip_seconds)) * len(self.clip_seconds)
+
+
+def quickstart_model() -> ModelConfig:
+    """The model exactly as ``make serve`` serves it (``serve_config.cpu.yaml``)."""
+    config = Path(__file__).resolve().parents[1] / "serve_config.cpu.yaml"
+    raw = yaml.safe_load(config.read_text())
+    return AppConfig.model_validate(raw["applications"][0]["args"]).models[0]
 
 
 def _funasr_model(model_dir: Path, *, gpu: bool) -> ModelConfig:

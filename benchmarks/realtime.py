@@ -43,14 +43,13 @@ from typing import Any
 import httpx
 import numpy as np
 import websockets
-import yaml
 from pydantic import BaseModel
 
-from asr_serve.config import SAMPLE_RATE, AppConfig, ModelConfig
+from asr_serve.config import SAMPLE_RATE, ModelConfig
 from asr_serve.engines import TranscribeOptions, create_engine
+from benchmarks.plan import quickstart_model
 from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.run import RESULTS_DIR
-from benchmarks.systems.base import ROOT
 from benchmarks.systems.baselines import UvicornSystem
 from benchmarks.systems.served import ServedSystem, ServeRun
 from devtools.speech import Speech, encode, pcm16, speech_with_pauses
@@ -278,12 +277,6 @@ def _run_levels(
     return levels
 
 
-def _quickstart_model() -> ModelConfig:
-    """The model exactly as ``make serve`` serves it (``serve_config.cpu.yaml``)."""
-    raw = yaml.safe_load((ROOT / "serve_config.cpu.yaml").read_text())
-    return AppConfig.model_validate(raw["applications"][0]["args"]).models[0]
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.realtime", description=__doc__)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16])
@@ -291,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
 
-    model = _quickstart_model()
+    model = quickstart_model()
     speech = speech_with_pauses(TEXTS, pause_s=1.0)
     engine_s = _engine_times(model, speech)
     results = Results(engine_utterance_s=engine_s)

@@ -49,6 +49,10 @@ def test_config_validates_against_serve_and_project_schemas(name: str) -> None:
         # Items wait in the replica, where admission bounds their wait by time; the router's
         # queue, which it cannot see, is only a burst buffer.
         assert 0 < asr.max_queued_requests <= asr.max_ongoing_requests // 2
+        # One key's requests, arriving together, fit the router's queue, which knows no
+        # clients: past it Serve refuses everyone alike.
+        per_key = config.clients.max_concurrent_requests
+        assert per_key is None or per_key <= asr.max_queued_requests
         assert batching.max_queue_wait_s <= 30
     decoder = deployments["AudioDecoder"]
     assert decoder.ray_actor_options.num_gpus == 0
@@ -114,6 +118,22 @@ def test_production_config_targets_fun_asr_nano_on_fractional_gpus() -> None:
     # Target in-flight requests of about one batch per replica.
     assert scaling["target_ongoing_requests"] == asr.user_config["max_batch_size"]
     assert asr.backpressure_config.retry_after_s
+
+
+def test_only_the_local_quickstart_serves_without_api_keys() -> None:
+    """Production listens on every interface: it starts only with a key, which the
+    RayService's workers get from a Secret; the quickstart, on 127.0.0.1, says it is open."""
+    production = AppConfig.model_validate(_load("serve_config.yaml")["applications"][0]["args"])
+    assert not production.auth.anonymous
+    cpu = _load("serve_config.cpu.yaml")
+    assert cpu["http_options"]["host"] == "127.0.0.1"
+    assert AppConfig.model_validate(cpu["applications"][0]["args"]).auth.anonymous
+    manifest = yaml.safe_load((ROOT / "cluster/kuberay/rayservice.yaml").read_text())
+    for group in manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        (container,) = group["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        key = env[production.auth.api_keys_env]["valueFrom"]["secretKeyRef"]
+        assert key.get("optional") is not True  # no Secret, no pod: never an open API
 
 
 def test_cpu_config_fits_two_logical_cpus() -> None:

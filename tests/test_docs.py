@@ -136,7 +136,7 @@ def test_security_bounds_name_real_settings() -> None:
         named += [
             code
             for code in re.findall(r"`([^`]+)`", cells[2])
-            if re.match(r"(models\[\]|limits|splitting|auth|cors|cache|live)\.", code)
+            if re.match(r"(models\[\]|limits|splitting|auth|clients|cors|cache|live)\.", code)
         ]
     assert named and not [code for code in named if code not in known]
 

@@ -1,11 +1,12 @@
-"""Optional bearer-token auth: ``Authorization: Bearer <key>`` checked against the keys.
+"""Bearer-token auth: ``Authorization: Bearer <key>`` checked against the keys.
 
 Keys never sit in ``serve_config.yaml``: the config only says where they are, an
 environment variable (default ``ASR_SERVE_API_KEYS``, comma- or newline-separated, taken
 verbatim: ``#`` is part of a key there) and/or a file with one key per line (a mounted
 secret), where whole-line ``#`` comments and `` # `` after a key are allowed. Auth is on as
-soon as any key is found. Auth fails closed: a variable that is set, or a file that is named,
-but yields no key stops the ingress from starting instead of leaving the API open.
+soon as any key is found. Auth fails closed: with no key found the ingress does not start
+unless the config says ``auth.anonymous: true``, and a variable that is set, or a file that
+is named, but yields no key stops it even then, instead of leaving the API open.
 Keys are compared as SHA-256 digests with :func:`hmac.compare_digest`, against every key,
 so neither the length nor the position of a match shows in the answer's timing. Neither a
 key nor the header is ever logged.
@@ -57,8 +58,8 @@ def load_keys(config: AuthConfig, environ: Mapping[str, str] | None = None) -> l
     """Collect the keys from the environment variable and the file the config names.
 
     Raises :class:`AuthConfigError` when keys were configured but none can be used (a set,
-    non-empty variable or a named file that parse to nothing) or when ``required`` finds none:
-    a typo in a secret must not silently switch auth off.
+    non-empty variable or a named file that parse to nothing), or when none is found and
+    ``anonymous`` is off: a typo in a secret must not silently switch auth off.
     """
     env = os.environ if environ is None else environ
     raw_env = env.get(config.api_keys_env, "")
@@ -81,16 +82,23 @@ def load_keys(config: AuthConfig, environ: Mapping[str, str] | None = None) -> l
                 "(only blank or '#' comment lines); put one key per line"
             )
         keys += file_keys
-    if config.required and not keys:
+    if not keys and not config.anonymous:
         raise AuthConfigError(
-            f"auth.required is set but no API key was found in ${config.api_keys_env}"
+            f"no API key was found in ${config.api_keys_env}"
             + (f" or {config.api_keys_file}" if config.api_keys_file else "")
+            + "; set one, or auth.anonymous: true to serve without keys"
         )
     return keys
 
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
+
+
+def key_name(key: str) -> str:
+    """A key's name as a client (``key:`` and the start of its digest): it does not give
+    the key away, so logs and metrics may carry it."""
+    return f"key:{_digest(key).hex()[:16]}"
 
 
 class APIKeyVerifier:
@@ -137,6 +145,15 @@ class APIKeyVerifier:
                 f"query parameter '{KEY_QUERY_PARAM}=<key>'."
             )
         self.check_key(key)
+
+    def key_id(self, connection: HTTPConnection) -> str | None:
+        """With keys on, a name for the key ``connection`` presented (it was checked), from
+        its digest, which does not give the key away; ``None`` with keys off."""
+        if not self.enabled:
+            return None
+        scheme, _, token = connection.headers.get("authorization", "").strip().partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else websocket_api_key(connection)
+        return key_name(key or "")
 
     def check_key(self, key: str) -> None:
         """Raise :class:`AuthenticationError` (401) unless ``key`` is a configured key."""

@@ -21,10 +21,11 @@ from asr_serve.api.request_log import note_refusal
 from asr_serve.errors import (
     ASRServeError,
     AuthenticationError,
+    ClientLimitError,
     InternalError,
-    OverloadedError,
     PayloadTooLargeError,
     RequestTimeoutError,
+    RetryLaterError,
     UploadBudgetError,
     error_for_status,
 )
@@ -38,11 +39,13 @@ REQUEST_ID_HEADER = "x-request-id"
 def error_response(exc: ASRServeError) -> JSONResponse:
     """The error's status and body, with the headers its status calls for."""
     headers = {}
-    if isinstance(exc, OverloadedError):
+    if isinstance(exc, RetryLaterError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, PayloadTooLargeError | RequestTimeoutError | UploadBudgetError):
+    if isinstance(
+        exc, PayloadTooLargeError | RequestTimeoutError | UploadBudgetError | ClientLimitError
+    ):
         # Close rather than drain: the server would otherwise read the rest of the upload.
         headers["Connection"] = "close"
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)

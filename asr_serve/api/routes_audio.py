@@ -12,7 +12,9 @@ field a client may send.
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime.
 
-from typing import Any
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
@@ -20,16 +22,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from asr_serve.api.auth import authenticated
+from asr_serve.api.clients import client_of
 from asr_serve.api.formats import cache_headers, render
 from asr_serve.api.request_log import note_request
-from asr_serve.api.state import State
+from asr_serve.api.state import IngressState, State
 from asr_serve.api.streaming import stream_transcription
 from asr_serve.api.upload import read_upload
+from asr_serve.serving.clients import Slot
 from asr_serve.serving.pipeline import Transcription
 from asr_serve.serving.requests import TranscriptionRequest, TranslationRequest
 
 #: Behind the API key (when keys are configured).
 router = APIRouter(dependencies=[Depends(authenticated)])
+
+T = TypeVar("T")
 
 
 def multipart_form(fields: type[BaseModel]) -> dict[str, Any]:
@@ -67,21 +73,44 @@ def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
 @router.post("/v1/audio/transcriptions", openapi_extra=multipart_form(TranscriptionRequest))
 async def transcriptions(request: Request, ingress: State) -> Response:
     """OpenAI's ``audio.transcriptions.create``: multipart ``file`` plus form fields."""
-    upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
-    job = await ingress.pipeline.start(upload)
-    note_request(request, **job.log_fields())
-    if job.request.stream:
-        return await stream_transcription(ingress.pipeline.results(job), job.request, request)
-    return _rendered(request, await ingress.pipeline.finish(job))
+    return await _file_request(request, ingress, translate=False)
 
 
 @router.post("/v1/audio/translations", openapi_extra=multipart_form(TranslationRequest))
 async def translations(request: Request, ingress: State) -> Response:
     """OpenAI's ``audio.translations.create``: English text, by a model that can translate."""
-    upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
-    job = await ingress.pipeline.start(upload, translate=True)
-    note_request(request, **job.log_fields())
-    return _rendered(request, await ingress.pipeline.finish(job))
+    return await _file_request(request, ingress, translate=True)
+
+
+async def _file_request(request: Request, ingress: IngressState, *, translate: bool) -> Response:
+    """One file through the request flow, as its client's (:mod:`asr_serve.api.clients`),
+    holding one of the client's requests in progress until its response has ended."""
+    client = client_of(request, ingress.api_keys, ingress.config.clients)
+    note_request(request, client=client.id)
+    slot = ingress.pipeline.limits.request(client.id)
+    streamed: Response | None = None
+    try:
+        upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
+        job = await ingress.pipeline.start(upload, translate=translate, client=client)
+        note_request(request, **job.log_fields())
+        if job.request.stream:
+            results = _holding(ingress.pipeline.results(job), slot)
+            streamed = await stream_transcription(results, job.request, request)
+            return streamed
+        return _rendered(request, await ingress.pipeline.finish(job))
+    finally:
+        if streamed is None:
+            slot.release()
+
+
+async def _holding(results: AsyncGenerator[T, None], slot: Slot) -> AsyncGenerator[T, None]:
+    """``results``, with ``slot`` given back once they end or are closed."""
+    try:
+        async with contextlib.aclosing(results):
+            async for result in results:
+                yield result
+    finally:
+        slot.release()
 
 
 def _rendered(request: Request, done: Transcription) -> Response:

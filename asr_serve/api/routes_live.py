@@ -3,21 +3,26 @@
 A browser's ``Origin`` (:func:`asr_serve.api.cors.origin_allowed`) and the API key, from the
 header, OpenAI's browser subprotocol or ``?api_key=``, are checked here before the socket is
 accepted: a foreign page or a bad key never gets a session (the client sees the handshake
-refused, HTTP 403). The replica's :class:`~asr_serve.live.sessions.LiveSessions` does the
-rest: the session cap, and one protocol's connection on the shared session core.
+refused, HTTP 403). The connection's client (its key, else its address:
+:mod:`asr_serve.api.clients`) comes with it, with the client's limits. The replica's
+:class:`~asr_serve.live.sessions.LiveSessions` does the rest: the session caps, and one
+protocol's connection on the shared session core.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime.
 
+import functools
 import logging
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.websockets import WebSocket
 
+from asr_serve.api.clients import client_of
 from asr_serve.api.cors import origin_allowed
 from asr_serve.api.state import IngressState, State
 from asr_serve.errors import AuthenticationError
+from asr_serve.live.budget import LiveClient
 from asr_serve.live.protocols.connection import CLOSE_POLICY, LiveConnection
 from asr_serve.live.protocols.funasr_realtime import FunASRRealtimeConnection
 from asr_serve.live.protocols.funasr_runtime import FunASRRuntimeConnection
@@ -31,7 +36,11 @@ router = APIRouter()
 
 
 async def _serve(
-    websocket: WebSocket, ingress: IngressState, connection: type[LiveConnection], **door: Any
+    websocket: WebSocket,
+    ingress: IngressState,
+    connection: type[LiveConnection],
+    *,
+    takes_files: bool = False,
 ) -> None:
     if not origin_allowed(websocket, ingress.config.cors):
         origin = websocket.headers.get("origin", "")
@@ -44,7 +53,17 @@ async def _serve(
         logger.info("live session refused: %s", exc.message)
         await websocket.close(CLOSE_POLICY, "invalid or missing API key")
         return
-    await ingress.live.serve(websocket, connection, **door)
+    client = client_of(websocket, ingress.api_keys, ingress.config.clients)
+    limits = ingress.pipeline.limits
+    door: dict[str, Any] = {}
+    if takes_files:
+        door["transcribe_file"] = functools.partial(ingress.pipeline.transcribe_file, client=client)
+    live_client = LiveClient(
+        client.id,
+        hold_session=functools.partial(limits.session, client.id),
+        take_audio=functools.partial(limits.take_audio, client.id),
+    )
+    await ingress.live.serve(websocket, connection, live_client, **door)
 
 
 @router.websocket("/v1/realtime")
@@ -56,12 +75,7 @@ async def realtime(websocket: WebSocket, ingress: State) -> None:
 @router.websocket("/v1/funasr/ws")
 async def funasr_ws(websocket: WebSocket, ingress: State) -> None:
     """FunASR's runtime protocol (2pass, online, offline); whole files as file requests."""
-    await _serve(
-        websocket,
-        ingress,
-        FunASRRuntimeConnection,
-        transcribe_file=ingress.pipeline.transcribe_file,
-    )
+    await _serve(websocket, ingress, FunASRRuntimeConnection, takes_files=True)
 
 
 @router.websocket("/v1/funasr/realtime")

@@ -15,7 +15,8 @@ from ray import serve
 from asr_serve.config import SAMPLE_RATE, BatchingConfig, ModelConfig
 from asr_serve.engines import EngineCapabilities, EngineResult, TranscribeOptions, create_engine
 from asr_serve.engines.admission import QueueAdmission
-from asr_serve.engines.batch import BatchItem, EngineGate, batch_cost, item_cost, run_batch
+from asr_serve.engines.batch import BatchItem, batch_cost, item_cost, run_batch
+from asr_serve.engines.fair import FairQueue
 from asr_serve.errors import ASRServeError, InsufficientMemoryError
 
 logger = logging.getLogger("ray.serve")
@@ -26,9 +27,10 @@ _DEFAULT_BATCHING = BatchingConfig()
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "num_gpus": 0},
     # Must exceed max_batch_size or batches never fill (ray#43288); room for several
-    # batches, so items queue here (where EngineGate batches them and admission bounds
-    # their wait by time) rather than in the caller's router, which retries a full replica
-    # with backoff of up to 0.5 s and whose queue admission cannot see: keep it short.
+    # batches, so items queue here (where the fair queue releases them by client and
+    # admission bounds their wait by time) rather than in the caller's router, which
+    # retries a full replica with backoff of up to 0.5 s and whose queue admission cannot
+    # see: keep it short.
     max_ongoing_requests=128,
     max_queued_requests=32,
     # A model that cannot load fails the deployment quickly with its message.
@@ -47,14 +49,14 @@ class ASR:
         #: Recent batch sizes and wall times, for :meth:`stats`.
         self.recent_batches: deque[int] = deque(maxlen=1024)
         self.recent_batch_seconds: deque[float] = deque(maxlen=1024)
-        self.gate = EngineGate()
 
         started = time.perf_counter()
         self.engine = create_engine(self.model)
         self.engine.load()
         warming = time.perf_counter()
-        warmup_audio_s = self.engine.warmup()
-        self.admission = QueueAdmission.from_warmup(warmup_audio_s, time.perf_counter() - warming)
+        warmup_work_s = self.engine.warmup()
+        self.admission = QueueAdmission.from_warmup(warmup_work_s, time.perf_counter() - warming)
+        self.queue = FairQueue(self.batching.max_batch_size, self.engine.min_item_s)
         self.metrics.model_loaded.set(1)
         logger.info(
             "model %s (%s) loaded and warmed up in %.1f s",
@@ -67,6 +69,7 @@ class ASR:
         """Apply a new ``user_config`` (batch size, wait, audio bound) without a restart."""
         self.batching = BatchingConfig.model_validate(user_config)
         self._batched.set_max_batch_size(self.batching.max_batch_size)
+        self.queue.max_batch_size = self.batching.max_batch_size
         self._batched.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
         logger.info("batching for %s set to %s", self.model.name, self.batching)
 
@@ -76,14 +79,18 @@ class ASR:
         options: TranscribeOptions,
         admitted: bool = False,
         partial_wait_s: float | None = None,
+        client: str = "",
     ) -> EngineResult | ASRServeError | None:
         """One item's audio; it shares an engine call with whatever else is waiting.
 
-        Refused (503) if its queue wait would pass ``max_queue_wait_s``, unless ``admitted``:
-        a later piece of a long file whose first piece was admitted. The request's own errors
-        (an option the model lacks; a full queue; out of memory even alone) are returned as
-        values for the ingress to raise: Serve logs every exception a replica method raises
-        as an ERROR with its traceback, which is for our own failures.
+        ``client`` (the ingress names it) is whose share of the replica the item takes
+        (:mod:`asr_serve.engines.fair`). Refused (429 for a client over its share, else 503)
+        if its queue wait would pass ``max_queue_wait_s``, or once it has, unless
+        ``admitted``: a later piece of a long file whose first piece was admitted. The
+        request's own errors (an option the model lacks; a refusal; out of memory even
+        alone) are returned as values for the ingress to raise: Serve logs every exception
+        a replica method raises as an ERROR with its traceback, which is for our own
+        failures.
 
         With ``partial_wait_s`` the item is a live partial result, best effort: it is not
         admitted by time but goes in only behind every waiting request, and gives up (``None``)
@@ -93,20 +100,29 @@ class ASR:
             self.engine.check_options(options)
         except ASRServeError as exc:
             return exc
-        cost = item_cost(len(audio) / SAMPLE_RATE, self.batching)
-        item = BatchItem(audio=audio, options=options, cost=cost)
+        seconds = len(audio) / SAMPLE_RATE
+        cost = item_cost(seconds, self.batching)
         if partial_wait_s is not None:
-            if not await self.gate.wait_behind_requests(partial_wait_s):
+            placed = await self.queue.partial(client, seconds, cost, partial_wait_s)
+            if placed is None:
                 self.metrics.partials_shed.inc()
                 return None
-            return await self._batched(item)
-        refusal = None if admitted else self.admission.refusal(self.batching.max_queue_wait_s)
-        if refusal is not None:
-            self.metrics.refused.inc()
-            return refusal
-        with self.admission.queued(item.seconds):
-            await self.gate.wait_until_idle()
-            return await self._batched(item)
+        else:
+            placed = await self.admission.admitted(
+                self.queue,
+                client,
+                seconds,
+                cost,
+                max_wait_s=self.batching.max_queue_wait_s,
+                check=not admitted,
+            )
+            if isinstance(placed, ASRServeError):
+                self.metrics.refused.inc(tags={"code": placed.code})
+                return placed
+        try:
+            return await self._batched(BatchItem(audio, options, cost, placed))
+        finally:
+            self.queue.leave(placed)
 
     @serve.batch(
         max_batch_size=_DEFAULT_BATCHING.max_batch_size,
@@ -116,29 +132,31 @@ class ASR:
     async def _batched(
         self, items: list[BatchItem]
     ) -> list[EngineResult | InsufficientMemoryError]:
-        started = time.perf_counter()
-        for item in items:
-            self.metrics.queue_wait.observe(started - item.enqueued_at)
-        self.recent_batches.append(len(items))
-        self.metrics.batch_size.observe(len(items))
-        audio_s = sum(item.seconds for item in items)
-        self.metrics.batch_audio_seconds.observe(audio_s)
-        try:
-            # In a thread, so the replica keeps accepting requests for the next batch.
-            with self.gate.busy():
+        tickets = [item.ticket for item in items if item.ticket is not None]
+        with self.queue.running(tickets):
+            started = time.perf_counter()
+            for ticket in tickets:
+                self.metrics.queue_wait.observe(started - ticket.enqueued_at)
+            self.recent_batches.append(len(items))
+            self.metrics.batch_size.observe(len(items))
+            audio_s = sum(item.seconds for item in items)
+            self.metrics.batch_audio_seconds.observe(audio_s)
+            try:
+                # In a thread, so the replica keeps accepting requests for the next batch.
                 results = await asyncio.to_thread(
                     run_batch,
                     self.engine,
                     items,
                     on_oom=lambda _: self.metrics.out_of_memory.inc(),
                 )
-        except Exception:
-            self.metrics.errors.inc()
-            raise
+            except Exception:
+                self.metrics.errors.inc()
+                raise
         wall_s = time.perf_counter() - started
         self.metrics.inference.observe(wall_s)
         self.metrics.audio_seconds.inc(audio_s)
-        self.admission.observe_batch(audio_s, wall_s)
+        full = batch_cost(items) >= self.batching.max_batch_size
+        self.admission.observe_batch(sum(t.work_s for t in tickets), wall_s, full=full)
         self.recent_batch_seconds.append(wall_s)
         return results
 
@@ -160,7 +178,9 @@ class ASR:
         """This replica as an operator's handle call sees it
         (``serve.get_deployment_handle("ASR-<model>", app).stats.remote()``, answered by one
         replica): where it runs, its batching settings, the sizes and wall times of its
-        recent batches, its engine's measured speed and the audio queued for admission.
+        recent batches, its engine's measured speed and the work and clients queued (work:
+        :mod:`asr_serve.engines.fair`), and the engine time each recent client's items
+        took.
         Prometheus has histograms over all replicas; this is one replica, batch by batch."""
         return {
             "model": self.model.name,
@@ -172,6 +192,9 @@ class ASR:
             "batching": self.batching.model_dump(),
             "recent_batch_sizes": list(self.recent_batches),
             "recent_batch_seconds": list(self.recent_batch_seconds),
-            "speed_audio_s_per_s": self.admission.speed,
-            "queued_audio_s": self.admission.queued_s,
+            "speed_work_s_per_s": self.admission.speed,
+            "full_batch_speed_work_s_per_s": self.admission.full_speed,
+            "queued_work_s": self.queue.queued_s,
+            "queued_clients": self.queue.clients,
+            "model_s_by_client": dict(self.queue.model_s),
         }

@@ -131,11 +131,17 @@ class Downstream:
         return await call_downstream(lambda: speakers.embed.remote(clips), target="speakers")
 
     async def transcribe(
-        self, model: str, audio: np.ndarray, options: TranscribeOptions, admitted: bool
+        self,
+        model: str,
+        audio: np.ndarray,
+        options: TranscribeOptions,
+        admitted: bool,
+        client: str,
     ) -> EngineResult:
         handle = self._models[model]
         return await call_downstream(
-            lambda: handle.transcribe.remote(audio, options, admitted), target=model
+            lambda: handle.transcribe.remote(audio, options, admitted, client=client),
+            target=model,
         )
 
     async def capabilities(self, model: str) -> EngineCapabilities:
@@ -147,11 +153,10 @@ class Downstream:
         return self._capabilities[model]
 
     def live_transcribe(self, partial_model_wait_s: float) -> Transcribe:
-        """Live sessions' transcriptions. A session was admitted when it connected (the
-        session cap), so its finals are not refused by the model's queue halfway, as a long
-        file's later pieces are not (they still count in the queue others see). Partials are
-        marked: the model's replica takes them only behind requests and drops them after
-        ``partial_model_wait_s``."""
+        """Live sessions' transcriptions, as their client's: a final is admitted by the
+        model's queue as a file's piece is, in its client's share (refused, its item fails).
+        Partials are marked: the model's replica takes them only behind requests and drops
+        them after ``partial_model_wait_s``."""
 
         async def transcribe(request: TranscribeRequest) -> EngineResult | None:
             partial = request.kind is TranscribeKind.PARTIAL
@@ -160,8 +165,8 @@ class Downstream:
                 lambda: handle.transcribe.remote(
                     request.audio,
                     request.options,
-                    admitted=not partial,
                     partial_wait_s=partial_model_wait_s if partial else None,
+                    client=request.client,
                 ),
                 target=request.model,
             )

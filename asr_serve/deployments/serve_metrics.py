@@ -71,9 +71,10 @@ class ASRMetrics:
         )
         self.refused = metrics.Counter(
             "asr_queue_refused_total",
-            description="Items refused (503) because their queue wait would exceed "
-            "max_queue_wait_s.",
-            tag_keys=("model",),
+            description="Items refused because their queue wait would exceed, or did "
+            "exceed, max_queue_wait_s, by code: overloaded (503), rate_limit_exceeded (429, "
+            "a client over its share).",
+            tag_keys=("model", "code"),
         )
         self.model_loaded = metrics.Gauge(
             "asr_model_loaded",

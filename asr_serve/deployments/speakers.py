@@ -6,7 +6,9 @@ codec tier that live sessions never reach. One call embeds a list of clips (a fi
 request's reference clips, or one live utterance); ``@serve.batch`` puts the clips of many
 calls into one network call, counted in fixed-length windows (GE2E's 1.6 s partials,
 CAM++'s 1.5 s) so a batch is bounded by work; the encoder is the config's
-(:mod:`asr_serve.speakers.encoders`).
+(:mod:`asr_serve.speakers.encoders`). Calls wait in a :class:`FairQueue`, as the ASR
+replica's items do, which releases a batch's worth when the encoder is free; each call is
+its client's (``""`` when the caller names none), served in turn by audio.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from ray import serve
 
 from asr_serve.config import SAMPLE_RATE, SpeakerBatching, SpeakersConfig
-from asr_serve.engines.batch import EngineGate
+from asr_serve.engines.fair import FairQueue, Ticket
 
 logger = logging.getLogger("ray.serve")
 
@@ -33,7 +35,7 @@ class EmbedItem:
     clips: list[np.ndarray]
     #: Its partials, capped at a whole batch (a long file forms a batch of its own).
     cost: int
-    enqueued_at: float = field(default_factory=time.perf_counter)
+    ticket: Ticket
 
 
 def _cost(items: list[EmbedItem]) -> int:
@@ -42,7 +44,7 @@ def _cost(items: list[EmbedItem]) -> int:
 
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "num_gpus": 0},
-    # Room for many calls to wait here, where EngineGate lets them into one batch; at least
+    # Room for many calls to wait here, where the fair queue lets them into one batch; at least
     # max_batch_partials, which Serve compares it with (it counts calls, a batch partials).
     max_ongoing_requests=256,
     max_queued_requests=64,
@@ -65,7 +67,7 @@ class Speakers:
         if device == "cpu" and self.config.cpu_threads:
             torch.set_num_threads(self.config.cpu_threads)
         self.encoder = create_encoder(self.config, device)
-        self.gate = EngineGate()
+        self.queue = FairQueue(self.batching.max_batch_partials, min_item_s=0.0)
         self.metrics = SpeakersMetrics()
         #: Recent batches in partials, for tests and the benchmark.
         self.recent_batches: deque[int] = deque(maxlen=1024)
@@ -80,17 +82,22 @@ class Speakers:
 
     def reconfigure(self, user_config: dict) -> None:
         self.batching = SpeakerBatching.model_validate(user_config)
+        self.queue.max_batch_size = self.batching.max_batch_partials
         self._batched.set_max_batch_size(self.batching.max_batch_partials)
         self._batched.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
 
-    async def embed(self, clips: list[np.ndarray]) -> np.ndarray:
+    async def embed(self, clips: list[np.ndarray], client: str = "") -> np.ndarray:
         """One unit embedding per clip (16 kHz mono float32), ``(len(clips), dim)``."""
         if not clips:
             return self.encoder.embed([])
         partials = sum(self.encoder.partial_count(len(c)) for c in clips)
-        item = EmbedItem(clips=list(clips), cost=min(partials, self.batching.max_batch_partials))
-        await self.gate.wait_until_idle()
-        return await self._batched(item)
+        cost = min(partials, self.batching.max_batch_partials)
+        ticket = self.queue.enter(client, sum(len(c) for c in clips) / SAMPLE_RATE, cost)
+        try:
+            await self.queue.turn(ticket, None)
+            return await self._batched(EmbedItem(clips=list(clips), cost=cost, ticket=ticket))
+        finally:
+            self.queue.leave(ticket)
 
     @serve.batch(
         max_batch_size=_DEFAULT.max_batch_partials,
@@ -100,9 +107,9 @@ class Speakers:
     async def _batched(self, items: list[EmbedItem]) -> list[np.ndarray]:
         started = time.perf_counter()
         for item in items:
-            self.metrics.queue_wait.observe(started - item.enqueued_at)
+            self.metrics.queue_wait.observe(started - item.ticket.enqueued_at)
         clips = [clip for item in items for clip in item.clips]
-        with self.gate.busy():
+        with self.queue.running(item.ticket for item in items):
             vectors = await asyncio.to_thread(self.encoder.embed, clips)
         partials = sum(self.encoder.partial_count(len(c)) for c in clips)
         self.recent_batches.append(partials)

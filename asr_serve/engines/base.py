@@ -81,6 +81,10 @@ class Engine(abc.ABC):
     languages: frozenset[str] | None = None
     #: What it can do beyond transcribing; set in ``load`` where it depends on the weights.
     capabilities: EngineCapabilities = EngineCapabilities()
+    #: The least an item costs the engine, in seconds of audio: a short clip still takes a
+    #: batch slot and its fixed costs. A replica's fair queue and admission count an item's
+    #: work as its audio, or this if more (:mod:`asr_serve.engines.fair`).
+    min_item_s: float = 1.0
 
     @abc.abstractmethod
     def load(self) -> None:
@@ -123,10 +127,10 @@ class Engine(abc.ABC):
     def warmup(self, batch_size: int = 2, seconds: float = 1.0) -> float:
         """Run real inference once so the first request pays for no lazy initialisation.
 
-        Returns the seconds of audio it transcribed (the replica times it: a first guess
-        of the engine's speed).
+        Returns the work it did, each item's audio or ``min_item_s`` if more (the replica
+        times it: a first guess of the engine's speed).
         """
         rng = np.random.default_rng(0)
         audio = (0.05 * rng.standard_normal(int(SAMPLE_RATE * seconds))).astype(np.float32)
         self.transcribe([audio] * batch_size, [TranscribeOptions()] * batch_size)
-        return batch_size * seconds
+        return batch_size * max(seconds, self.min_item_s)

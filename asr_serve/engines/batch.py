@@ -1,24 +1,22 @@
 """How the ASR deployment forms and runs a batch, independent of Ray.
 
-Serve's ``@serve.batch`` collects the items; this module decides what an item costs
-towards ``max_batch_size`` (so a batch is bounded by total audio as well as by count)
-and runs one batch through the engine longest-first, returning results in the callers'
-order.
+The fair queue (:mod:`asr_serve.engines.fair`) releases a batch's worth of items and
+Serve's ``@serve.batch`` collects them; this module decides what an item costs towards
+``max_batch_size`` (so a batch is bounded by total audio as well as by count) and runs one
+batch through the engine longest-first, returning results in the callers' order.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from asr_serve.config import SAMPLE_RATE, BatchingConfig
 from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
+from asr_serve.engines.fair import Ticket
 from asr_serve.engines.oom import run_splitting_on_oom
 from asr_serve.errors import InsufficientMemoryError
 
@@ -29,67 +27,12 @@ class BatchItem:
     options: TranscribeOptions
     #: Share of ``max_batch_size`` this item takes: at least 1, more for long audio.
     cost: int = 1
-    enqueued_at: float = field(default_factory=time.perf_counter)
+    #: Its place in the replica's fair queue, with the times it passed each stage.
+    ticket: Ticket | None = None
 
     @property
     def seconds(self) -> float:
         return len(self.audio) / SAMPLE_RATE
-
-
-class EngineGate:
-    """Holds new items while the engine runs a batch; lets them into the next one together.
-
-    ``@serve.batch`` starts forming the next batch as soon as the previous one starts running:
-    it closes ``batch_wait_timeout_s`` after its first item, with only what arrived in that
-    window, and then waits for the engine anyway. Under load, batches stayed small while
-    requests queued behind them. Held here instead, items reach ``@serve.batch`` the moment
-    the engine is free, all at once, so a batch takes everything that queued meanwhile
-    (up to ``max_batch_size``); and an idle replica adds only ``batch_wait_timeout_s``.
-
-    Items come in two priorities. Requests (files, live finals) go first; a live partial
-    result is best effort: it enters only once no request is waiting, so it rides along in
-    spare room, and it gives up after ``max_wait_s`` (by then a newer partial is due), which
-    sheds partials first under load and never a request (the partial policy as a whole:
-    :mod:`asr_serve.live.partials`).
-    """
-
-    def __init__(self) -> None:
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._requests_waiting = 0
-
-    async def wait_until_idle(self) -> None:
-        """A request's turn: the engine is free (or forming the next batch)."""
-        self._requests_waiting += 1
-        try:
-            await self._idle.wait()
-        finally:
-            self._requests_waiting -= 1
-
-    async def wait_behind_requests(self, max_wait_s: float) -> bool:
-        """A partial's turn: the engine is free and no request is waiting to go in.
-
-        ``False`` if that did not happen within ``max_wait_s``.
-        """
-        try:
-            async with asyncio.timeout(max_wait_s):
-                while True:
-                    await self._idle.wait()
-                    if not self._requests_waiting:
-                        return True
-                    # The requests woken with this one go first; then look again.
-                    await asyncio.sleep(0)
-        except TimeoutError:
-            return False
-
-    @contextlib.contextmanager
-    def busy(self) -> Iterator[None]:
-        """Mark the engine busy for the duration of one batch."""
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._idle.set()
 
 
 def item_cost(seconds: float, config: BatchingConfig) -> int:

@@ -63,6 +63,9 @@ class WhisperEngine(Engine):
     """Whisper through faster-whisper; ``embedded`` is tiny.en, ``embedded-multilingual``
     Whisper base (:mod:`asr_serve.engines.embedded`)."""
 
+    #: Every clip is encoded as a whole 30 s window: a 0.1 s item costs what a 28 s one does.
+    min_item_s = 30.0
+
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
         #: ``auto`` means CUDA when CTranslate2 can see a GPU.

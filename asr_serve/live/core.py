@@ -11,9 +11,11 @@ a lock keeps one session's chunks in order.
 Utterances are transcribed through the injected :data:`asr_serve.live.transcribe.Transcribe`.
 A committed utterance's final transcription starts at once; results are emitted in commit
 order, and every committed item ends in ``Completed`` or ``Failed`` (a transcription past
-``final_timeout_s`` fails). While an utterance is open it is transcribed again for partial
-results, and the text that became stable is emitted as a delta, as the partial policy says
-(:mod:`asr_serve.live.partials`).
+``final_timeout_s`` fails, and so does one the model's queue refuses: finals are admitted
+in the session's client's share, as a file's pieces are). What a session may send is
+bounded by its budget (:mod:`asr_serve.live.budget`). While an utterance is open it is
+transcribed again for partial results, and the text that became stable is emitted as a
+delta, as the partial policy says (:mod:`asr_serve.live.partials`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from asr_serve.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
 )
+from asr_serve.live.budget import NO_CLIENT, LiveClient, SessionBudget
 from asr_serve.live.buffer import SampleBuffer
 from asr_serve.live.events import (
     Cleared,
@@ -144,8 +147,12 @@ class LiveSession:
         protocol: str,
         audio_budget: AudioBudget | None = None,
         speakers: SessionSpeakers | None = None,
+        client: LiveClient = NO_CLIENT,
     ) -> None:
         self.id = f"sess_{secrets.token_hex(10)}"
+        self.client = client.id
+        #: Its pace and finals in flight, and its client's audio a minute.
+        self._share = SessionBudget(config, client.take_audio)
         #: The adapter's name; only a label on the session's metrics.
         self.protocol = protocol
         self.settings = settings
@@ -183,11 +190,14 @@ class LiveSession:
     async def append(self, data: bytes) -> None:
         """Take a chunk of the client's audio, in the session's input format.
 
-        Raises ``InvalidAudioError`` for bytes that are not whole samples (nothing is taken)
-        and :class:`SessionAudioLimitError` once the connection's audio budget is spent.
+        Raises ``InvalidAudioError`` for bytes that are not whole samples (nothing is taken),
+        :class:`SessionAudioLimitError` once the connection's audio budget is spent, and
+        ``RateLimitError`` past the session's share (:mod:`asr_serve.live.budget`; nothing
+        is taken).
         """
         seconds = len(data) / self.settings.input_format.bytes_per_second
         self._budget.check(seconds)
+        self._share.take(seconds)
         async with self._lock:
             samples, turns = await asyncio.to_thread(self._convert, data)
             self._received_s += seconds
@@ -321,6 +331,7 @@ class LiveSession:
         self._previous_item = utterance.item_id
         self._items += 1
         self._metrics.utterance_committed(self.protocol, len(audio) / SAMPLE_RATE)
+        self._share.final_started()
         self._last_final = self._spawn(
             self._finish(utterance, audio, (utterance.start, end), self._last_final)
         )
@@ -348,6 +359,8 @@ class LiveSession:
         except Exception:
             logger.exception("live session %s: final transcription failed", self.id)
             outcome = ASRServeError("transcription failed")
+        finally:
+            self._share.final_ended()
         vector = await embedding if embedding is not None else None
         if previous is not None:
             await asyncio.wait([previous])
@@ -437,7 +450,7 @@ class LiveSession:
         if kind is TranscribeKind.PARTIAL:
             options = SessionPartials.options(options)
         request = TranscribeRequest(
-            self.id, self.settings.model, audio, options, kind, still_wanted
+            self.id, self.settings.model, audio, options, kind, still_wanted, self.client
         )
         result = await self._transcribe(request)
         if result is None and kind is TranscribeKind.FINAL:

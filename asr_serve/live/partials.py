@@ -14,7 +14,7 @@ It is a preview, best effort at every step, and finals and files never wait for 
    session, the others wait in arrival order; one that waited ``partial_max_wait_s`` for its
    slot, or became stale meanwhile, is dropped and counted as shed.
 3. **At the model**: the ASR replica takes a partial only behind every request waiting there
-   (:class:`~asr_serve.engines.batch.EngineGate`) and drops it after
+   (:class:`~asr_serve.engines.fair.FairQueue`) and drops it after
    ``partial_model_wait_s`` (the setting travels with the request, from
    :meth:`~asr_serve.deployments.calls.Downstream.live_transcribe`).
 4. **What is sent** (:class:`StableText`): clients of append-only protocols (OpenAI's

@@ -10,6 +10,7 @@ and partials are shed first.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from asr_serve.config import LimitsConfig, LiveConfig, SpeakersConfig
+from asr_serve.errors import RateLimitError
+from asr_serve.live.budget import NO_CLIENT, LiveClient
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.partials import PartialScheduler
 from asr_serve.live.protocols.connection import (
@@ -64,11 +67,12 @@ class LiveSessions:
         self,
         websocket: WebSocket,
         connection: type[LiveConnection],
+        client: LiveClient = NO_CLIENT,
         **door: Any,
     ) -> None:
-        """Accept, hold a session slot, and run one protocol's connection on the replica's
-        shared :class:`LiveContext`; ``door``: its own arguments. The caller has checked
-        the client's API key."""
+        """Accept, hold a session slot of the replica's and one of the client's, and run one
+        protocol's connection on the replica's shared :class:`LiveContext` as ``client``'s;
+        ``door``: its own arguments. The caller has checked the client's API key."""
         await websocket.accept(subprotocol=accepted_subprotocol(websocket, connection.subprotocols))
         if self.active >= self.config.max_sessions:
             logger.warning(
@@ -76,8 +80,16 @@ class LiveSessions:
             )
             await websocket.close(CLOSE_TRY_AGAIN, "too many live sessions; retry later")
             return
+        try:
+            held = client.hold_session()
+        except RateLimitError as exc:
+            logger.info("live session refused for %s: %s", client.id, exc.message)
+            await websocket.close(CLOSE_TRY_AGAIN, "too many live sessions for this client")
+            return
         self.active += 1
         try:
-            await connection(websocket, self._context, **door).run()
+            with held:
+                context = dataclasses.replace(self._context, client=client)
+                await connection(websocket, context, **door).run()
         finally:
             self.active -= 1

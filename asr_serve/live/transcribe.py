@@ -36,6 +36,8 @@ class TranscribeRequest:
     #: Asked just before a partial runs: ``False`` once its result could only be stale (the
     #: utterance was committed or cleared, or has grown by more than a partial interval).
     still_wanted: Callable[[], bool]
+    #: Whose share of the model it takes (the session's client; "" for none).
+    client: str = ""
 
 
 #: Transcribes a request; ``None``: a partial that was dropped (by the replica's partial
@@ -44,7 +46,8 @@ Transcribe = Callable[[TranscribeRequest], Awaitable[EngineResult | None]]
 
 #: A whole file in any container, for a model, with options, and whether to find who spoke:
 #: decoded, split at pauses, transcribed and stitched as a file request's audio is; with its
-#: speaker turns (none unless asked). Raises the request's errors.
+#: speaker turns (none unless asked), as the connection's client's. Raises the request's
+#: errors.
 TranscribeFile = Callable[
     [bytes, str, TranscribeOptions, bool], Awaitable[tuple[EngineResult, list[Turn]]]
 ]

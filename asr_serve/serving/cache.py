@@ -3,8 +3,10 @@
 The ingress looks each request up after decoding and before the ASR call (each piece of
 a long file split at pauses, so the cache composes with splitting and streaming), so a
 hit never reaches the ASR deployment. The key is a digest of the decoded 16 kHz samples
-(the same speech in two lossless containers hits), the model's identity and every option
-that changes the output. Values are the :class:`EngineResult` as JSON in Redis, with a TTL.
+(the same speech in two lossless containers hits), the model's identity, every option
+that changes the output and, with API keys on, the client's key (unless ``cache.shared``):
+a hit must not tell one tenant what another sent. Values are the :class:`EngineResult` as
+JSON in Redis, with a TTL.
 
 Redis is an optimisation, never a dependency: every operation has a short timeout, and a
 failure is counted, treated as a miss and followed by a backoff during which Redis is not
@@ -40,10 +42,16 @@ _NOT_IN_KEY = {"source", "cpu_threads", "batching", "description"}
 
 
 def cache_key(
-    prefix: str, model: ModelConfig, samples: np.ndarray, options: TranscribeOptions
+    prefix: str,
+    model: ModelConfig,
+    samples: np.ndarray,
+    options: TranscribeOptions,
+    scope: str = "",
 ) -> str:
-    """``<prefix><model>:<sha256>`` over the identity JSON and the float32 samples."""
+    """``<prefix><model>:<sha256>`` over the identity JSON and the float32 samples;
+    ``scope`` keeps one client's results apart from another's (empty: shared)."""
     identity = {
+        "scope": scope,
         "version": __version__,
         "model": model.model_dump(mode="json", exclude=_NOT_IN_KEY),
         "options": options.model_dump(mode="json"),
@@ -63,8 +71,10 @@ class ResultCache(Protocol):
         samples: np.ndarray,
         options: TranscribeOptions,
         transcribe: Callable[[], Awaitable[EngineResult]],
+        scope: str = "",
     ) -> tuple[EngineResult, bool | None]:
-        """The result, and whether it came from the cache (``None``: no cache to ask)."""
+        """The result, and whether it came from the cache (``None``: no cache to ask);
+        ``scope``: whose results may answer (:func:`cache_key`)."""
         ...
 
     async def aclose(self) -> None:
@@ -110,10 +120,13 @@ class RedisCache:
         samples: np.ndarray,
         options: TranscribeOptions,
         transcribe: Callable[[], Awaitable[EngineResult]],
+        scope: str = "",
     ) -> tuple[EngineResult, bool]:
         """The cached result and ``True``, or ``transcribe()``'s (stored) and ``False``."""
         # Hashing minutes of audio takes milliseconds; hashlib releases the GIL for it.
-        key = await asyncio.to_thread(cache_key, self.config.key_prefix, model, samples, options)
+        key = await asyncio.to_thread(
+            cache_key, self.config.key_prefix, model, samples, options, scope
+        )
         cached = await self._get(key)
         if cached is not None:
             self._metrics.hits.inc(tags={"model": model.name})
@@ -172,6 +185,7 @@ class NoCache:
         samples: np.ndarray,
         options: TranscribeOptions,
         transcribe: Callable[[], Awaitable[EngineResult]],
+        scope: str = "",
     ) -> tuple[EngineResult, None]:
         return await transcribe(), None
 

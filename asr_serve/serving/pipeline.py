@@ -28,6 +28,7 @@ from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineCapabilities, EngineResult, TranscribeOptions
 from asr_serve.errors import DeadlineExceededError, InvalidRequestError
 from asr_serve.serving.cache import NO_CACHE, ResultCache
+from asr_serve.serving.clients import ANONYMOUS, Client, ClientLimits
 from asr_serve.serving.diarization import FileDiarizer
 from asr_serve.serving.requests import (
     TranscriptionRequest,
@@ -54,9 +55,10 @@ class DecodeFn(Protocol):
     ) -> Awaitable[DecodedAudio]: ...
 
 
-#: ``(model, samples, options, admitted)``; ``admitted``: an earlier piece of the request was
-#: admitted, so the model must not refuse this one halfway (admission is per request).
-TranscribeFn = Callable[[str, np.ndarray, TranscribeOptions, bool], Awaitable[EngineResult]]
+#: ``(model, samples, options, admitted, client)``; ``admitted``: an earlier piece of the
+#: request was admitted, so the model must not refuse this one halfway (admission is per
+#: request); ``client``: whose share of the model the piece takes.
+TranscribeFn = Callable[[str, np.ndarray, TranscribeOptions, bool, str], Awaitable[EngineResult]]
 CapabilitiesFn = Callable[[str], Awaitable[EngineCapabilities]]
 
 
@@ -112,6 +114,7 @@ class Job:
     translate: bool = False
     #: ``diarized_json``'s reference clips, embedded.
     known: KnownSpeakers | None = None
+    client: Client = ANONYMOUS
 
     @property
     def diarize(self) -> bool:
@@ -137,6 +140,7 @@ class TranscriptionPipeline:
         capabilities: CapabilitiesFn = _no_capabilities,
         cache: ResultCache | None = None,
         diarizer: FileDiarizer | None = None,
+        limits: ClientLimits | None = None,
     ) -> None:
         self.config = config
         self._decode = decode
@@ -144,9 +148,13 @@ class TranscriptionPipeline:
         self._transcribe = transcribe
         self._capabilities = capabilities
         self.cache: ResultCache = cache or NO_CACHE
+        self.limits = limits or ClientLimits(config.clients)
 
-    async def start(self, upload: Upload, *, translate: bool = False) -> Job:
-        """Validate and decode (the decoder also plans a long file's pieces)."""
+    async def start(
+        self, upload: Upload, *, translate: bool = False, client: Client = ANONYMOUS
+    ) -> Job:
+        """Validate and decode (the decoder also plans a long file's pieces), then count
+        the audio against the client's audio a minute."""
         if translate:
             request = parse_translation(upload.fields, self.config)
             name = await self._translating_model(request.model)
@@ -155,13 +163,21 @@ class TranscriptionPipeline:
             request = parse_request(upload.fields, self.config)
         splitting = splitting_for(request, self.config.splitting)
         deadline = asyncio.get_running_loop().time() + self.config.limits.request_timeout_s
-        if request.response_format != "diarized_json":
-            async with self._deadline(deadline):
-                audio = await self._decode(upload.data, splitting)
-            return Job(request=request, audio=audio, deadline=deadline, translate=translate)
+        known = None
         async with self._deadline(deadline):
-            audio, known = await self._diarized(request, upload.data, splitting)
-        return Job(request=request, audio=audio, deadline=deadline, known=known)
+            if request.response_format == "diarized_json":
+                audio, known = await self._diarized(request, upload.data, splitting)
+            else:
+                audio = await self._decode(upload.data, splitting)
+        self.limits.take_audio(client.id, audio.duration_s)
+        return Job(
+            request=request,
+            audio=audio,
+            deadline=deadline,
+            translate=translate,
+            known=known,
+            client=client,
+        )
 
     async def _diarized(
         self, request: TranscriptionRequest, data: bytes, splitting: SplittingConfig
@@ -225,7 +241,13 @@ class TranscriptionPipeline:
         )
 
     async def transcribe_file(
-        self, data: bytes, model: str, options: TranscribeOptions, speakers: bool = False
+        self,
+        data: bytes,
+        model: str,
+        options: TranscribeOptions,
+        speakers: bool = False,
+        *,
+        client: Client = ANONYMOUS,
     ) -> tuple[EngineResult, list[Turn]]:
         """A whole file's result: decoded (in place, or by the decoder, which splits a long
         file at pauses), its pieces transcribed and stitched, as a request's file is; with
@@ -239,8 +261,9 @@ class TranscriptionPipeline:
             audio = await (
                 self._decode(data, splitting, True) if speakers else self._decode(data, splitting)
             )
+        self.limits.take_audio(client.id, audio.duration_s)
         turns_of = None if diarizer is None else lambda: diarizer.turns(audio, None)
-        pieces = [p async for p in self._pieces(model, audio, options, deadline, turns_of)]
+        pieces = [p async for p in self._pieces(model, audio, options, deadline, client, turns_of)]
         result = stitch([(p.piece, p.result) for p in pieces], audio.duration_s)
         return result, (pieces[0].turns or []) if pieces else []
 
@@ -254,7 +277,7 @@ class TranscriptionPipeline:
             if diarizer is None
             else lambda: diarizer.turns(job.audio, job.known, job.request.num_speakers)
         )
-        return self._pieces(job.request.model, job.audio, options, job.deadline, turns)
+        return self._pieces(job.request.model, job.audio, options, job.deadline, job.client, turns)
 
     async def _pieces(
         self,
@@ -262,6 +285,7 @@ class TranscriptionPipeline:
         audio: DecodedAudio,
         options: TranscribeOptions,
         deadline: float,
+        client: Client,
         turns_of: Callable[[], Awaitable[list[Turn]]] | None = None,
     ) -> AsyncGenerator[PieceResult, None]:
         """Pieces go to the model as separate items, so its ``@serve.batch`` mixes them with
@@ -273,6 +297,7 @@ class TranscriptionPipeline:
         samples = audio.samples
         model_config = self.config.model(model)
         in_flight = asyncio.Semaphore(self.config.splitting.max_in_flight)
+        scope = client.cache_scope(self.config.cache.shared)
 
         async def one(piece: Piece, admitted: bool) -> PieceResult:
             audio = samples[piece[0] : piece[1]]
@@ -281,7 +306,8 @@ class TranscriptionPipeline:
                     model_config,
                     audio,
                     options,
-                    lambda: self._transcribe(model, audio, options, admitted),
+                    lambda: self._transcribe(model, audio, options, admitted, client.id),
+                    scope,
                 )
             return PieceResult(piece=piece, result=result, cache_hit=hit)
 

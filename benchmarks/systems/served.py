@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from asr_serve.app import REPLICA_ENV
-from asr_serve.config import AppConfig, ModelConfig
+from asr_serve.config import AppConfig, AuthConfig, ModelConfig
 from benchmarks.systems.base import (
     HTTPSystem,
     ServerProcess,
@@ -59,14 +59,25 @@ _UNBOUNDED_QUEUE_WAIT_S = 3600.0
 
 
 def serve_config(
-    model: ModelConfig, port: int, num_gpus: float = 0.0, *, access_log: bool = False
+    model: ModelConfig,
+    port: int,
+    num_gpus: float = 0.0,
+    *,
+    access_log: bool = False,
+    bounded: bool = False,
+    apps: tuple[str, ...] = tuple(APPS),
 ) -> dict[str, Any]:
-    """The YAML ``serve run`` gets: both applications, args validated by :class:`AppConfig`;
-    the replicas' Serve settings and Serve's access log off as in the shipped configs,
-    unless ``access_log``."""
-    batching = model.batching.model_copy(update={"max_queue_wait_s": _UNBOUNDED_QUEUE_WAIT_S})
-    model = model.model_copy(update={"batching": batching})
-    args = AppConfig(models=[model]).model_dump(mode="json", exclude_defaults=True)
+    """The YAML ``serve run`` gets: ``apps`` (both by default), args validated by
+    :class:`AppConfig`; the replicas' Serve settings and Serve's access log off as in the
+    shipped configs, unless ``access_log``; the model's queue bound lifted unless
+    ``bounded``."""
+    if not bounded:
+        wait = {"max_queue_wait_s": _UNBOUNDED_QUEUE_WAIT_S}
+        model = model.model_copy(update={"batching": model.batching.model_copy(update=wait)})
+    # No keys: the harness's requests come from one address, as one client.
+    args = AppConfig(models=[model], auth=AuthConfig(anonymous=True)).model_dump(
+        mode="json", exclude_defaults=True
+    )
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
@@ -80,7 +91,7 @@ def serve_config(
                 "runtime_env": {"env_vars": REPLICA_ENV},
                 "deployments": _deployments(model, 1 if app == "asr" else 2, num_gpus),
             }
-            for app, prefix in APPS.values()
+            for app, prefix in (APPS[name] for name in apps)
         ],
     }
 
@@ -89,12 +100,22 @@ class ServeRun:
     """One ``serve run`` subprocess with its own fresh local Ray, shared by both systems."""
 
     def __init__(
-        self, log_dir: Path, model: ModelConfig, num_gpus: float = 0.0, *, access_log: bool = False
+        self,
+        log_dir: Path,
+        model: ModelConfig,
+        num_gpus: float = 0.0,
+        *,
+        access_log: bool = False,
+        bounded: bool = False,
+        apps: tuple[str, ...] = tuple(APPS),
     ) -> None:
         self.model = model
         self.port = free_port()
+        self.apps = apps
         config_path = log_dir / f"serve-{model.name}.yaml"
-        config = serve_config(model, self.port, num_gpus, access_log=access_log)
+        config = serve_config(
+            model, self.port, num_gpus, access_log=access_log, bounded=bounded, apps=apps
+        )
         config_path.write_text(yaml.safe_dump(config))
         serve_cli = str(Path(sys.executable).with_name("serve"))
         self.process = ServerProcess(
@@ -120,7 +141,7 @@ class ServeRun:
             raise self.failure
         if self.ready_s is None:
             self.process.start()
-            urls = [self.base_url + p.rstrip("/") + "/ready" for _, p in APPS.values()]
+            urls = [self.base_url + APPS[name][1].rstrip("/") + "/ready" for name in self.apps]
             try:
                 self.ready_s = self.process.wait(
                     lambda: all(http_ok(u) for u in urls), START_TIMEOUT_S

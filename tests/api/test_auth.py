@@ -84,13 +84,22 @@ def test_key_file_without_a_key_refuses_to_start(tmp_path: Path, text: str) -> N
 
 
 def test_empty_env_var_means_not_configured() -> None:
-    assert load_keys(AuthConfig(), {"ASR_SERVE_API_KEYS": ""}) == []
+    anonymous = AuthConfig(anonymous=True)
+    assert load_keys(anonymous, {"ASR_SERVE_API_KEYS": ""}) == []
 
 
-def test_no_keys_means_auth_off() -> None:
-    verifier = APIKeyVerifier.from_config(AuthConfig(), environ={})
+def test_no_keys_and_anonymous_means_auth_off() -> None:
+    verifier = APIKeyVerifier.from_config(AuthConfig(anonymous=True), environ={})
     assert not verifier.enabled
     verifier.check(None)  # everyone is let in
+
+
+def test_keys_found_are_required_even_when_anonymous_is_allowed() -> None:
+    verifier = APIKeyVerifier.from_config(
+        AuthConfig(anonymous=True), environ={"ASR_SERVE_API_KEYS": "sk-1"}
+    )
+    with pytest.raises(AuthenticationError):
+        verifier.check(None)
 
 
 @pytest.mark.parametrize(
@@ -138,9 +147,11 @@ def test_comparison_is_constant_time_over_every_key(monkeypatch: pytest.MonkeyPa
     assert {len(a) for pair in compared for a in pair} == {32}  # digests: length never leaks
 
 
-def test_required_without_keys_refuses_to_start(tmp_path: Path) -> None:
+def test_no_keys_refuses_to_start_unless_anonymous(tmp_path: Path) -> None:
+    with pytest.raises(AuthConfigError, match=r"no API key.*auth\.anonymous: true"):
+        load_keys(AuthConfig(), {})
     with pytest.raises(AuthConfigError, match="no API key"):
-        load_keys(AuthConfig(required=True), {})
+        load_keys(AuthConfig(), {"ASR_SERVE_API_KEYS": ""})
     with pytest.raises(AuthConfigError, match="cannot read"):
         load_keys(AuthConfig(api_keys_file=tmp_path / "absent"), {})
 

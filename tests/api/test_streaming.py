@@ -62,7 +62,7 @@ def _client(transcribe) -> openai.OpenAI:
 
 
 async def _by_offset(
-    model: str, audio: np.ndarray, options: TranscribeOptions, _: bool
+    model: str, audio: np.ndarray, options: TranscribeOptions, _: bool, __: str
 ) -> EngineResult:
     text = TEXTS[int(audio[0])]
     # Each piece says which language it heard, as a detecting model does.
@@ -100,7 +100,9 @@ def test_done_event_names_the_detected_languages_in_order_and_none_when_asked() 
 
 
 def test_error_before_the_first_event_is_an_http_error() -> None:
-    async def unsupported(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
+    async def unsupported(
+        model: str, audio: np.ndarray, options: TranscribeOptions, _: bool, __: str
+    ):
         raise InvalidRequestError("language 'xx' is not supported", param="language")
 
     with pytest.raises(openai.BadRequestError) as err:
@@ -111,10 +113,12 @@ def test_error_before_the_first_event_is_an_http_error() -> None:
 
 
 def test_error_after_the_first_event_is_an_error_event_that_ends_the_stream() -> None:
-    async def fails_later(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
+    async def fails_later(
+        model: str, audio: np.ndarray, options: TranscribeOptions, _: bool, __: str
+    ):
         if audio[0] == 4 * SR:
             raise InvalidRequestError("piece failed")
-        return await _by_offset(model, audio, options, False)
+        return await _by_offset(model, audio, options, False, "")
 
     raw = _app(fails_later).post(
         "/v1/audio/transcriptions", files={"file": ("a.wav", b"RIFF")}, data={"stream": "true"}
@@ -136,14 +140,16 @@ def test_error_after_the_first_event_is_an_error_event_that_ends_the_stream() ->
 def test_closing_the_stream_cancels_pieces_in_flight() -> None:
     cancelled: list[int] = []
 
-    async def slow_after_first(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
+    async def slow_after_first(
+        model: str, audio: np.ndarray, options: TranscribeOptions, _: bool, __: str
+    ):
         if audio[0] != 0:
             try:
                 await asyncio.sleep(60)
             except asyncio.CancelledError:
                 cancelled.append(int(audio[0]))
                 raise
-        return await _by_offset(model, audio, options, False)
+        return await _by_offset(model, audio, options, False, "")
 
     async def main() -> None:
         pipeline = TranscriptionPipeline(CONFIG, decode=_decode, transcribe=slow_after_first)

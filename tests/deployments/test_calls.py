@@ -177,16 +177,17 @@ class _Recording:
         return answer()
 
 
-def test_live_finals_are_not_refused_by_the_queue_and_partials_go_behind_requests() -> None:
-    """A session was admitted at connect: its finals are admitted, its partials best effort."""
+def test_live_finals_are_admitted_as_their_client_s_and_partials_go_behind_requests() -> None:
+    """A final takes its client's share and is admitted by time, as a file's first piece is
+    (not ``admitted``); a partial is best effort, with its wait at the model."""
     model = _Recording()
     transcribe = Downstream(_Recording(), {"m": model}).live_transcribe(partial_model_wait_s=0.5)
     for kind in (TranscribeKind.FINAL, TranscribeKind.PARTIAL):
         request = TranscribeRequest(
-            "s", "m", np.zeros(160, np.float32), TranscribeOptions(), kind, lambda: True
+            "s", "m", np.zeros(160, np.float32), TranscribeOptions(), kind, lambda: True, "key:a"
         )
         assert asyncio.run(transcribe(request)) == "text"
     assert model.calls == [
-        {"admitted": True, "partial_wait_s": None},
-        {"admitted": False, "partial_wait_s": 0.5},
+        {"partial_wait_s": None, "client": "key:a"},
+        {"partial_wait_s": 0.5, "client": "key:a"},
     ]

@@ -14,7 +14,8 @@ TINY_MODEL = "tiny-nano"
 
 
 def tiny_args(model_dir: Path, **overrides: Any) -> dict[str, Any]:
-    """App args serving the generated Fun-ASR-Nano checkpoint on CPU."""
+    """App args serving the generated Fun-ASR-Nano checkpoint on CPU, without API keys
+    unless the Ingress's environment has some."""
     model = {
         "name": TINY_MODEL,
         "engine": "funasr",
@@ -25,7 +26,7 @@ def tiny_args(model_dir: Path, **overrides: Any) -> dict[str, Any]:
         "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.1},
     }
     model.update(overrides.pop("model", {}))
-    return {"models": [model], **overrides}
+    return {"models": [model], "auth": {"anonymous": True}, **overrides}
 
 
 WHISPER = "whisper-tiny.en"
@@ -57,8 +58,10 @@ def deploy(
     *,
     blocking: bool = True,
 ) -> str:
-    """Deploy the real graph as application ``name`` under ``/name``; return its prefix."""
-    config = AppConfig.model_validate(args)
+    """Deploy the real graph as application ``name`` under ``/name``; return its prefix.
+    Without an ``auth`` section in ``args`` it serves without keys unless its environment
+    has some (``auth.anonymous``)."""
+    config = AppConfig.model_validate({"auth": {"anonymous": True}, **args})
     merged = {**SMALL_REPLICAS, **(options or {})}
     for m in config.models:
         merged.setdefault(m.deployment_name, {}).setdefault("ray_actor_options", {"num_cpus": 0.5})

@@ -306,5 +306,5 @@ def test_clients_that_disconnect_free_their_slots(
     assert resp.status_code == 200, resp.text
     print(f"disconnect: {outcomes}, next request took {time.perf_counter() - started:.1f}s")
     asr = serve.get_deployment_handle(ASR, app_name=APP)
-    queued = [asr.stats.remote().result()["queued_audio_s"] for _ in range(2 * ASR_REPLICAS)]
+    queued = [asr.stats.remote().result()["queued_work_s"] for _ in range(2 * ASR_REPLICAS)]
     assert queued == [0.0] * len(queued), queued

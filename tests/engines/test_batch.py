@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,7 +9,6 @@ from asr_serve.config import BatchingConfig
 from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
 from asr_serve.engines.batch import (
     BatchItem,
-    EngineGate,
     batch_cost,
     item_cost,
     run_batch,
@@ -60,53 +58,3 @@ def test_run_batch_rejects_a_short_result_list() -> None:
     items = [BatchItem(np.zeros(5, np.float32), TranscribeOptions()) for _ in range(2)]
     with pytest.raises(RuntimeError, match="1 results for 2"):
         run_batch(Broken(), items)
-
-
-def test_gate_holds_items_while_the_engine_is_busy() -> None:
-    async def scenario() -> None:
-        gate = EngineGate()
-        await asyncio.wait_for(gate.wait_until_idle(), 1)  # idle: passes at once
-        with gate.busy():
-            waiters = [asyncio.ensure_future(gate.wait_until_idle()) for _ in range(3)]
-            await asyncio.sleep(0.05)
-            assert not any(w.done() for w in waiters)
-        # Freed: every held item goes on together.
-        await asyncio.wait_for(asyncio.gather(*waiters), 1)
-
-    asyncio.run(scenario())
-
-
-def test_gate_reopens_when_the_batch_fails() -> None:
-    async def scenario() -> None:
-        gate = EngineGate()
-        with pytest.raises(RuntimeError), gate.busy():
-            raise RuntimeError("engine failed")
-        await asyncio.wait_for(gate.wait_until_idle(), 1)
-
-    asyncio.run(scenario())
-
-
-def test_partials_go_in_only_behind_waiting_requests_and_give_up_after_their_wait() -> None:
-    async def scenario() -> None:
-        gate = EngineGate()
-        assert await gate.wait_behind_requests(1.0)  # idle, nobody waiting: at once
-        order: list[str] = []
-
-        async def request(name: str) -> None:
-            await gate.wait_until_idle()
-            order.append(name)
-
-        async def partial(name: str, wait_s: float) -> None:
-            order.append(name if await gate.wait_behind_requests(wait_s) else f"{name}-shed")
-
-        with gate.busy():
-            # The partial waits first, yet the requests that queue after it go in first.
-            waiting = [asyncio.ensure_future(partial("p", 5.0))]
-            await asyncio.sleep(0.01)
-            waiting += [asyncio.ensure_future(request(f"r{i}")) for i in range(2)]
-            waiting.append(asyncio.ensure_future(partial("late", 0.05)))
-            await asyncio.sleep(0.2)  # the engine stays busy past the late partial's wait
-        await asyncio.wait_for(asyncio.gather(*waiting), 1)
-        assert order == ["late-shed", "r0", "r1", "p"]
-
-    asyncio.run(scenario())

@@ -86,7 +86,7 @@ def file_path(
         return dataclasses.replace(audio, pieces=pieces)
 
     async def piece(
-        model: str, audio: np.ndarray, options: TranscribeOptions, admitted: bool
+        model: str, audio: np.ndarray, options: TranscribeOptions, admitted: bool, client: str
     ) -> EngineResult:
         request = TranscribeRequest(
             "file", model, audio, options, TranscribeKind.FINAL, still_wanted=lambda: True

@@ -110,7 +110,9 @@ def test_the_pipeline_sends_only_what_it_cannot_read_to_the_decoder() -> None:
         sent.append(data)
         return decode_audio(data, max_duration_s=20)
 
-    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
+    async def transcribe(
+        model: str, audio: np.ndarray, options: TranscribeOptions, _: bool, __: str
+    ):
         return EngineResult(text=f"{len(audio)}", duration=len(audio) / SAMPLE_RATE)
 
     pipeline = TranscriptionPipeline(

@@ -88,7 +88,9 @@ def test_options_ask_only_for_the_timestamps_shown() -> None:
 def test_pipeline_routes_to_the_named_model() -> None:
     calls: list[tuple[str, int, TranscribeOptions]] = []
 
-    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
+    async def transcribe(
+        model: str, audio: np.ndarray, options: TranscribeOptions, _: bool, __: str
+    ):
         calls.append((model, len(audio), options))
         return EngineResult(text="hi", duration=1.0)
 
@@ -108,7 +110,9 @@ def test_only_the_first_piece_of_a_file_is_subject_to_admission() -> None:
         samples = np.repeat(np.arange(4, dtype=np.float32), 16000)
         return DecodedAudio(samples, 4.0, 16000, 1, "pcm", "wav", pieces)
 
-    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, ok: bool):
+    async def transcribe(
+        model: str, audio: np.ndarray, options: TranscribeOptions, ok: bool, _: str
+    ):
         admitted[int(audio[0])] = ok
         return EngineResult(text="x", duration=1.0)
 
@@ -120,7 +124,7 @@ def test_only_the_first_piece_of_a_file_is_subject_to_admission() -> None:
 def test_pipeline_deadline_is_504_and_cancels_the_call() -> None:
     cancelled = asyncio.Event()
 
-    async def slow(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
+    async def slow(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool, __: str):
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
@@ -200,7 +204,9 @@ def test_failed_pieces_leave_no_task_and_no_unretrieved_exception(caplog) -> Non
         samples[:16000] = 0.0  # marks the first piece
         return DecodedAudio(samples, 4.0, 16000, 1, "pcm", "wav", pieces)
 
-    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
+    async def transcribe(
+        model: str, audio: np.ndarray, options: TranscribeOptions, _: bool, __: str
+    ):
         if audio[0] == 0:  # the first piece fails at once
             raise RuntimeError("piece failed")
         try:

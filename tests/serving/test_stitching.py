@@ -86,7 +86,9 @@ def test_pipeline_fans_pieces_out_bounded_and_stitches_them() -> None:
     async def decode(data: bytes, _: object) -> DecodedAudio:
         return DecodedAudio(np.zeros(150 * SR, np.float32), 150.0, SR, 1, "aac", "mp4", spans)
 
-    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, _: bool):
+    async def transcribe(
+        model: str, audio: np.ndarray, options: TranscribeOptions, _: bool, __: str
+    ):
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
@@ -124,7 +126,7 @@ def test_a_whole_file_from_a_live_door_takes_the_file_path() -> None:
         asked.append(splitting)
         return DecodedAudio(np.zeros(40 * SR, np.float32), 40.0, SR, 1, "mp3", "mp3", spans)
 
-    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, admitted):
+    async def transcribe(model: str, audio: np.ndarray, options: TranscribeOptions, admitted, _):
         calls.append((model, len(audio), options, admitted))
         word = Word(start=1.0, end=2.0, word=f"w{len(calls)}")
         segment = Segment(id=0, start=1.0, end=2.0, text=word.word, words=[word])

@@ -27,7 +27,8 @@ Close codes, for every door:
         or a protocol-specific refusal at connect; the route also uses it for a bad API key
  1009   a frame over the server's WebSocket frame limit (uvicorn closes it itself, 16 MiB)
  1011   internal error
- 1013   try again later: the replica has its maximum of sessions (the route, at connect)
+ 1013   try again later: the replica, or the client (``clients.max_live_sessions``), has its
+        maximum of sessions (at connect)
  4000   idle: no audio for ``idle_timeout_s``
  4001   the connection has sent ``max_session_audio_s`` of audio (all its sessions together)
  4002   the client does not read: ``max_outbox_bytes`` of messages wait for it (what waits is
@@ -53,6 +54,7 @@ from starlette.websockets import WebSocket
 
 from asr_serve.config import LimitsConfig, LiveConfig, SpeakersConfig
 from asr_serve.errors import ASRServeError, InvalidRequestError, PayloadTooLargeError
+from asr_serve.live.budget import NO_CLIENT, LiveClient
 from asr_serve.live.core import AudioBudget, LiveSession, SessionAudioLimitError, SessionSettings
 from asr_serve.live.events import LiveEvent
 from asr_serve.live.metrics import LiveMetrics
@@ -152,8 +154,9 @@ def json_shape(text: str) -> None:
 
 @dataclass(frozen=True)
 class LiveContext:
-    """What every session of an ingress replica shares, handed to a protocol adapter whole:
-    the replica's partial scheduler, the models it serves, its live settings and metrics."""
+    """What a connection runs on, handed to a protocol adapter whole: what every session of
+    the ingress replica shares (its partial scheduler, the models it serves, its live
+    settings and metrics) and the connection's client."""
 
     transcribe: Transcribe
     models: Sequence[str]
@@ -165,6 +168,7 @@ class LiveContext:
     #: Speaker embeddings of utterances (the Speakers deployment); ``None``: speakers off.
     embed: Embed | None = None
     speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
+    client: LiveClient = NO_CLIENT
 
 
 class LiveConnection(abc.ABC):
@@ -232,6 +236,7 @@ class LiveConnection(abc.ABC):
                 if settings.speakers and context.embed is not None
                 else None
             ),
+            client=context.client,
         )
 
     @abc.abstractmethod
