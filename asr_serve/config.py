@@ -164,7 +164,9 @@ class CorsConfig(_Strict):
         default_factory=lambda: ["Authorization", "Content-Type", "X-Request-ID"]
     )
     #: Headers a browser script may read on the response.
-    expose_headers: list[str] = Field(default_factory=lambda: ["X-Request-ID", "Retry-After"])
+    expose_headers: list[str] = Field(
+        default_factory=lambda: ["X-Request-ID", "Retry-After", "Server-Timing"]
+    )
     #: Keys travel in ``Authorization``, not cookies; credentials stay off unless needed.
     allow_credentials: bool = False
     #: How long a browser may cache a preflight answer.

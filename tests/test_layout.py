@@ -58,19 +58,22 @@ DEPENDS = {
 #: Each layer and the layers it may import, top to bottom: ``app`` builds the graph from the
 #: Serve deployments (Ray glue), which serve the HTTP and WebSocket routes (``api``) over the
 #: request flow (``serving``) and the live sessions (``live``), which use the engines and the
-#: audio decoding and splitting (``engines``, ``audio``), over the settings and the API's
-#: errors. A layer may import itself; never one above it, nor its neighbour on its level.
+#: audio decoding and splitting (``engines``, ``audio``), over the settings, the API's
+#: errors and the request's stage clock (``timing``, which every layer that runs part of a
+#: request records into). A layer may import itself; never one above it, nor its neighbour
+#: on its level.
 ALLOWED = {
     "app": {"deployments", "config"},
-    "deployments": {"api", "serving", "live", "engines", "audio", "config", "errors"},
-    "api": {"serving", "live", "engines", "audio", "web", "config", "errors", "version"},
-    "serving": {"engines", "audio", "config", "errors", "version"},
-    "live": {"engines", "audio", "config", "errors"},
-    "engines": {"config", "errors"},
+    "deployments": {"api", "serving", "live", "engines", "audio", "config", "errors", "timing"},
+    "api": {"serving", "live", "engines", "audio", "web", "config", "errors", "version", "timing"},
+    "serving": {"engines", "audio", "config", "errors", "version", "timing"},
+    "live": {"engines", "audio", "config", "errors", "timing"},
+    "engines": {"config", "errors", "timing"},
     "audio": {"config", "errors"},
     "web": set(),
     "config": set(),
     "errors": set(),
+    "timing": set(),
     "version": set(),
 }
 
@@ -152,6 +155,7 @@ def test_a_back_edge_is_caught() -> None:
 def test_config_is_the_leaf() -> None:
     assert GRAPH["asr_serve.config"] == set()
     assert GRAPH["asr_serve.errors"] == set()
+    assert GRAPH["asr_serve.timing"] == set()
 
 
 def test_an_engine_does_not_import_the_http_side() -> None:

@@ -27,6 +27,7 @@ from asr_serve.api.streaming import stream_transcription
 from asr_serve.api.upload import read_upload
 from asr_serve.serving.pipeline import Transcription
 from asr_serve.serving.requests import TranscriptionRequest, TranslationRequest
+from asr_serve.timing import RENDER, UPLOAD, timed
 
 #: Behind the API key (when keys are configured).
 router = APIRouter(dependencies=[Depends(authenticated)])
@@ -67,7 +68,8 @@ def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
 @router.post("/v1/audio/transcriptions", openapi_extra=multipart_form(TranscriptionRequest))
 async def transcriptions(request: Request, ingress: State) -> Response:
     """OpenAI's ``audio.transcriptions.create``: multipart ``file`` plus form fields."""
-    upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
+    with timed(UPLOAD):
+        upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
     job = await ingress.pipeline.start(upload)
     note_request(request, **job.log_fields())
     if job.request.stream:
@@ -78,7 +80,8 @@ async def transcriptions(request: Request, ingress: State) -> Response:
 @router.post("/v1/audio/translations", openapi_extra=multipart_form(TranslationRequest))
 async def translations(request: Request, ingress: State) -> Response:
     """OpenAI's ``audio.translations.create``: English text, by a model that can translate."""
-    upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
+    with timed(UPLOAD):
+        upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
     job = await ingress.pipeline.start(upload, translate=True)
     note_request(request, **job.log_fields())
     return _rendered(request, await ingress.pipeline.finish(job))
@@ -86,13 +89,13 @@ async def translations(request: Request, ingress: State) -> Response:
 
 def _rendered(request: Request, done: Transcription) -> Response:
     assert done.request.response_format != "diarized_json"  # refused by parse_request
-    note_request(request, asr_ms=done.asr_ms)
-    return render(
-        done.result,
-        done.request.response_format,
-        model=done.model,
-        words="word" in done.request.timestamp_granularities,
-        logprobs="logprobs" in done.request.include,
-        task="translate" if done.translate else "transcribe",
-        headers=cache_headers(done.cache_hit),
-    )
+    with timed(RENDER):
+        return render(
+            done.result,
+            done.request.response_format,
+            model=done.model,
+            words="word" in done.request.timestamp_granularities,
+            logprobs="logprobs" in done.request.include,
+            task="translate" if done.translate else "transcribe",
+            headers=cache_headers(done.cache_hit),
+        )

@@ -13,9 +13,17 @@ import ray
 from ray import serve
 
 from asr_serve.config import SAMPLE_RATE, BatchingConfig, ModelConfig
-from asr_serve.engines import EngineCapabilities, EngineResult, TranscribeOptions, create_engine
+from asr_serve.engines import EngineCapabilities, TranscribeOptions, create_engine
 from asr_serve.engines.admission import QueueAdmission
-from asr_serve.engines.batch import BatchItem, EngineGate, batch_cost, item_cost, run_batch
+from asr_serve.engines.batch import (
+    BatchItem,
+    EngineGate,
+    Transcribed,
+    batch_cost,
+    item_cost,
+    run_batch,
+    with_times,
+)
 from asr_serve.errors import ASRServeError, InsufficientMemoryError
 
 logger = logging.getLogger("ray.serve")
@@ -76,8 +84,9 @@ class ASR:
         options: TranscribeOptions,
         admitted: bool = False,
         partial_wait_s: float | None = None,
-    ) -> EngineResult | ASRServeError | None:
-        """One item's audio; it shares an engine call with whatever else is waiting.
+    ) -> Transcribed | ASRServeError | None:
+        """One item's audio; it shares an engine call with whatever else is waiting. Its
+        result comes back with the times it spent here (:mod:`asr_serve.timing`).
 
         Refused (503) if its queue wait would pass ``max_queue_wait_s``, unless ``admitted``:
         a later piece of a long file whose first piece was admitted. The request's own errors
@@ -89,33 +98,32 @@ class ASR:
         admitted by time but goes in only behind every waiting request, and gives up (``None``)
         after that long (:mod:`asr_serve.live.partials`).
         """
+        arrived = time.perf_counter()
         try:
             self.engine.check_options(options)
         except ASRServeError as exc:
             return exc
-        cost = item_cost(len(audio) / SAMPLE_RATE, self.batching)
-        item = BatchItem(audio=audio, options=options, cost=cost)
+        seconds = len(audio) / SAMPLE_RATE
+        cost = item_cost(seconds, self.batching)
         if partial_wait_s is not None:
             if not await self.gate.wait_behind_requests(partial_wait_s):
                 self.metrics.partials_shed.inc()
                 return None
-            return await self._batched(item)
+            return await self._batched(BatchItem(audio, options, cost, arrived))
         refusal = None if admitted else self.admission.refusal(self.batching.max_queue_wait_s)
         if refusal is not None:
             self.metrics.refused.inc()
             return refusal
-        with self.admission.queued(item.seconds):
+        with self.admission.queued(seconds):
             await self.gate.wait_until_idle()
-            return await self._batched(item)
+            return await self._batched(BatchItem(audio, options, cost, arrived))
 
     @serve.batch(
         max_batch_size=_DEFAULT_BATCHING.max_batch_size,
         batch_wait_timeout_s=_DEFAULT_BATCHING.batch_wait_timeout_s,
         batch_size_fn=batch_cost,
     )
-    async def _batched(
-        self, items: list[BatchItem]
-    ) -> list[EngineResult | InsufficientMemoryError]:
+    async def _batched(self, items: list[BatchItem]) -> list[Transcribed | InsufficientMemoryError]:
         started = time.perf_counter()
         for item in items:
             self.metrics.queue_wait.observe(started - item.enqueued_at)
@@ -135,12 +143,13 @@ class ASR:
         except Exception:
             self.metrics.errors.inc()
             raise
-        wall_s = time.perf_counter() - started
+        ended = time.perf_counter()
+        wall_s = ended - started
         self.metrics.inference.observe(wall_s)
         self.metrics.audio_seconds.inc(audio_s)
         self.admission.observe_batch(audio_s, wall_s)
         self.recent_batch_seconds.append(wall_s)
-        return results
+        return with_times(items, results, started, ended)
 
     def check_health(self) -> None:
         """Serve's periodic probe: a loaded engine is healthy; keep its gauge reported."""

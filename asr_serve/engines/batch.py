@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import BaseModel
 
 from asr_serve.config import SAMPLE_RATE, BatchingConfig
 from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
 from asr_serve.engines.oom import run_splitting_on_oom
 from asr_serve.errors import InsufficientMemoryError
+from asr_serve.timing import ModelTimes
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,45 @@ class BatchItem:
     options: TranscribeOptions
     #: Share of ``max_batch_size`` this item takes: at least 1, more for long audio.
     cost: int = 1
+    #: When it reached the replica, and when the :class:`EngineGate` let it in (it is made
+    #: then) to wait for ``@serve.batch`` to start its batch.
     enqueued_at: float = field(default_factory=time.perf_counter)
+    released_at: float = field(default_factory=time.perf_counter)
 
     @property
     def seconds(self) -> float:
         return len(self.audio) / SAMPLE_RATE
+
+
+class Transcribed(BaseModel):
+    """What the ASR replica returns for an item: its result and where its time went there."""
+
+    result: EngineResult
+    times: ModelTimes
+
+
+def with_times(
+    items: Sequence[BatchItem],
+    results: Sequence[EngineResult | InsufficientMemoryError],
+    started: float,
+    ended: float,
+) -> list[Transcribed | InsufficientMemoryError]:
+    """Each result with its item's times: queued until let in, then until its batch
+    ``started``, then the engine until ``ended``."""
+    return [
+        Transcribed(
+            result=result,
+            times=ModelTimes(
+                queue_s=item.released_at - item.enqueued_at,
+                batch_s=max(0.0, started - item.released_at),
+                engine_s=ended - started,
+                batch_size=len(items),
+            ),
+        )
+        if isinstance(result, EngineResult)
+        else result
+        for item, result in zip(items, results, strict=True)
+    ]
 
 
 class EngineGate:

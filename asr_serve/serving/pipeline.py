@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -36,6 +35,7 @@ from asr_serve.serving.requests import (
     transcribe_options,
 )
 from asr_serve.serving.stitching import stitch
+from asr_serve.timing import RENDER, timed
 
 DecodeFn = Callable[[bytes, SplittingConfig], Awaitable[DecodedAudio]]
 #: ``(model, samples, options, admitted)``; ``admitted``: an earlier piece of the request was
@@ -56,8 +56,6 @@ class Transcription:
     #: Whether the result came from the cache; ``None`` when the cache is off.
     cache_hit: bool | None = None
     translate: bool = False
-    #: Wall time from the first piece sent to the model to the last result.
-    asr_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -141,10 +139,9 @@ class TranscriptionPipeline:
     async def finish(self, job: Job) -> Transcription:
         """Transcribe every piece and stitch them into one result for the file."""
         assert job.request.model is not None
-        started = time.perf_counter()
         pieces = [piece async for piece in self.results(job)]
-        asr_ms = 1000 * (time.perf_counter() - started)
-        result = stitch([(p.piece, p.result) for p in pieces], job.audio.duration_s)
+        with timed(RENDER):
+            result = stitch([(p.piece, p.result) for p in pieces], job.audio.duration_s)
         hits = [p.cache_hit for p in pieces if p.cache_hit is not None]
         return Transcription(
             request=job.request,
@@ -152,7 +149,6 @@ class TranscriptionPipeline:
             result=result,
             cache_hit=all(hits) if hits else None,
             translate=job.translate,
-            asr_ms=asr_ms,
         )
 
     async def transcribe_file(

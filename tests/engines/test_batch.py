@@ -11,10 +11,13 @@ from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
 from asr_serve.engines.batch import (
     BatchItem,
     EngineGate,
+    Transcribed,
     batch_cost,
     item_cost,
     run_batch,
+    with_times,
 )
+from asr_serve.errors import InsufficientMemoryError
 
 
 class _RecordingEngine(Engine):
@@ -60,6 +63,26 @@ def test_run_batch_rejects_a_short_result_list() -> None:
     items = [BatchItem(np.zeros(5, np.float32), TranscribeOptions()) for _ in range(2)]
     with pytest.raises(RuntimeError, match="1 results for 2"):
         run_batch(Broken(), items)
+
+
+def test_each_result_goes_back_with_its_own_times_and_an_error_without() -> None:
+    """Queued until let in, then until its batch started, then the engine: per item."""
+    audio, options = np.zeros(5, np.float32), TranscribeOptions()
+    items = [
+        BatchItem(audio, options, enqueued_at=10.0, released_at=10.5),
+        BatchItem(audio, options, enqueued_at=10.4, released_at=10.6),
+        BatchItem(audio, options, enqueued_at=10.6, released_at=10.6),
+    ]
+    result = EngineResult(text="t", duration=0.0)
+    oom = InsufficientMemoryError("too long")
+    timed = with_times(items, [result, result, oom], started=10.7, ended=11.0)
+    assert timed[2] is oom
+    assert all(isinstance(t, Transcribed) and t.result is result for t in timed[:2])
+    first, second = (t.times for t in timed[:2])  # type: ignore[union-attr]
+    assert (first.queue_s, first.batch_s) == pytest.approx((0.5, 0.2))
+    assert (second.queue_s, second.batch_s) == pytest.approx((0.2, 0.1))
+    assert first.engine_s == second.engine_s == pytest.approx(0.3)
+    assert first.batch_size == 3
 
 
 def test_gate_holds_items_while_the_engine_is_busy() -> None:
