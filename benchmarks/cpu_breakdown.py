@@ -73,6 +73,9 @@ class Level(BaseModel):
     #: CPU milliseconds per request spent anywhere but the engine's thread: the serving
     #: overhead (every role above, less the engine's own running time).
     outside_engine_ms_per_request: float
+    #: Where a request's time went, mean ms: its ``Server-Timing`` stages, and ``client``,
+    #: the latency the client saw (so ``client - total`` is Serve's proxy and the network).
+    latency_ms: dict[str, float] = {}
 
 
 class Breakdown(BaseModel):
@@ -155,6 +158,7 @@ def measure(
         outside_engine_ms_per_request=1000
         * (sum(by_role.values()) - engine_ran)
         / max(stats.ok, 1),
+        latency_ms={**stats.mean_stages_ms, "client": stats.mean_ms},
     )
 
 
@@ -209,6 +213,21 @@ def to_markdown(b: Breakdown) -> str:
             + f" | {lv.engine_running_percent:.0f}% | {lv.engine_waiting_for_cpu_percent:.0f}%"
             + f" | {lv.outside_engine_ms_per_request:.1f} |"
         )
+    stages = list(dict.fromkeys(s for lv in b.levels for s in lv.latency_ms))
+    if stages:
+        lines += [
+            "",
+            "Where a request's time went, mean ms: the ingress's `Server-Timing` stages "
+            "(docs/api.md), and what the client saw; `client - total` is the front door "
+            "(Serve's proxy or HAProxy) and the network.",
+            "",
+            "| clients | " + " | ".join(stages) + " | client - total |",
+            "|" + "---|" * (len(stages) + 2),
+        ]
+        for lv in b.levels:
+            cells = [f"{lv.latency_ms[s]:.1f}" if s in lv.latency_ms else "-" for s in stages]
+            front = lv.latency_ms.get("client", 0.0) - lv.latency_ms.get("total", 0.0)
+            lines.append(f"| {lv.concurrency} | " + " | ".join(cells) + f" | {front:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -257,7 +276,12 @@ def main(argv: list[str] | None = None) -> Breakdown:
             for concurrency in (int(c) for c in args.levels.split(",")):
                 level = measure(system, root, asr_pid, concurrency, args.requests, clips)
                 report.levels.append(level)
-                print(to_markdown(report).splitlines()[-1], flush=True)
+                rows = [
+                    r
+                    for r in to_markdown(report).splitlines()
+                    if r.startswith(f"| {concurrency} |")
+                ]
+                print("\n".join(rows), flush=True)
         finally:
             run.stop()
     variant = (
