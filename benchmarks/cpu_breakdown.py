@@ -44,6 +44,7 @@ from benchmarks.plan import SYSTEMS, make_plan
 from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.systems.base import cmdline, descendants
 from benchmarks.systems.served import ServedSystem, ServeRun
+from devtools.net import free_port
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -176,6 +177,22 @@ FRONTS = {
 _DIRECT_INGRESS_FIRST_PORT = 30000
 
 
+def haproxy_apart(tmp: Path) -> dict[str, str]:
+    """HAProxy's ports and files of this run only: by default every Serve cluster on a
+    machine wants statistics on 8404, its exporter on 9101 and its files in
+    ``/tmp/haproxy-serve``, so a second one (another run, the test suite) fails or
+    overwrites the first's configuration."""
+    files = tmp / "haproxy-serve"
+    return {
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(files / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(files / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(files),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(files / "server-state"),
+    }
+
+
 def _ingress_url(root: int) -> str:
     """The measured application's ingress replica's own HTTP port, from ``ss``."""
     pid = next(p for p in descendants(root) if _role(p) == "ingress")
@@ -263,6 +280,8 @@ def main(argv: list[str] | None = None) -> Breakdown:
     )
     os.environ.update(FRONTS[args.front])  # the serve run's Ray processes inherit it
     with tempfile.TemporaryDirectory(prefix="asr-cpu-") as tmp:
+        if args.front == "haproxy":
+            os.environ.update(haproxy_apart(Path(tmp)))
         run = ServeRun(Path(tmp), plan.model, access_log=args.serve_access_log)
         system = ServedSystem("asr-serve", run)
         try:
