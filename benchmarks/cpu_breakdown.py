@@ -12,6 +12,7 @@ python -m benchmarks.cpu_breakdown                  # levels 1, 16, 64; 160 requ
 python -m benchmarks.cpu_breakdown --levels 16 --requests 320
 python -m benchmarks.cpu_breakdown --format mp3     # uploads the AudioDecoder must decode
 python -m benchmarks.cpu_breakdown --front haproxy  # Serve's HAProxy instead of its proxy
+python -m benchmarks.cpu_breakdown --front optimized  # RAY_SERVE_THROUGHPUT_OPTIMIZED=1
 
 The default clips are 16 kHz WAV, which the ingress reads itself; ``--format`` measures the
 path through the decoder deployment (results named ``...-cpu-<format>``). ``--front`` tries
@@ -167,11 +168,14 @@ def _asr_pid(root: int) -> int:
     return next(p for p in descendants(root) if _role(p) == "ASR replica")
 
 
-#: ``--front``: Serve's front door -> the cluster's environment for it.
+#: ``--front``: Serve's front door -> the cluster's environment for it. ``optimized`` is Serve's
+#: own switch, ``RAY_SERVE_THROUGHPUT_OPTIMIZED``, set for the whole cluster: Serve's proxy
+#: still in front, direct ingress on behind it, and the settings ``REPLICA_ENV`` already has.
 FRONTS = {
     "proxy": {},
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
     "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
+    "optimized": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
 }
 #: Where Serve's direct ingress puts an ingress replica's HTTP port (the first free from here).
 _DIRECT_INGRESS_FIRST_PORT = 30000
