@@ -185,8 +185,10 @@ def haproxy_apart(tmp: Path) -> dict[str, str]:
     """HAProxy's ports and files of this run only: by default every Serve cluster on a
     machine wants statistics on 8404, its exporter on 9101 and its files in
     ``/tmp/haproxy-serve``, so a second one (another run, the test suite) fails or
-    overwrites the first's configuration."""
-    files = tmp / "haproxy-serve"
+    overwrites the first's configuration. Ray adds a directory of its own (a 56-character
+    hash) under the files' base, and HAProxy takes socket paths of at most 97 characters:
+    keep the base short."""
+    files = tmp / "h"
     return {
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
