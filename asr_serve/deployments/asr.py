@@ -17,6 +17,7 @@ from asr_serve.engines import EngineCapabilities, TranscribeOptions, create_engi
 from asr_serve.engines.admission import QueueAdmission
 from asr_serve.engines.batch import (
     BatchItem,
+    CompanyWait,
     EngineGate,
     Transcribed,
     batch_cost,
@@ -56,6 +57,7 @@ class ASR:
         self.recent_batches: deque[int] = deque(maxlen=1024)
         self.recent_batch_seconds: deque[float] = deque(maxlen=1024)
         self.gate = EngineGate()
+        self.company = CompanyWait(self.batching.batch_wait_timeout_s)
 
         started = time.perf_counter()
         self.engine = create_engine(self.model)
@@ -75,7 +77,7 @@ class ASR:
         """Apply a new ``user_config`` (batch size, wait, audio bound) without a restart."""
         self.batching = BatchingConfig.model_validate(user_config)
         self._batched.set_max_batch_size(self.batching.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
+        self.company.wait_s = self.batching.batch_wait_timeout_s
         logger.info("batching for %s set to %s", self.model.name, self.batching)
 
     async def transcribe(
@@ -99,6 +101,7 @@ class ASR:
         after that long (:mod:`asr_serve.live.partials`).
         """
         arrived = time.perf_counter()
+        wait_s = self.company.arrived(arrived)
         try:
             self.engine.check_options(options)
         except ASRServeError as exc:
@@ -109,6 +112,7 @@ class ASR:
             if not await self.gate.wait_behind_requests(partial_wait_s):
                 self.metrics.partials_shed.inc()
                 return None
+            self._batched.set_batch_wait_timeout_s(wait_s)
             return await self._batched(BatchItem(audio, options, cost, arrived))
         refusal = None if admitted else self.admission.refusal(self.batching.max_queue_wait_s)
         if refusal is not None:
@@ -116,6 +120,7 @@ class ASR:
             return refusal
         with self.admission.queued(seconds):
             await self.gate.wait_until_idle()
+            self._batched.set_batch_wait_timeout_s(wait_s)
             return await self._batched(BatchItem(audio, options, cost, arrived))
 
     @serve.batch(

@@ -128,6 +128,26 @@ class EngineGate:
             self._idle.set()
 
 
+class CompanyWait:
+    """How long a new batch waits for more items: ``batch_wait_timeout_s`` while items come
+    closer together than that, none when the one before came longer ago.
+
+    The wait pays only when company comes within it. Where items arrive one at a time (one
+    client, a quiet replica) it would be added to every request for nothing, so the batch of
+    one starts at once. Items that arrive while the engine is busy are held and go in
+    together anyway (:class:`EngineGate`), so under load nothing changes.
+    """
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+        self._last = -math.inf
+
+    def arrived(self, at: float) -> float:
+        """An item reached the replica at ``at``: the wait of a batch it starts."""
+        gap, self._last = at - self._last, at
+        return self.wait_s if gap < self.wait_s else 0.0
+
+
 def item_cost(seconds: float, config: BatchingConfig) -> int:
     """Count an item as ``max(1, its share of max_batch_audio_s)`` batch slots.
 

@@ -10,6 +10,7 @@ from asr_serve.config import BatchingConfig
 from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
 from asr_serve.engines.batch import (
     BatchItem,
+    CompanyWait,
     EngineGate,
     Transcribed,
     batch_cost,
@@ -133,3 +134,12 @@ def test_partials_go_in_only_behind_waiting_requests_and_give_up_after_their_wai
         assert order == ["late-shed", "r0", "r1", "p"]
 
     asyncio.run(scenario())
+
+
+def test_a_batch_waits_for_company_only_while_items_come_closer_than_the_wait() -> None:
+    company = CompanyWait(0.01)
+    assert company.arrived(100.0) == 0.0  # the first item: no one came before it
+    assert company.arrived(100.004) == 0.01  # a second 4 ms later: more may follow
+    assert company.arrived(100.2) == 0.0  # one client, one request at a time: no wait
+    company.wait_s = 0.5  # reconfigured
+    assert company.arrived(100.4) == 0.5
