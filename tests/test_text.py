@@ -3,6 +3,7 @@ from devtools.text import normalize, wer, word_errors
 
 def test_normalize_ignores_case_and_punctuation() -> None:
     assert normalize("Hello, World!") == ["hello", "world"]
+    assert normalize("Ärztin, j'habite à Zürich.") == ["ärztin", "j", "habite", "à", "zürich"]
 
 
 def test_word_errors_counts_edits() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from asr_serve.api.protocol import (
     Logprob,
+    TranscriptionLanguage,
     TranscriptionResponse,
     TranscriptionSegment,
     TranscriptionWord,
@@ -26,6 +28,7 @@ def to_verbose(
     words: bool,
     logprobs: bool = False,
     task: Literal["transcribe", "translate"] = "transcribe",
+    languages: Sequence[str] = (),
 ) -> VerboseTranscriptionResponse:
     """The full result; segments always, words and log-probabilities only when asked for."""
     segments = [
@@ -47,14 +50,20 @@ def to_verbose(
         ]
     return VerboseTranscriptionResponse(
         task=task,
-        language=result.language,
+        language="en" if task == "translate" else result.language,
         duration=round(result.duration, 3),
         text=result.text,
+        languages=to_languages(languages),
         segments=segments,
         words=word_list,
         logprobs=to_logprobs(result) if logprobs else None,
         model=model,
     )
+
+
+def to_languages(codes: Sequence[str]) -> list[TranscriptionLanguage] | None:
+    """OpenAI's ``languages``; absent (not empty) when nothing was detected."""
+    return [TranscriptionLanguage(code=c) for c in codes] or None
 
 
 def to_logprobs(result: EngineResult) -> list[Logprob]:
@@ -80,8 +89,10 @@ def render(
     words: bool = False,
     logprobs: bool = False,
     task: Literal["transcribe", "translate"] = "transcribe",
+    languages: Sequence[str] = (),
     headers: dict[str, str] | None = None,
 ) -> Response:
+    """``languages``: those the model detected (none when the request named its language)."""
     if response_format == "text":
         return PlainTextResponse(result.text, headers=headers)
     if response_format == "srt":
@@ -89,10 +100,13 @@ def render(
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(result.segments), headers=headers, media_type="text/vtt")
     if response_format == "verbose_json":
-        body = to_verbose(result, model=model, words=words, logprobs=logprobs, task=task)
+        body = to_verbose(
+            result, model=model, words=words, logprobs=logprobs, task=task, languages=languages
+        )
     else:
         body = TranscriptionResponse(
             text=result.text,
+            languages=to_languages(languages),
             logprobs=to_logprobs(result) if logprobs else None,
             usage=Usage(seconds=round(result.duration, 3)),
         )

@@ -44,10 +44,22 @@ class Logprob(BaseModel):
     bytes: list[int]
 
 
+class TranscriptionLanguage(BaseModel):
+    """A language the model found in the audio (OpenAI's ``languages`` entries)."""
+
+    code: str
+
+
+#: OpenAI's ``languages``: given when the model detected the language (the request named
+#: none), in the order the file's pieces first spoke each; absent when the request named it.
+Languages = list[TranscriptionLanguage] | None
+
+
 class TranscriptionResponse(BaseModel):
     """``response_format=json``."""
 
     text: str
+    languages: Languages = None
     logprobs: list[Logprob] | None = None
     usage: Usage | None = None
 
@@ -56,9 +68,12 @@ class VerboseTranscriptionResponse(BaseModel):
     """``response_format=verbose_json``."""
 
     task: Literal["transcribe", "translate"] = "transcribe"
+    #: The transcript's language; a translation's is its output's, ``en`` (as OpenAI's).
     language: str | None
     duration: float
     text: str
+    #: As ``json``'s: with a translation, the language it was translated from.
+    languages: Languages = None
     segments: list[TranscriptionSegment] | None = None
     words: list[TranscriptionWord] | None = None
     logprobs: list[Logprob] | None = None
@@ -78,6 +93,7 @@ class TranscriptTextDone(BaseModel):
 
     type: Literal["transcript.text.done"] = "transcript.text.done"
     text: str
+    languages: Languages = None
 
 
 class TranscriptError(BaseModel):

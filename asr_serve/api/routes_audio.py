@@ -73,7 +73,7 @@ async def transcriptions(request: Request, ingress: State) -> Response:
     job = await ingress.pipeline.start(upload)
     note_request(request, **job.log_fields())
     if job.request.stream:
-        return await stream_transcription(ingress.pipeline.results(job), request)
+        return await stream_transcription(ingress.pipeline.results(job), job.request, request)
     return _rendered(request, await ingress.pipeline.finish(job))
 
 
@@ -97,5 +97,6 @@ def _rendered(request: Request, done: Transcription) -> Response:
             words="word" in done.request.timestamp_granularities,
             logprobs="logprobs" in done.request.include,
             task="translate" if done.translate else "transcribe",
+            languages=done.languages,
             headers=cache_headers(done.cache_hit),
         )

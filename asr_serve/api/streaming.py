@@ -1,7 +1,8 @@
 """``stream=true``: server-sent events as a file's pieces finish, in OpenAI's event shape.
 
 Events are ``data: <json>`` lines: one ``transcript.text.delta`` per piece with text, in
-time order, then one ``transcript.text.done`` with the whole text (the ``openai`` client's
+time order, then one ``transcript.text.done`` with the whole text and, when the model
+detected it, ``languages`` (the ``openai`` client's
 ``audio.transcriptions.create(..., stream=True)`` parses both). The first piece is awaited
 before the response starts, so anything that fails before the first event (a bad language,
 an overloaded model) is an ordinary HTTP error. A failure after that is one ``error`` event
@@ -20,6 +21,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import StreamingResponse
 
 from asr_serve.api.error_handlers import request_id_of
+from asr_serve.api.formats import to_languages
 from asr_serve.api.protocol import (
     ErrorDetail,
     TranscriptError,
@@ -27,8 +29,10 @@ from asr_serve.api.protocol import (
     TranscriptTextDone,
 )
 from asr_serve.api.request_log import note_refusal
+from asr_serve.engines.base import EngineResult
 from asr_serve.errors import ASRServeError
-from asr_serve.serving.pipeline import PieceResult
+from asr_serve.serving.pipeline import PieceResult, detected_languages
+from asr_serve.serving.requests import TranscriptionRequest
 from asr_serve.serving.stitching import join_texts
 
 logger = logging.getLogger("ray.serve")
@@ -38,24 +42,34 @@ _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def stream_transcription(
-    results: AsyncGenerator[PieceResult, None], request: HTTPConnection
+    results: AsyncGenerator[PieceResult, None],
+    asked: TranscriptionRequest,
+    request: HTTPConnection,
 ) -> StreamingResponse:
-    """The SSE response for a file's pieces, whose results ``results`` yields in time order."""
+    """The SSE response for a file's pieces, whose results ``results`` yields in time order;
+    ``asked`` is the validated request (the done event's ``languages`` depend on it)."""
     first = await anext(results, None)
     return StreamingResponse(
-        _events(first, results, request), media_type="text/event-stream", headers=_HEADERS
+        _events(first, results, asked, request),
+        media_type="text/event-stream",
+        headers=_HEADERS,
     )
 
 
 async def _events(
-    first: PieceResult | None, rest: AsyncGenerator[PieceResult, None], request: HTTPConnection
+    first: PieceResult | None,
+    rest: AsyncGenerator[PieceResult, None],
+    asked: TranscriptionRequest,
+    request: HTTPConnection,
 ) -> AsyncIterator[str]:
     text = ""
+    results: list[EngineResult] = []
     # Closing ``rest`` cancels the pieces still in flight (client gone, or an error).
     async with contextlib.aclosing(rest):
         try:
             piece = first
             while piece is not None:
+                results.append(piece.result)
                 joined = join_texts([text, piece.result.text])
                 if joined != text:
                     yield _sse(TranscriptTextDelta(delta=joined[len(text) :]))
@@ -69,12 +83,13 @@ async def _events(
             logger.exception("request %s: transcription stream failed", request_id_of(request))
             yield _sse(_error_event(ASRServeError("transcription failed; retry later")))
             return
-    yield _sse(TranscriptTextDone(text=text))
+    languages = to_languages(detected_languages(asked, results))
+    yield _sse(TranscriptTextDone(text=text, languages=languages), exclude_none=True)
 
 
 def _error_event(exc: ASRServeError) -> TranscriptError:
     return TranscriptError(error=ErrorDetail.model_validate(exc.to_dict()["error"]))
 
 
-def _sse(event: BaseModel) -> str:
-    return f"data: {event.model_dump_json()}\n\n"
+def _sse(event: BaseModel, *, exclude_none: bool = False) -> str:
+    return f"data: {event.model_dump_json(exclude_none=exclude_none)}\n\n"

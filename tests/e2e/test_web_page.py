@@ -27,6 +27,7 @@ from starlette.routing import Route
 from asr_serve.api.protocol import ModelCard, ModelList
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.web import index_html
+from devtools.languages import COFFEE, speak
 from devtools.speech import encode, synthesize
 from devtools.text import SENTENCES, normalize, wer
 from tests.e2e.serving import WHISPER, deploy, whisper_model
@@ -36,6 +37,10 @@ from tests.live.server import LiveServer, whisper_engine
 pytestmark = pytest.mark.e2e
 
 APP = "web"
+BASE = "whisper-base"
+BASE_MODEL = whisper_model(
+    name=BASE, model="embedded-multilingual", cpu_threads=1, description="Whisper base"
+)
 #: docs/api.md's screenshot, refreshed only when asked (``ASR_SERVE_SCREENSHOT=1``): every run
 #: shows another port and timing, and a test run should not leave the tree changed.
 SCREENSHOT = Path(__file__).parents[2] / "docs" / "web-page.png"
@@ -57,7 +62,8 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def page_url(serve_url: str) -> Iterator[str]:
-    prefix = deploy(APP, {"models": [whisper_model(cpu_threads=1)]})
+    models = [whisper_model(cpu_threads=1), BASE_MODEL]
+    prefix = deploy(APP, {"models": models})
     yield f"{serve_url}{prefix}"
     serve.delete(APP)
 
@@ -87,7 +93,7 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 def page(browser: Browser, page_url: str) -> Iterator[Page]:
     page = browser.new_page(viewport={"width": 900, "height": 720})
     page.goto(page_url)  # no trailing slash: the page must still find the API under it
-    expect(page.locator("#model option")).to_have_text([WHISPER])
+    expect(page.locator("#model option")).to_have_text([WHISPER, BASE])
     yield page
     page.close()
 
@@ -131,6 +137,26 @@ def test_upload_shows_transcript_segments_and_curl(
     shot = SCREENSHOT if os.environ.get("ASR_SERVE_SCREENSHOT") else tmp_path / "page.png"
     page.screenshot(path=shot, full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_the_detected_language_is_shown_and_a_translation_is_english(page: Page) -> None:
+    expect(page.locator(f"#model option[value='{BASE}']")).to_have_attribute(
+        "title", "Whisper base"
+    )
+    page.select_option("#model", BASE)
+    wav = encode(speak("fr", COFFEE["fr"]), 16000, "wav")
+    _upload(page, "cafe.wav", wav)
+    expect(page.locator("#language-line")).to_have_text("Language: fr (detected)", timeout=60_000)
+    assert "café" in normalize(page.inner_text("#transcript"))
+    page.check("#translate")
+    page.fill("#language", "fr")  # translations take none: the page leaves it out
+    page.click("#transcribe")
+    expect(page.locator("#language-line")).to_have_text(
+        "Language: en (translated from fr)", timeout=60_000
+    )
+    assert "coffee" in normalize(page.inner_text("#transcript"))
+    curl = page.inner_text("#curl")
+    assert "/v1/audio/translations'" in curl and "language=" not in curl
 
 
 def test_api_error_is_shown(page: Page) -> None:
@@ -230,7 +256,7 @@ def test_live_mode_shows_what_was_said(
     """Through Serve: the page under its route prefix, the microphone to /v1/realtime."""
     page = speaking_browser.new_page(viewport={"width": 900, "height": 720})
     page.goto(page_url)
-    expect(page.locator("#model option")).to_have_text([WHISPER])
+    expect(page.locator("#model option")).to_have_text([WHISPER, BASE])
     page.click("#live")
     expect(page.locator("#live")).to_have_text("■ Stop live")
     expect(page.locator("#speaking")).to_be_visible(timeout=30_000)
@@ -238,6 +264,8 @@ def test_live_mode_shows_what_was_said(
     expect(final).to_be_visible(timeout=60_000)
     reference = live_speech[1]
     assert wer([reference], [final.inner_text()]) <= 0.1, (reference, final.inner_text())
+    # The session named no language: the one the model found is shown beside the text.
+    assert final.get_attribute("data-language") == "en"
     live = os.environ.get("ASR_SERVE_SCREENSHOT")
     shot = LIVE_SCREENSHOT if live else tmp_path / "live.png"
     page.screenshot(path=shot, full_page=True)

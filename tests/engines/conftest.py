@@ -10,6 +10,7 @@ import pytest
 
 from asr_serve.config import SAMPLE_RATE, ModelConfig
 from asr_serve.engines.funasr import FunASREngine
+from asr_serve.engines.whisper import WhisperEngine
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +51,18 @@ def _noise(seed: int, seconds: float) -> np.ndarray:
 def clips() -> list[np.ndarray]:
     """Four different clips of different lengths, so a batch of them needs padding."""
     return [_tone(220, 1.0), _tone(880, 1.5), _noise(0, 0.7), _tone(3000, 1.2)]
+
+
+def whisper_config(model: str = "embedded") -> ModelConfig:
+    """A shipped Whisper (``embedded`` or ``embedded-multilingual``) on CPU, two threads."""
+    return ModelConfig(
+        name=model, engine="faster-whisper", model=model, device="cpu", cpu_threads=2
+    )
+
+
+def loaded_whisper(model: str) -> WhisperEngine:
+    """:func:`whisper_config`'s engine, loaded and warm."""
+    engine = WhisperEngine(whisper_config(model))
+    engine.load()
+    engine.warmup()
+    return engine

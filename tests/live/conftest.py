@@ -17,6 +17,8 @@ from devtools.text import SENTENCES
 from tests.live.server import whisper_engine
 
 SR = 16_000
+#: The language :class:`FakeTranscriber` reports when a session names none.
+DETECTED = "cy"
 
 
 @pytest.fixture
@@ -42,7 +44,10 @@ class FakeTranscriber:
             await asyncio.sleep(self.delay_s)
         words = len(request.audio) * 2 // SR
         return EngineResult(
-            text=" ".join(f"w{i}" for i in range(words)), duration=len(request.audio) / SR
+            text=" ".join(f"w{i}" for i in range(words)),
+            # Unless told the language, it "detects" one, as a multilingual model does.
+            language=request.options.language or DETECTED,
+            duration=len(request.audio) / SR,
         )
 
 

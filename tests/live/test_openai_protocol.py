@@ -32,7 +32,7 @@ from asr_serve.live.protocols.openai_realtime import SUBPROTOCOLS, OpenAIRealtim
 from asr_serve.live.transcribe import TranscribeRequest
 from devtools.speech import pcm16, speech_with_pauses
 from devtools.text import SENTENCES
-from tests.live.conftest import FakeTranscriber
+from tests.live.conftest import DETECTED, FakeTranscriber
 from tests.support.realtime import chunks
 
 _STRICT = TypeAdapter(RealtimeServerEvent)
@@ -279,6 +279,22 @@ def test_manual_turns_commit_chain_and_transcribe(client: _Client) -> None:
         assert completed["usage"] == {"type": "duration", "seconds": seconds}
         assert completed["content_index"] == 0
         items.append(committed["item_id"])
+
+
+def test_completed_names_the_detected_language_only_when_the_session_names_none(
+    client: _Client,
+) -> None:
+    client.update({"audio": {"input": {"turn_detection": None}}})
+    languages = []
+    for language in (None, "fr"):
+        client.update({"audio": {"input": {"transcription": {"language": language}}}})
+        client.append(bytes(48_000))
+        client.send({"type": "input_audio_buffer.commit"})
+        client.recv(), client.recv()
+        completed = client.recv()
+        assert completed["type"] == "conversation.item.input_audio_transcription.completed"
+        languages.append(completed["languages"])
+    assert languages == [[{"code": DETECTED}], None]
 
 
 def test_a_declared_rate_is_honoured_though_the_echo_says_24000(client: _Client) -> None:

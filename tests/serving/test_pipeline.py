@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 
 import numpy as np
@@ -14,8 +15,13 @@ from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import EngineResult, Segment, TranscribeOptions, Word
 from asr_serve.errors import DeadlineExceededError, InvalidParameterError, ModelNotFoundError
-from asr_serve.serving.pipeline import Transcription, TranscriptionPipeline
-from asr_serve.serving.requests import Upload, parse_request, transcribe_options
+from asr_serve.serving.pipeline import Transcription, TranscriptionPipeline, detected_languages
+from asr_serve.serving.requests import (
+    TranscriptionRequest,
+    Upload,
+    parse_request,
+    transcribe_options,
+)
 
 CONFIG = AppConfig.model_validate(
     {
@@ -150,8 +156,6 @@ def test_render_formats() -> None:
         ],
     )
     assert render(result, "text", model="a").body == b"hello world"
-    import json
-
     plain = json.loads(render(result, "json", model="a").body)
     assert plain == {"text": "hello world", "usage": {"type": "duration", "seconds": 1.5}}
     verbose = json.loads(render(result, "verbose_json", model="a", words=True).body)
@@ -159,6 +163,30 @@ def test_render_formats() -> None:
     assert [w["word"] for w in verbose["words"]] == ["hello", "world"]
     assert verbose["language"] == "en" and verbose["duration"] == 1.5
     assert "words" not in json.loads(render(result, "verbose_json", model="a").body)
+    assert "languages" not in verbose  # the request named its language: nothing detected
+
+
+def test_render_reports_detected_languages_and_a_translation_as_english() -> None:
+    result = EngineResult(text="good morning", language="fr", duration=1.0)
+    plain = json.loads(render(result, "json", model="a", languages=["fr", "de"]).body)
+    assert plain["languages"] == [{"code": "fr"}, {"code": "de"}]
+    verbose = json.loads(
+        render(result, "verbose_json", model="a", task="translate", languages=["fr"]).body
+    )
+    # As OpenAI's: a translation's language is its output's; the source is in languages.
+    assert verbose["task"] == "translate" and verbose["language"] == "en"
+    assert verbose["languages"] == [{"code": "fr"}]
+
+
+def test_detected_languages_are_those_of_the_pieces_unless_the_request_named_one() -> None:
+    results = [
+        EngineResult(text="a", language="en", duration=1.0),
+        EngineResult(text="b", language=None, duration=1.0),
+        EngineResult(text="c", language="fr", duration=1.0),
+        EngineResult(text="d", language="en", duration=1.0),
+    ]
+    assert detected_languages(TranscriptionRequest(), results) == ("en", "fr")
+    assert detected_languages(TranscriptionRequest(language="en"), results) == ()
 
 
 def test_failed_pieces_leave_no_task_and_no_unretrieved_exception(caplog) -> None:

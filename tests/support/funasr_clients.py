@@ -125,10 +125,12 @@ async def realtime_session(
     speed: float | None,
     commit_after: set[int] = frozenset(),
     hotwords: str = "",
+    language: str = "en",
 ) -> list[dict[str, Any]]:
     """LANGUAGE, HOTWORDS, START, the audio, STOP: every result until ``stopped``."""
     async with asyncio.timeout(120), connect(url) as ws:
-        assert await command(ws, "LANGUAGE:en") == {"event": "language_set", "language": "en"}
+        answer = await command(ws, f"LANGUAGE:{language}")
+        assert answer == {"event": "language_set", "language": language}
         words = [w.strip() for w in hotwords.split(",") if w.strip()]
         answer = await command(ws, f"hotwords:{hotwords}")  # names are case-insensitive
         assert answer == {"event": "hotwords_set", "hotwords": words}

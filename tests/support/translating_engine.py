@@ -1,10 +1,12 @@
 """The real funasr engine on the tiny checkpoint, claiming it can translate.
 
-No multilingual Whisper weights exist on this machine, so routing ``/v1/audio/translations``
-to a model that can translate is tested with this engine, served as ``engine:
+The OpenAI contract tests route ``/v1/audio/translations`` among three models with this
+engine as the one that translates, served as ``engine:
 tests.support.translating_engine:TranslatingEngine``: everything around it (capabilities
-asked of the replica, batching, the ingress) is real. Its "translation" is the transcript
-marked with :data:`MARK`, so a test sees which task the engine was given.
+asked of the replica, batching, the ingress) is real, and it costs the tiny checkpoint, not
+a second Whisper (real translation by Whisper base is ``tests/e2e/test_multilingual.py``).
+Its "translation" is the transcript marked with :data:`MARK`, so a test sees which task the
+engine was given.
 """
 
 from __future__ import annotations

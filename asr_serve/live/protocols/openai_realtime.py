@@ -60,6 +60,7 @@ from asr_serve.live.protocols.openai_realtime_messages import (
     ClientEventError,
     CommitAudio,
     CommittedEvent,
+    DetectedLanguage,
     DurationUsage,
     ErrorDetail,
     ErrorEvent,
@@ -218,14 +219,16 @@ class OpenAIRealtimeConnection(LiveConnection):
                 self._send(ClearedEvent())
             case Partial(item_id, _, delta, _) if delta:
                 self._send(TranscriptionDelta(item_id=item_id, delta=delta))
-            case Completed(item_id, transcript, delta, start_ms, end_ms):
+            case Completed(item_id, transcript, delta, start_ms, end_ms, result):
                 if delta:
                     self._send(TranscriptionDelta(item_id=item_id, delta=delta))
+                detected = self._session.settings.options.language is None and result.language
                 self._send(
                     TranscriptionCompleted(
                         item_id=item_id,
                         transcript=transcript,
                         usage=DurationUsage(seconds=(end_ms - start_ms) / 1000),
+                        languages=[DetectedLanguage(code=result.language)] if detected else None,
                     )
                 )
             case Failed(item_id, error):

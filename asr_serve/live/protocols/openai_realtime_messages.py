@@ -344,12 +344,19 @@ class DurationUsage(BaseModel):
     seconds: float
 
 
+class DetectedLanguage(BaseModel):
+    code: str
+
+
 class TranscriptionCompleted(_ItemEvent):
     type: Literal["conversation.item.input_audio_transcription.completed"] = (
         "conversation.item.input_audio_transcription.completed"
     )
     transcript: str
     usage: DurationUsage
+    #: The language the model detected in this utterance; ``None`` when the session names
+    #: its language.
+    languages: list[DetectedLanguage] | None = None
 
 
 class TranscriptionFailed(_ItemEvent):
