@@ -117,6 +117,9 @@ class LimitsConfig(_Strict):
     #: Wall-clock budget for one request through the graph, from the end of its upload;
     #: past it: 504.
     request_timeout_s: float = Field(120.0, gt=0.0)
+    #: Text a client may put into the model's prompt, at every door: ``prompt`` and
+    #: ``keywords[]`` together over HTTP, a live session's prompt or hotwords. For
+    #: Fun-ASR-Nano it is part of the LLM's input, in a batch shared with other clients.
     max_prompt_chars: int = Field(4096, ge=0)
 
 
@@ -242,9 +245,11 @@ class LiveConfig(_Strict):
     partial_model_wait_s: float = Field(1.0, gt=0.0, le=60.0)
     #: A final transcription not done after this long fails its item, so every item ends.
     final_timeout_s: float = Field(60.0, gt=0.0)
-    #: No audio for this long closes the session (close code 4000).
+    #: No audio for this long closes the session (close code 4000); an empty append or binary
+    #: frame is not audio, so it keeps no slot.
     idle_timeout_s: float = Field(60.0, gt=0.0)
-    #: Audio one session may send in all; past it the session is closed (close code 4001).
+    #: Audio one connection may send in all, every session it opens together (``START``
+    #: again does not start the count again); past it the connection is closed (4001).
     max_session_audio_s: float = Field(1800.0, gt=0.0)
     #: Largest audio payload of one append (or binary frame), in decoded bytes; 15 MiB as
     #: OpenAI's API.
@@ -254,6 +259,28 @@ class LiveConfig(_Strict):
     max_file_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     #: Shortest buffer a client may commit (OpenAI's "expected at least 100ms of audio").
     min_commit_ms: int = Field(100, ge=0)
+    #: Wall-clock life of one connection, however much audio it sends; past it the session
+    #: is closed (4003) once its committed items are sent, so a slot is never held for ever
+    #: by a trickle of audio. An hour, as OpenAI's Realtime sessions.
+    max_session_s: float = Field(3600.0, gt=0.0)
+    #: Largest text frame of the FunASR doors, whose text frames are control messages,
+    #: refused before it is parsed: room for hotwords of ``limits.max_prompt_chars`` in any
+    #: script. OpenAI's text frames carry audio; each of their fields is bounded instead.
+    max_control_frame_bytes: int = Field(64 * 1024, ge=1024)
+    #: Client strings every answer echoes (FunASR's ``wav_name``, OpenAI's ``event_id``):
+    #: longer ones are refused, so one frame cannot make every later message large.
+    max_id_chars: int = Field(256, ge=16)
+    #: Bytes of messages a connection may have waiting for its client; past it the client
+    #: is not keeping up (or not reading) and the connection is closed (4002).
+    max_outbox_bytes: int = Field(1024 * 1024, ge=64 * 1024)
+    #: Bytes a second a connection's messages are handed on at (bursts of a second's worth
+    #: go at once). Serve's proxy queues whatever it is handed, so this pacing is what keeps
+    #: a client that does not read from parking unbounded output in the replica and the
+    #: proxy; past it, messages wait in the outbox above. Far above what any session sends.
+    send_rate_bytes_s: int = Field(128 * 1024, ge=4096)
+    #: Final sentences a result of funasr's realtime door (server endpoints) repeats: the
+    #: latest ones since ``START``. The ``STOP`` result carries them all.
+    max_result_sentences: int = Field(100, ge=1)
 
 
 class AppConfig(_Strict):

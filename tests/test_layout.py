@@ -59,20 +59,22 @@ DEPENDS = {
 #: Serve deployments (Ray glue), which serve the HTTP and WebSocket routes (``api``) over the
 #: request flow (``serving``) and the live sessions (``live``), which use the engines and the
 #: audio decoding and splitting (``engines``, ``audio``), over the settings, the API's
-#: errors and the request's stage clock (``timing``, which every layer that runs part of a
-#: request records into). A layer may import itself; never one above it, nor its neighbour
-#: on its level.
+#: errors, the rules for client text (``untrusted``) and the request's stage clock
+#: (``timing``, which every layer that runs part of a request records into). A layer may
+#: import itself; never one above it, nor its neighbour on its level.
+_LEAVES = {"config", "errors", "untrusted", "timing"}
 ALLOWED = {
     "app": {"deployments", "config"},
-    "deployments": {"api", "serving", "live", "engines", "audio", "config", "errors", "timing"},
-    "api": {"serving", "live", "engines", "audio", "web", "config", "errors", "version", "timing"},
-    "serving": {"engines", "audio", "config", "errors", "version", "timing"},
-    "live": {"engines", "audio", "config", "errors", "timing"},
+    "deployments": {"api", "serving", "live", "engines", "audio", *_LEAVES},
+    "api": {"serving", "live", "engines", "audio", "web", "version", *_LEAVES},
+    "serving": {"engines", "audio", "version", *_LEAVES},
+    "live": {"engines", "audio", *_LEAVES},
     "engines": {"config", "errors", "timing"},
     "audio": {"config", "errors"},
     "web": set(),
     "config": set(),
     "errors": set(),
+    "untrusted": set(),
     "timing": set(),
     "version": set(),
 }

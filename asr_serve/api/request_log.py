@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asr_serve.errors import ASRServeError
 from asr_serve.timing import Timings, collecting
+from asr_serve.untrusted import for_log
 
 logger = logging.getLogger("ray.serve")
 
@@ -97,15 +98,18 @@ def _log(scope: Scope, status: int, timings: Timings) -> None:
     state = scope.get("state", {})
     refusal: ASRServeError | None = state.get("log_refusal")
     path = scope["path"]
-    line = f"{scope['method']} {path} {status} {1000 * timings.elapsed():.1f}ms"
+    # The path is the client's (decoded: %0A is a newline here), and so may be a refusal's
+    # message and param: escaped and cut, so one request stays one line.
+    elapsed_ms = 1000 * timings.elapsed()
+    line = f"{for_log(scope['method'], 16)} {for_log(path)} {status} {elapsed_ms:.1f}ms"
     fields = state.get("log_fields", {})
     if fields:
-        line += " " + " ".join(f"{k}={_format(v)}" for k, v in fields.items())
+        line += " " + " ".join(f"{k}={for_log(_format(v), 64)}" for k, v in fields.items())
     if timings.stages:
         line += " ms=" + ",".join(f"{k}:{1000 * v:.1f}" for k, v in timings.stages.items())
     if refusal is not None:
-        param = f" (param {refusal.param})" if refusal.param else ""
-        line += f" refused {refusal.code}{param}: {refusal.message}"
+        param = f" (param {for_log(refusal.param, 64)})" if refusal.param else ""
+        line += f" refused {refusal.code}{param}: {for_log(refusal.message, 512)}"
     if status >= 500 or (refusal is not None and refusal.status_code >= 500):
         level = logging.WARNING
     elif status < 400 and path.endswith(_PROBES):

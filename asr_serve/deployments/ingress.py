@@ -73,6 +73,7 @@ class Ingress:
             metrics=LiveSessionMetrics(),
             models=[m.name for m in app_config.models],
             default_model=app_config.default_model or app_config.models[0].name,
+            limits=app_config.limits,
         )
         self.state = IngressState(
             config=app_config,

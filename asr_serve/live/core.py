@@ -55,6 +55,7 @@ from asr_serve.live.transcribe import Transcribe, TranscribeKind, TranscribeRequ
 from asr_serve.live.turns import Cut, Pause, Resume, Start, Stop, Turn, TurnDetector, ms_to_samples
 from asr_serve.live.vad import VADStream
 from asr_serve.timing import SEND, SILENCE, TOTAL, Timings, collecting
+from asr_serve.untrusted import for_log
 
 logger = logging.getLogger("ray.serve")
 
@@ -69,6 +70,33 @@ class SessionAudioLimitError(PayloadTooLargeError):
     """The session has taken ``max_session_audio_s`` of audio; it ends."""
 
     code = "session_audio_limit"
+
+
+class AudioBudget:
+    """Audio one connection may send in all. A connection may open session after session
+    (``START`` again on funasr's realtime door): they share its budget, so a new one does
+    not start the count again."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.used_s = 0.0
+
+    def check(self, seconds: float) -> None:
+        """Refuse ``seconds`` more if they would pass the limit (nothing is taken)."""
+        if self.used_s + seconds > self.limit_s:
+            raise SessionAudioLimitError(
+                f"this session has reached its limit of {self.limit_s:g} s of audio; open a "
+                "new session to go on",
+                param="audio",
+            )
+
+    def take(self, seconds: float) -> None:
+        self.used_s += seconds
+
+
+#: A session logs at most one failed partial in this many seconds (a client can make one
+#: fail every ``partial_interval_s`` of audio); the next line counts those left out.
+PARTIAL_FAILURE_LOG_INTERVAL_S = 10.0
 
 
 class SessionSettings(BaseModel):
@@ -112,6 +140,7 @@ class LiveSession:
         metrics: LiveMetrics,
         *,
         protocol: str,
+        audio_budget: AudioBudget | None = None,
     ) -> None:
         self.id = f"sess_{secrets.token_hex(10)}"
         #: The adapter's name; only a label on the session's metrics.
@@ -130,6 +159,7 @@ class LiveSession:
         self._utterance: _Utterance | None = None
         self._previous_item: str | None = None
         self._received_s = 0.0
+        self._budget = audio_budget or AudioBudget(config.max_session_audio_s)
         self._lock = asyncio.Lock()
         self._last_final: asyncio.Task[None] | None = None
         self._partials = SessionPartials(config)
@@ -144,24 +174,23 @@ class LiveSession:
         #: session's log line.
         self._items = self._failed = 0
         self._final_stages = StageTotals()
+        #: When a failed partial was last logged, and how many failed since unlogged.
+        self._partial_failure_logged_at = -PARTIAL_FAILURE_LOG_INTERVAL_S
+        self._partial_failures_unlogged = 0
         metrics.session_opened(protocol)
 
     async def append(self, data: bytes) -> None:
         """Take a chunk of the client's audio, in the session's input format.
 
         Raises ``InvalidAudioError`` for bytes that are not whole samples (nothing is taken)
-        and :class:`SessionAudioLimitError` once the session's audio limit is reached.
+        and :class:`SessionAudioLimitError` once the connection's audio budget is spent.
         """
         seconds = len(data) / self.settings.input_format.bytes_per_second
-        if self._received_s + seconds > self.config.max_session_audio_s:
-            raise SessionAudioLimitError(
-                f"this session has reached its limit of {self.config.max_session_audio_s:g} s "
-                "of audio; open a new session to go on",
-                param="audio",
-            )
+        self._budget.check(seconds)
         async with self._lock:
             samples, turns = await asyncio.to_thread(self._convert, data)
             self._received_s += seconds
+            self._budget.take(seconds)
             self._take(samples, turns)
 
     async def commit(self) -> None:
@@ -391,9 +420,9 @@ class LiveSession:
     ) -> None:
         try:
             result = await self._request(audio, TranscribeKind.PARTIAL, still_wanted)
-        except Exception:
+        except Exception as exc:
             # A partial is a preview: losing one costs nothing the final will not bring.
-            logger.warning("live session %s: partial failed", self.id, exc_info=True)
+            self._partial_failed(exc)
             result = None
         finally:
             self._partials.running = False
@@ -403,6 +432,27 @@ class LiveSession:
             delta = utterance.text.hypothesis(text)
             self._emit(Partial(utterance.item_id, text, delta, _ms(utterance.start)))
         self._request_partial()
+
+    def _partial_failed(self, exc: Exception) -> None:
+        """One line, no traceback, at most one per ``PARTIAL_FAILURE_LOG_INTERVAL_S``: the
+        final of the same audio reports what matters (its item fails, and our own failure
+        is logged with its traceback where it happened). A client's mistake (a language the
+        model lacks) is INFO."""
+        now = time.monotonic()
+        if now - self._partial_failure_logged_at < PARTIAL_FAILURE_LOG_INTERVAL_S:
+            self._partial_failures_unlogged += 1
+            return
+        unlogged, self._partial_failures_unlogged = self._partial_failures_unlogged, 0
+        self._partial_failure_logged_at = now
+        reason = exc.message if isinstance(exc, ASRServeError) else repr(exc)
+        mistake = isinstance(exc, ASRServeError) and exc.status_code < 500
+        logger.log(
+            logging.INFO if mistake else logging.WARNING,
+            "live session %s: partial failed: %s%s",
+            self.id,
+            for_log(reason),
+            f" ({unlogged} more not logged)" if unlogged else "",
+        )
 
     async def _request(
         self, audio: np.ndarray, kind: TranscribeKind, still_wanted: Callable[[], bool]

@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from asr_serve.config import LiveConfig
+from asr_serve.config import LimitsConfig, LiveConfig
 from asr_serve.live.metrics import LiveCounters
 from asr_serve.live.partials import PartialScheduler
 from asr_serve.live.protocols.connection import (
@@ -39,11 +39,14 @@ class LiveSessions:
         metrics: LiveCounters,
         models: Sequence[str],
         default_model: str,
+        limits: LimitsConfig,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.scheduler = PartialScheduler(transcribe, config, metrics)
-        self._context = LiveContext(self.scheduler, list(models), default_model, config, metrics)
+        self._context = LiveContext(
+            self.scheduler, list(models), default_model, config, metrics, limits
+        )
         #: Sessions open now on this replica, all doors together.
         self.active = 0
 

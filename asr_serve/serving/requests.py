@@ -13,7 +13,7 @@ refused by the model's engine (:meth:`asr_serve.engines.base.Engine.check_option
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
 
@@ -29,6 +29,7 @@ from pydantic import (
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.engines.base import TranscribeOptions
 from asr_serve.errors import InvalidParameterError, InvalidRequestError, ModelNotFoundError
+from asr_serve.untrusted import check_json_shape
 
 #: A form field's value: ``name[]`` fields are lists, ``name[key]`` fields objects.
 FieldValue = str | list[str] | dict[str, str]
@@ -113,6 +114,7 @@ class TranscriptionRequest(BaseModel):
         """A ``server_vad`` object arrives as form fields (``chunking_strategy[type]``, as the
         ``openai`` client sends it) or as one JSON field."""
         if isinstance(value, str) and value.lstrip().startswith("{"):
+            check_json_shape(value)  # a JSONShapeError is a ValueError: 422 naming the field
             try:
                 return json.loads(value)
             except ValueError as exc:
@@ -156,10 +158,17 @@ def _validate(model: type[M], fields: Fields) -> M:
         raise InvalidParameterError(f"invalid {param}: {first['msg']}", param=param) from None
 
 
-def _check_prompt(prompt: str | None, config: AppConfig) -> None:
-    if prompt is not None and len(prompt) > config.limits.max_prompt_chars:
+def _check_prompt(prompt: str | None, config: AppConfig, keywords: Sequence[str] = ()) -> None:
+    """The prompt and the keywords go into the model's prompt together: together they fit
+    ``max_prompt_chars`` (the keywords counted as the comma-separated list they become)."""
+    limit = config.limits.max_prompt_chars
+    if prompt is not None and len(prompt) > limit:
+        raise InvalidParameterError(f"prompt is longer than {limit} characters", param="prompt")
+    total = len(prompt or "") + len(",".join(keywords))
+    if total > limit:
         raise InvalidParameterError(
-            f"prompt is longer than {config.limits.max_prompt_chars} characters", param="prompt"
+            f"prompt and keywords together are {total} characters, over {limit}",
+            param="keywords",
         )
 
 
@@ -178,7 +187,7 @@ def model_name(requested: str | None, config: AppConfig) -> str:
 def parse_request(fields: Fields, config: AppConfig) -> TranscriptionRequest:
     """Validate ``/v1/audio/transcriptions``'s fields; refuse what cannot be honoured."""
     request = _validate(TranscriptionRequest, fields)
-    _check_prompt(request.prompt, config)
+    _check_prompt(request.prompt, config, request.keywords)
     name = model_name(request.model, config)
     refusals = {
         "known_speaker_names": request.known_speaker_names,

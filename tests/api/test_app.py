@@ -179,3 +179,16 @@ def test_every_response_says_where_its_time_went(caplog) -> None:
         assert list(entries(client.get(path).headers["server-timing"])) == ["total"], path
     line = _lines(caplog)[0].getMessage()
     assert re.fullmatch(r"GET /staged 200 [\d.]+ms ms=upload:2\.1,engine:84\.3", line)
+
+
+def test_a_client_s_path_cannot_forge_a_line_or_reach_a_terminal_raw(caplog) -> None:
+    """``%0A`` decodes to a newline and ``%1B`` to an escape: both are written escaped, and
+    a long path is cut."""
+    caplog.set_level(logging.DEBUG, logger="ray.serve")
+    client = _client()
+    client.get("/%0AINFO%20forged-line%1B[31m")
+    client.get("/" + "x" * 30_000)
+    forged, long = (r.getMessage() for r in _lines(caplog))
+    assert forged.startswith("GET /\\x0aINFO forged-line\\x1b[31m 404 ")
+    assert "\n" not in forged and "\x1b" not in forged
+    assert len(long) < 1000 and "chars)" in long

@@ -11,7 +11,9 @@ import pytest
 from asr_serve.config import LiveConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import InvalidAudioError, InvalidRequestError
+from asr_serve.live import core
 from asr_serve.live.core import (
+    AudioBudget,
     CommitEmptyError,
     LiveSession,
     SessionAudioLimitError,
@@ -45,7 +47,13 @@ CHUNK = 4_800
 class _Run:
     """A session with its events and counters."""
 
-    def __init__(self, settings: SessionSettings, transcriber, **config: object) -> None:
+    def __init__(
+        self,
+        settings: SessionSettings,
+        transcriber,
+        audio_budget: AudioBudget | None = None,
+        **config: object,
+    ) -> None:
         self.events: list[LiveEvent] = []
         self.counters = LiveCounters()
         self.transcriber = transcriber
@@ -56,6 +64,7 @@ class _Run:
             self.events.append,
             self.counters,
             protocol="test",
+            audio_budget=audio_budget,
         )
 
     async def stream(self, data: bytes, size: int = CHUNK) -> None:
@@ -352,6 +361,55 @@ async def test_the_session_audio_limit_ends_the_session() -> None:
     await run.session.append(bytes(2 * 14_400))  # 0.6 s
     with pytest.raises(SessionAudioLimitError, match="limit of 1 s"):
         await run.session.append(bytes(2 * 14_400))
+
+
+async def test_sessions_of_one_connection_share_its_audio_budget() -> None:
+    """funasr's ``START`` opens a new session on the same connection: it does not start
+    the connection's count again."""
+    budget = AudioBudget(1.0)
+    first = _Run(MANUAL, FakeTranscriber(), audio_budget=budget)
+    await first.session.append(bytes(2 * 14_400))  # 0.6 s
+    await first.session.close(drain=False)
+    second = _Run(MANUAL, FakeTranscriber(), audio_budget=budget)
+    with pytest.raises(SessionAudioLimitError):
+        await second.session.append(bytes(2 * 14_400))
+    await second.session.append(bytes(2 * 9_600))  # what is left: 0.4 s
+    assert budget.used_s == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("error", "level"),
+    [
+        (InvalidRequestError("language 'xx' is not supported", param="language"), logging.INFO),
+        (RuntimeError("CUDA error\nforged line"), logging.WARNING),
+    ],
+)
+async def test_failed_partials_are_one_line_now_and_then(
+    two_sentences, caplog, monkeypatch, error: Exception, level: int
+) -> None:
+    """A client can make every partial fail (a language the model lacks): the log gets one
+    line without a traceback per interval, then a line counting those left out."""
+
+    async def model(request: TranscribeRequest) -> EngineResult:
+        if request.kind is TranscribeKind.PARTIAL:
+            raise error
+        return EngineResult(text="fine", duration=1.0)
+
+    caplog.set_level(logging.INFO, logger="ray.serve")
+    run = _Run(SessionSettings(model="m"), model)
+    pcm = pcm16(two_sentences.audio, 24_000)
+    await run.stream(pcm[: len(pcm) // 2])
+    await asyncio.sleep(0.05)
+    monkeypatch.setattr(core, "PARTIAL_FAILURE_LOG_INTERVAL_S", 0.0)
+    await run.stream(pcm[len(pcm) // 2 :])
+    await run.session.close(drain=True)
+    lines = [r for r in caplog.records if "partial failed" in r.getMessage()]
+    assert len(lines) >= 2 and {r.levelno for r in lines} == {level}
+    assert not any(r.exc_info for r in lines)
+    assert "more not logged" not in lines[0].getMessage()
+    assert "more not logged" in lines[1].getMessage()
+    assert all("\n" not in r.getMessage() for r in lines)
+    assert len(run.of(Completed)) == 2  # the finals are not affected
 
 
 async def test_bad_bytes_take_nothing() -> None:

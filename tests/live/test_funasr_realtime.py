@@ -6,11 +6,14 @@ the tiny Fun-ASR-Nano for parity.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from asr_serve.config import LiveConfig
 from asr_serve.live.metrics import LiveCounters
@@ -152,6 +155,9 @@ async def _error(ws: ClientConnection) -> dict[str, Any]:
         ("POSTPROCESS_HOTWORDS:a=>b", "unsupported_command"),
         ("LANGUAGE:klingon", "invalid_language"),
         ("COMMIT", "client_endpoints_required"),
+        ("HOTWORDS:" + "热词," * 1400, "string_above_max_length"),  # over max_prompt_chars
+        ("LANGUAGE:" + "x" * 60_000, "invalid_language"),
+        ("HOTWORDS:" + "x" * 70_000, "payload_too_large"),  # over max_control_frame_bytes: unread
     ],
 )
 async def test_a_mistake_is_an_error_event_and_the_session_goes_on(
@@ -161,6 +167,7 @@ async def test_a_mistake_is_an_error_event_and_the_session_goes_on(
         await ws.send(frame)
         error = await _error(ws)
         assert error["code"] == code
+        assert len(error["error"]) < 300  # nothing the client sent is echoed at length
         if code == "session_not_active":
             assert error["error"] == "Session is not active; send START first"
         assert await command(ws, "START") == {"event": "started"}
@@ -206,6 +213,48 @@ async def test_an_idle_connection_is_closed_and_a_bad_query_refused(strict) -> N
         assert (await _error(ws))["code"] == "invalid_value"
         await ws.wait_closed()
         assert ws.close_code == 1008
+
+
+@pytest.fixture(scope="module")
+def bounded() -> Iterator[LiveServer]:
+    config = LiveConfig(max_result_sentences=1, max_session_audio_s=20, idle_timeout_s=1)
+    with LiveServer(transcriber=FakeTranscriber(), config=config) as server:
+        yield server
+
+
+async def test_results_repeat_the_latest_sentences_and_stop_gives_them_all(
+    bounded, speech: Speech
+) -> None:
+    audio = pcm16(speech.audio, 16_000)
+    *running, final = await realtime_session(bounded.url("/v1/funasr/realtime"), audio, speed=None)
+    assert max(len(r["sentences"]) for r in running) == 1
+    assert [r["sentences"][0]["start"] for r in running if r["sentences"]][-1] > 0
+    assert len(final["sentences"]) == 2 and final["is_final"]
+
+
+async def test_start_again_does_not_restart_the_audio_budget(bounded) -> None:
+    async with connect(bounded.url("/v1/funasr/realtime?endpoint_mode=client")) as ws:
+        for frames in (40, 26):  # 12 s, then 7.8 s: 19.8 s of the connection's 20
+            await command(ws, "START")
+            for _ in range(frames):
+                await ws.send(bytes(9600))
+        await ws.send(bytes(9600))  # 0.3 s more
+        while (error := await receive_json(ws)).get("event") != "error":
+            pass  # the results of the audio taken, the second "started"
+        assert error["code"] == "session_audio_limit"
+        await ws.wait_closed()
+        assert ws.close_code == 4001
+
+
+async def test_empty_frames_are_not_audio(bounded) -> None:
+    async with connect(bounded.url("/v1/funasr/realtime")) as ws:
+        await command(ws, "START")
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            for _ in range(30):  # empty frames for up to 3 s against a 1 s idle timeout
+                await ws.send(b"")
+                await asyncio.sleep(0.1)
+        assert ws.close_code == 4000 and time.monotonic() - started < 2
 
 
 def test_languages_as_funasr_clients_name_them() -> None:

@@ -185,6 +185,13 @@ async def _assert_usable(ws: ClientConnection, **config: Any) -> None:
         ('{"mode": "3pass"}', "invalid_value", "mode"),
         ('{"audio_fs": 4000}', "invalid_value", "audio_fs"),
         ('{"hotwords": 7}', "invalid_value", "hotwords"),
+        # Caps: each refused by name (in the message: this protocol's errors have no param),
+        # the frame before the parser when it is too large or too deep.
+        (json.dumps({"wav_name": "w" * 257}), "string_above_max_length", "wav_name"),
+        (json.dumps({"hotwords": "热词," * 1400}), "string_above_max_length", "hotwords"),
+        (json.dumps({"svs_lang": "x" * 33}), "string_above_max_length", "svs_lang"),
+        (json.dumps({"wav_name": "w" * 2_000_000}), "payload_too_large", None),
+        ("[" * 1000, "invalid_json", None),
     ],
 )
 async def test_a_bad_first_frame_is_an_error_and_the_connection_goes_on(
@@ -194,6 +201,8 @@ async def test_a_bad_first_frame_is_an_error_and_the_connection_goes_on(
         await ws.send(frame)
         error = await _error(ws)
         assert (error["code"], error["wav_name"]) == (code, "wav-default-id")
+        assert param is None or param in error["error"]
+        assert len(error["error"]) < 300  # nothing the client sent is echoed at length
         await _assert_usable(ws)
 
 
@@ -258,6 +267,8 @@ def test_hotwords_as_the_runtime_sends_them() -> None:
         "lazy dog",
     )
     assert ClientFrame(hotwords="阿里巴巴 达摩院").hotwords == ("阿里巴巴", "达摩院")
+    # JSON text nested too deep for an object of words is words, never a RecursionError.
+    assert ClientFrame(hotwords="[" * 60_000).hotwords == ("[" * 60_000,)
     assert ClientFrame(hotwords="").hotwords == ()
 
 

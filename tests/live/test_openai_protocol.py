@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -191,6 +192,10 @@ _REFUSED_UPDATES = [
     ({"audio": {"input": {"turn_detection": {"threshold": 1.5}}}},
      "invalid_value", "session.audio.input.turn_detection.threshold"),
     ({"audio": {"output": {}}}, "unknown_parameter", "session.audio.output"),
+    ({"audio": {"input": {"transcription": {"prompt": "p" * 4097}}}},
+     "string_above_max_length", "session.audio.input.transcription.prompt"),
+    ({"audio": {"input": {"transcription": {"language": "x" * 33}}}},
+     "string_above_max_length", "session.audio.input.transcription.language"),
 ]  # fmt: skip
 
 
@@ -236,6 +241,57 @@ def test_a_bad_client_event_is_an_error_event_and_the_session_goes_on(
     error = client.error()
     assert (error["code"], error["param"]) == (code, param)
     assert error["type"] == "invalid_request_error"
+    client.assert_usable()
+
+
+def test_a_prompt_of_a_megabyte_is_refused_by_name() -> None:
+    """Over ``max_prompt_chars`` (the HTTP path's limit), whatever its size; the session
+    keeps its prompt and goes on. The older update shape names its own field."""
+    with _connect() as client:
+        client.recv()
+        prompt = {"transcription": {"prompt": "hotword, " * 130_000}}
+        error = client.update({"audio": {"input": prompt}})["error"]
+        assert (error["code"], error["param"]) == (
+            "string_above_max_length",
+            "session.audio.input.transcription.prompt",
+        )
+        assert "4096" in error["message"] and len(error["message"]) < 200
+        beta = {
+            "type": "transcription_session.update",
+            "session": {"input_audio_transcription": {"prompt": "p" * 5000}},
+        }
+        client.send(beta)
+        assert client.error()["param"] == "session.input_audio_transcription.prompt"
+        assert client.update({})["session"]["audio"]["input"]["transcription"]["prompt"] is None
+
+
+@pytest.mark.parametrize(
+    ("frame", "says"),
+    [
+        ("[" * 200_000, "at most 32 objects and arrays"),
+        ('{"type": "session.update", "session": ' + "[" * 40 + "]" * 40 + "}", "deeper than 32"),
+    ],
+)
+def test_deep_json_is_an_error_event_not_a_crash(client: _Client, frame: str, says: str) -> None:
+    client.send(frame)
+    error = client.error()
+    assert error["code"] == "invalid_json" and says in error["message"]
+    client.assert_usable()
+
+
+def test_a_long_event_id_is_refused_and_never_echoed(client: _Client) -> None:
+    client.send({"type": "input_audio_buffer.clear", "event_id": "e" * 257})
+    error = client.error()
+    assert (error["code"], error["param"], error["event_id"]) == (
+        "string_above_max_length",
+        "event_id",
+        None,
+    )
+    client.send({"type": "t" * 100_000})
+    assert len(client.error()["message"]) < 300  # the unknown type is echoed cut
+    client.send({"type": "input_audio_buffer.clear", "k" * 100_000: 1})
+    error = client.error()
+    assert error["code"] == "unknown_parameter" and len(error["param"]) < 200
     client.assert_usable()
 
 
@@ -387,6 +443,49 @@ def test_idle_sessions_are_closed_after_their_items_finish() -> None:
         types = [client.recv()["type"] for _ in range(3)]
         assert types[-1] == "conversation.item.input_audio_transcription.completed"
         assert client.closed() == (4000, "no audio for 0.5 s")
+
+
+def test_empty_appends_are_not_audio_and_keep_no_session_alive() -> None:
+    with _connect(idle_timeout_s=0.5) as client:
+        client.recv()
+        for _ in range(8):  # 0.8 s of empty appends
+            client.send({"type": "input_audio_buffer.append", "audio": ""})
+            time.sleep(0.1)
+        assert client.closed() == (4000, "no audio for 0.5 s")
+
+
+def test_a_session_ends_after_max_session_s_however_it_trickles() -> None:
+    """A sample every 0.1 s is audio, so the idle timeout never comes; the wall clock does,
+    once the committed items are done."""
+    with _connect(max_session_s=2.0, idle_timeout_s=1.0) as client:
+        client.recv()
+        started = time.monotonic()
+        client.update({"audio": {"input": {"turn_detection": None}}})
+        client.append(bytes(9_600))
+        client.send({"type": "input_audio_buffer.commit"})
+        for _ in range(22):
+            client.append(bytes(2))
+            time.sleep(0.1)
+        kinds = []
+        while (message := client.ws.receive())["type"] == "websocket.send":
+            kinds.append(json.loads(message["text"])["type"])
+        assert kinds[-1] == "conversation.item.input_audio_transcription.completed"
+        assert (message["code"], message["reason"]) == (4003, "session over 2 s")
+        assert time.monotonic() - started < 4
+
+
+def test_a_client_that_makes_output_faster_than_it_is_sent_is_closed_with_4002() -> None:
+    """Each bad frame costs an error event; sent far faster than ``send_rate_bytes_s``, the
+    events fill ``max_outbox_bytes`` and the connection is closed, what waits dropped."""
+    with _connect(max_outbox_bytes=65_536, send_rate_bytes_s=4096) as client:
+        client.recv()
+        for _ in range(1000):  # ~300 KB of error events
+            client.send(b"\x00")
+        received = 0
+        while (message := client.ws.receive())["type"] == "websocket.send":
+            received += len(message["text"])
+        assert (message["code"], message["reason"]) == (4002, "client not reading")
+        assert received < 65_536 + 2 * 4096  # at most the bucket's second and the budget
 
 
 def test_the_session_audio_limit_closes_the_session() -> None:

@@ -63,12 +63,24 @@ def test_what_cannot_be_honoured_is_a_400_naming_the_field(fields: dict, param: 
         ({"chunking_strategy": {"type": "server_vad", "extra": "1"}}, "chunking_strategy"),
         ({"chunking_strategy": '{"type": "server_vad", "threshold": 0.5'}, "chunking_strategy"),
         ({"languages": ["english!"]}, "languages.0"),
+        # Nested past any object of the API: refused before it is parsed, not a RecursionError.
+        ({"chunking_strategy": "{" + '"a":[' * 60_000}, "chunking_strategy"),
+        ({"chunking_strategy": '{"type": ' + "[" * 40 + "]" * 40 + "}"}, "chunking_strategy"),
+        # The prompt and the keywords go into the model's prompt together.
+        ({"prompt": "p" * 4097}, "prompt"),
+        ({"keywords": ["k" * 64 * 1024] * 32}, "keywords"),
+        ({"prompt": "p" * 4000, "keywords": ["a" * 50, "b" * 50]}, "keywords"),
     ],
 )
 def test_bad_values_of_new_fields_are_422_naming_them(fields: dict, param: str) -> None:
     with pytest.raises(InvalidParameterError) as err:
         parse_request(fields, CONFIG)
     assert err.value.param == param
+
+
+def test_keywords_within_the_prompt_s_budget_pass() -> None:
+    fields = {"prompt": "p" * 3000, "keywords": ["k" * 500, "w" * 595]}  # 4096 with a comma
+    assert parse_request(fields, CONFIG).keywords == fields["keywords"]
 
 
 def test_honoured_fields_reach_the_engine_options() -> None:

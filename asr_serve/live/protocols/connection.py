@@ -6,12 +6,15 @@ the same way for every door:
 
 - frames are handled one at a time, in order, so a session's audio stays in order and a
   slow model slows its client down rather than filling a queue;
-- messages go out through a queue drained by a writer task, because the session core emits
-  from its own transcription tasks and must never wait on a socket;
+- messages go out through an :class:`~asr_serve.live.protocols.outbox.Outbox` drained by a
+  writer task, because the session core emits from its own transcription tasks and must
+  never wait on a socket; the outbox is bounded (``max_outbox_bytes``) and paced
+  (``send_rate_bytes_s``): a client that does not read is closed (4002);
 - a refused connection (unknown ``?model=``) gets the protocol's error message, then 1008;
   a refused frame gets the protocol's error message and the session goes on, except the
-  session audio limit, which ends it (4001); no audio for ``idle_timeout_s`` ends it too
-  (4000); before either, the items already committed are finished and sent;
+  connection's audio limit, which ends it (4001); no audio for ``idle_timeout_s`` ends it
+  (4000; an empty frame or append is not audio), and so does ``max_session_s`` of wall
+  clock (4003); before these three, the items already committed are finished and sent;
 - an unexpected exception is logged and closes with 1011.
 
 Close codes, for every door:
@@ -26,7 +29,12 @@ Close codes, for every door:
  1011   internal error
  1013   try again later: the replica has its maximum of sessions (the route, at connect)
  4000   idle: no audio for ``idle_timeout_s``
- 4001   the session has sent ``max_session_audio_s`` of audio
+ 4001   the connection has sent ``max_session_audio_s`` of audio (all its sessions together)
+ 4002   the client does not read: ``max_outbox_bytes`` of messages wait for it (what waits is
+        dropped). Behind Serve's proxy a client that stops reading altogether is also cut
+        by the proxy's keepalive pings (uvicorn's, 20 s + 20 s), which the replica sees as
+        the client leaving
+ 4003   the connection has lasted ``max_session_s``
 ======  ==========================================================================================
 """
 
@@ -37,18 +45,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pydantic import ValidationError
 from starlette.websockets import WebSocket
 
-from asr_serve.config import LiveConfig
+from asr_serve.config import LimitsConfig, LiveConfig
 from asr_serve.errors import ASRServeError, InvalidRequestError, PayloadTooLargeError
-from asr_serve.live.core import LiveSession, SessionAudioLimitError, SessionSettings
+from asr_serve.live.core import AudioBudget, LiveSession, SessionAudioLimitError, SessionSettings
 from asr_serve.live.events import LiveEvent
 from asr_serve.live.metrics import LiveMetrics
+from asr_serve.live.protocols.outbox import Outbox, encoded_size
 from asr_serve.live.transcribe import Transcribe
+from asr_serve.untrusted import JSONShapeError, check_json_shape, clip
 
 logger = logging.getLogger("ray.serve")
 
@@ -58,6 +68,11 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN = 1013
 CLOSE_IDLE = 4000
 CLOSE_AUDIO_LIMIT = 4001
+CLOSE_NOT_READING = 4002
+CLOSE_SESSION_TIME = 4003
+
+#: Once a session has ended, what waits in its outbox has this long to go out.
+_WRITER_GRACE_S = 10.0
 
 #: Why a connection ends: the close code and reason, or ``None`` when the client left.
 Close = tuple[int, str] | None
@@ -90,7 +105,7 @@ def requested_model(websocket: WebSocket, models: Sequence[str], default_model: 
     if model not in models:
         raise ProtocolError(
             "model_not_found",
-            f"The model {model!r} does not exist; available: {', '.join(models)}",
+            f"The model {clip(model, 64)!r} does not exist; available: {', '.join(models)}",
             param="model",
         )
     return model
@@ -99,7 +114,8 @@ def requested_model(websocket: WebSocket, models: Sequence[str], default_model: 
 def invalid_message(exc: ValidationError) -> ProtocolError:
     """The first problem pydantic found in a client message, the field named as ``param``."""
     error = exc.errors()[0]
-    param = ".".join(str(part) for part in error["loc"]) or None
+    # A field's name is the client's too (an unknown one is echoed): cut like any echo.
+    param = clip(".".join(str(part) for part in error["loc"]), 128) or None
     if error["type"] in ("extra_forbidden", "none_required"):
         # Unknown fields, and fields this server has nothing behind (null only).
         code, message = "unknown_parameter", f"{param} is not supported by this server"
@@ -108,10 +124,28 @@ def invalid_message(exc: ValidationError) -> ProtocolError:
     elif error["type"] == "missing":
         code, message = "missing_required_parameter", f"Missing required parameter: {param}"
     else:
-        code = "invalid_value"
+        code = "string_above_max_length" if error["type"] == "string_too_long" else "invalid_value"
         what = f"Invalid value for {param}" if param else "Invalid message"
         message = f"{what}: {error['msg'].removeprefix('Value error, ')}"
     return ProtocolError(code, message, param=param)
+
+
+def check_length(value: str | None, limit: int, param: str) -> None:
+    """Refuse a client string over ``limit`` characters, naming it (OpenAI's code for it)."""
+    if value is not None and len(value) > limit:
+        raise ProtocolError(
+            "string_above_max_length",
+            f"{param} may be at most {limit} characters; got {len(value)}",
+            param=param,
+        )
+
+
+def json_shape(text: str) -> None:
+    """Refuse JSON nested too deep before it is parsed (:func:`check_json_shape`)."""
+    try:
+        check_json_shape(text)
+    except JSONShapeError as exc:
+        raise ProtocolError("invalid_json", f"The message is not accepted: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -124,6 +158,8 @@ class LiveContext:
     default_model: str
     config: LiveConfig
     metrics: LiveMetrics
+    #: The application's limits on client input that every door shares (the prompt's).
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 class LiveConnection(abc.ABC):
@@ -138,9 +174,17 @@ class LiveConnection(abc.ABC):
         self.websocket = websocket
         self.context = context
         self.config = context.config
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._outbox = Outbox(
+            self.config.max_outbox_bytes,
+            self.config.send_rate_bytes_s,
+            on_overflow=self._stop_receiving,
+        )
         self._loop = asyncio.get_running_loop()
-        self._last_audio = self._loop.time()
+        self._last_audio = self._opened_at = self._loop.time()
+        #: The wait for the client's next frame, while it lasts: an overflow ends it.
+        self._receiving: asyncio.Timeout | None = None
+        #: Audio the connection may send in all, whatever sessions it opens.
+        self.audio_budget = AudioBudget(self.config.max_session_audio_s)
         #: The connection's model: the replica's default until :meth:`open` reads ``?model=``.
         self._model = context.default_model
 
@@ -160,6 +204,7 @@ class LiveConnection(abc.ABC):
             emit,
             context.metrics,
             protocol=self.protocol,
+            audio_budget=self.audio_budget,
         )
 
     @abc.abstractmethod
@@ -192,21 +237,41 @@ class LiveConnection(abc.ABC):
         except Exception:
             logger.exception("%s connection failed", self.protocol)
         finally:
-            # Committed items are finished for a client that is still there.
-            await self.end(drain=close is not None)
-            self._outbox.put_nowait(None)
-            await writer
+            # Committed items are finished for a client that is still there and reading.
+            drain = close is not None and close[0] != CLOSE_NOT_READING
+            await self.end(drain=drain)
+            self._outbox.close()
+            if drain:
+                await asyncio.wait([writer], timeout=_WRITER_GRACE_S)
+            writer.cancel()  # a client that does not read could hold it in send for ever
+            await asyncio.wait([writer])
         if close is not None:
             with contextlib.suppress(Exception):  # it may have gone meanwhile
                 await self.websocket.close(*close)
 
     def send(self, text: str) -> None:
         """Queue one text frame for the client."""
-        self._outbox.put_nowait(text)
+        self._outbox.put(text)
 
-    def audio_taken(self) -> None:
-        """The client sent audio: the idle timeout starts again."""
+    def audio_taken(self, data: bytes) -> None:
+        """The client sent audio: the idle timeout starts again. An empty frame or append
+        carries none, so it keeps no session alive."""
+        if data:
+            self.waited()
+
+    def waited(self) -> None:
+        """The connection waited on the server, not on its client: the idle timeout starts
+        again."""
         self._last_audio = self._loop.time()
+
+    def check_text_size(self, text: str) -> None:
+        """Refuse a control frame over ``max_control_frame_bytes`` before it is parsed."""
+        size = encoded_size(text)
+        if size > self.config.max_control_frame_bytes:
+            raise PayloadTooLargeError(
+                f"A text frame may carry at most {self.config.max_control_frame_bytes} bytes; got "
+                f"{size}. Send audio in binary frames",
+            )
 
     def check_frame_size(self, data: bytes) -> None:
         """Refuse an audio frame over ``max_append_bytes`` before it is read."""
@@ -223,13 +288,22 @@ class LiveConnection(abc.ABC):
         except ASRServeError as exc:
             self.send_error(exc)
             return CLOSE_POLICY, exc.code
+        ends_at = self._opened_at + self.config.max_session_s
         while True:
-            idle_s = self._last_audio + self.config.idle_timeout_s - self._loop.time()
+            if self._outbox.overflowed:
+                return self._not_reading()
+            idle_at = self._last_audio + self.config.idle_timeout_s
             try:
-                async with asyncio.timeout(max(idle_s, 0.0)):
+                async with asyncio.timeout_at(min(idle_at, ends_at)) as self._receiving:
                     message = await self.websocket.receive()
             except TimeoutError:
+                if self._outbox.overflowed:
+                    return self._not_reading()
+                if self._loop.time() >= ends_at:
+                    return CLOSE_SESSION_TIME, f"session over {self.config.max_session_s:g} s"
                 return CLOSE_IDLE, f"no audio for {self.config.idle_timeout_s:g} s"
+            finally:
+                self._receiving = None
             if message["type"] == "websocket.disconnect":
                 return None
             try:
@@ -241,6 +315,19 @@ class LiveConnection(abc.ABC):
                 self.send_error(exc)
                 if isinstance(exc, SessionAudioLimitError):
                     return CLOSE_AUDIO_LIMIT, "session audio limit reached"
+
+    def _stop_receiving(self) -> None:
+        """The outbox overflowed: stop waiting for the client's next frame."""
+        if self._receiving is not None:
+            self._receiving.reschedule(self._loop.time())
+
+    def _not_reading(self) -> Close:
+        logger.info(
+            "%s connection closed: its client left %d bytes of messages unread",
+            self.protocol,
+            self.config.max_outbox_bytes,
+        )
+        return CLOSE_NOT_READING, "client not reading"
 
     async def _write(self) -> None:
         while (text := await self._outbox.get()) is not None:

@@ -8,13 +8,16 @@ Connection: ``?model=`` picks the model; ``?endpoint_mode=client`` is funasr's
 ``--endpoint-mode client`` (the client ends each utterance with ``COMMIT``), the default
 ``server`` cuts utterances at pauses with the server's VAD.
 
-Client to server: text commands (names case-insensitive, arguments as sent) and binary
-frames of PCM16 little-endian mono 16 kHz audio, any length:
+Client to server: text commands (names case-insensitive, arguments as sent; a frame at most
+``live.max_control_frame_bytes``) and binary frames of PCM16 little-endian mono 16 kHz
+audio, any length:
 
 - ``START``: a new session (clock, sentences and audio start again; hotwords and language
-  stay) → ``{"event": "started"}``;
+  stay, and so does what the connection has spent of ``max_session_audio_s``)
+  → ``{"event": "started"}``;
 - ``HOTWORDS:a,b`` → ``{"event": "hotwords_set", "hotwords": ["a", "b"]}``: the model's
-  hotwords (Fun-ASR) or prompt (Whisper); ``HOTWORDS:`` clears them;
+  hotwords (Fun-ASR) or prompt (Whisper), at most ``limits.max_prompt_chars`` of them
+  joined; ``HOTWORDS:`` clears them;
 - ``LANGUAGE:xx`` → ``{"event": "language_set", "language": "xx"}``: an ISO code (``en``) or
   a name as Fun-ASR-Nano's prompt takes it (``中文``, ``英文`` ...); ``LANGUAGE:`` clears it;
 - ``COMMIT`` (client endpoints only): ends the utterance → one ``is_final`` result, holding
@@ -24,8 +27,10 @@ frames of PCM16 little-endian mono 16 kHz audio, any length:
 
 Results: ``{"sentences": [{"text", "start", "end"}], "partial", "partial_start_ms",
 "duration_ms", "is_final"}``, times in ms since ``START``. ``sentences`` are final; with
-server endpoints every result carries all of them since ``START``, with client endpoints
-those since the last ``COMMIT``. ``partial`` is the open utterance's latest hypothesis
+server endpoints a result carries those since ``START``, with client endpoints those since
+the last ``COMMIT``; as funasr's, but a result before the last carries only the latest
+``max_result_sentences`` of them (so what a session sends grows with its length, not with
+its square), and the ``STOP`` result all. ``partial`` is the open utterance's latest hypothesis
 (replace, do not append; it may change), sent as it is transcribed again, every
 ``partial_interval_s`` of audio; a result also goes out as each utterance is final.
 
@@ -56,7 +61,12 @@ from asr_serve.live.events import (
     SpeechStopped,
 )
 from asr_serve.live.pcm import InputFormat
-from asr_serve.live.protocols.connection import LiveConnection, LiveContext, ProtocolError
+from asr_serve.live.protocols.connection import (
+    LiveConnection,
+    LiveContext,
+    ProtocolError,
+    check_length,
+)
 from asr_serve.live.protocols.funasr_realtime_messages import (
     NOT_ACTIVE,
     ErrorEvent,
@@ -69,6 +79,7 @@ from asr_serve.live.protocols.funasr_realtime_messages import (
     language_code,
     parse_command,
 )
+from asr_serve.untrusted import clip
 
 #: funasr's server names no subprotocol and its clients offer none.
 SUBPROTOCOLS: tuple[str, ...] = ()
@@ -112,7 +123,7 @@ class FunASRRealtimeConnection(LiveConnection):
         if mode not in ("server", "client"):
             raise ProtocolError(
                 "invalid_value",
-                f"endpoint_mode must be server or client, not {mode!r}",
+                f"endpoint_mode must be server or client, not {clip(mode, 64)!r}",
                 param="endpoint_mode",
             )
         self._client_endpoints = mode == "client"
@@ -122,13 +133,16 @@ class FunASRRealtimeConnection(LiveConnection):
             await self._core.close(drain=drain)
 
     async def on_text(self, text: str) -> None:
+        self.check_text_size(text)
         command = parse_command(text)
         argument = command.argument or ""
         match command.name:
             case "START":
                 await self._start()
             case "HOTWORDS":
-                self._hotwords = tuple(w.strip() for w in argument.split(",") if w.strip())
+                hotwords = tuple(w.strip() for w in argument.split(",") if w.strip())
+                check_length(",".join(hotwords), self.context.limits.max_prompt_chars, "hotwords")
+                self._hotwords = hotwords
                 await self._update()
                 self._send(HotwordsSet(hotwords=list(self._hotwords)))
             case "LANGUAGE":
@@ -150,8 +164,8 @@ class FunASRRealtimeConnection(LiveConnection):
         self.check_frame_size(data)
         await core.append(data)
         self._samples += len(data) // 2
-        self._pending = True
-        self.audio_taken()
+        self._pending = self._pending or bool(data)
+        self.audio_taken(data)
 
     def send_error(self, error: ASRServeError) -> None:
         self._send(ErrorEvent(error=error.message, code=error.code))
@@ -258,7 +272,7 @@ class FunASRRealtimeConnection(LiveConnection):
         else:
             ongoing = self._partial or self._speech_open
             result = Result(
-                sentences=self._sentences,
+                sentences=self._sentences[-self.config.max_result_sentences :],
                 partial=self._partial,
                 partial_start_ms=self._partial_start if ongoing else duration_ms,
                 duration_ms=duration_ms,

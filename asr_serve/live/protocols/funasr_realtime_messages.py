@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from asr_serve.engines.languages import FUN_ASR_NANO_LANGUAGES
 from asr_serve.live.protocols.connection import ProtocolError
+from asr_serve.untrusted import clip
 
 _COMMANDS = "START, STOP, COMMIT, HOTWORDS:<a,b>, LANGUAGE:<xx>"
 NOT_ACTIVE = "Session is not active; send START first"  # funasr's own words
@@ -44,7 +45,9 @@ def parse_command(text: str) -> Command:
     except ValidationError:
         command = None
     if command is None or (command.argument is None) != (name in ("START", "STOP", "COMMIT")):
-        raise ProtocolError("unknown_command", f"Unknown command {text!r}; send {_COMMANDS}")
+        raise ProtocolError(
+            "unknown_command", f"Unknown command {clip(text, 64)!r}; send {_COMMANDS}"
+        )
     return command
 
 
@@ -60,7 +63,7 @@ def language_code(value: str) -> str | None:
     if code is None:
         raise ProtocolError(
             "invalid_language",
-            f"Unknown language {value!r}: send an ISO 639-1 code such as en or zh, or a "
+            f"Unknown language {clip(value, 64)!r}: send an ISO 639-1 code such as en or zh, or a "
             "Fun-ASR-Nano language name such as 中文",
             param="language",
         )

@@ -5,13 +5,15 @@ page, ``funasr_wss_client.py``, their many copies) switch to this server by chan
 URL. Where FunASR's own servers disagree, this follows the C++ 2pass server. The route
 authenticates and accepts the WebSocket, then runs a :class:`FunASRRuntimeConnection` on it.
 
-Client to server: a JSON text frame configures an input; binary frames carry its audio;
+Client to server: a JSON text frame (at most ``live.max_control_frame_bytes``, nested at
+most 32 deep) configures an input; binary frames carry its audio;
 ``{"is_speaking": false}`` ends it. Later text frames change the fields they carry, and a
 connection may send one input after another (each starting with a configuration frame or
 its first audio). Fields:
 
 - ``mode``: ``2pass`` (default), ``online`` or ``offline``;
-- ``wav_name``: echoed in every answer (default ``wav-default-id``, as the C++ runtime);
+- ``wav_name``: echoed in every answer (default ``wav-default-id``, as the C++ runtime), so
+  at most ``live.max_id_chars`` long;
 - ``wav_format``: ``pcm`` (default): PCM16 little-endian mono at ``audio_fs`` Hz (8-96 kHz,
   default 16000). Anything else (``wav``, ``mp3``, ``others`` ...): a whole file in any
   container, sent in as many frames as it takes (at most ``max_file_bytes``) and, at the end
@@ -20,8 +22,9 @@ its first audio). Fields:
   ``audio_fs`` is then the file's own;
 - ``hotwords``: FunASR's JSON object text of word to weight (``"{\\"阿里巴巴\\": 20}"``), or
   a plain string of words separated by commas (or, without commas, by spaces): the words
-  become the model's hotwords (Fun-ASR) or prompt (Whisper). Weights are dropped: in the
-  runtime they weight its FST hotword graph, which no model here has;
+  become the model's hotwords (Fun-ASR) or prompt (Whisper), at most
+  ``limits.max_prompt_chars`` of them joined. Weights are dropped: in the runtime they weight
+  its FST hotword graph, which no model here has;
 - ``itn``: inverse text normalisation, where the model has the switch (Fun-ASR; Whisper
   always writes normalised text, as the runtime without an ITN model ignores it);
 - ``svs_lang``: the language, an ISO code (``auto``: the model's choice), as the runtime
@@ -70,7 +73,12 @@ from asr_serve.live.core import CommitEmptyError, LiveSession, SessionSettings
 from asr_serve.live.events import Committed, Completed, Failed, LiveEvent, Partial
 from asr_serve.live.partials import units
 from asr_serve.live.pcm import InputFormat
-from asr_serve.live.protocols.connection import LiveConnection, LiveContext, ProtocolError
+from asr_serve.live.protocols.connection import (
+    LiveConnection,
+    LiveContext,
+    ProtocolError,
+    check_length,
+)
 from asr_serve.live.protocols.funasr_runtime_messages import (
     ANSWER_MODES,
     ErrorMessage,
@@ -129,7 +137,12 @@ class FunASRRuntimeConnection(LiveConnection):
             await self._core.close(drain=drain)
 
     async def on_text(self, text: str) -> None:
+        self.check_text_size(text)
         frame = parse_frame(text)
+        check_length(frame.wav_name, self.config.max_id_chars, "wav_name")
+        if frame.hotwords is not None:
+            prompt = ",".join(frame.hotwords)
+            check_length(prompt, self.context.limits.max_prompt_chars, "hotwords")
         current = self._input.config
         config = current.merged(frame)
         if self._audio_bytes and (
@@ -164,7 +177,7 @@ class FunASRRuntimeConnection(LiveConnection):
             await self._core.append(data)
             self._clock_ms += len(data) * 500 / config.audio_fs  # PCM16: 2 bytes a sample
         self._audio_bytes += len(data)
-        self.audio_taken()
+        self.audio_taken(data)
 
     def send_error(self, error: ASRServeError) -> None:
         wav_name = self._input.config.wav_name
@@ -225,8 +238,7 @@ class FunASRRuntimeConnection(LiveConnection):
                 result = await self._transcribe_file(data, self._model, ended.config.options())
             except ASRServeError as exc:
                 self.send_error(exc)
-            # The connection waited for the model, not for its client.
-            self.audio_taken()
+            self.waited()  # for the model, not for its client
         if result is None:
             self._send_result(ended, "", final=True)
         else:

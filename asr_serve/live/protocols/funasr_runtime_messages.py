@@ -12,12 +12,13 @@ import json
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from asr_serve.config import SAMPLE_RATE
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.live.pcm import SampleRate
-from asr_serve.live.protocols.connection import ProtocolError, invalid_message
+from asr_serve.live.protocols.connection import ProtocolError, invalid_message, json_shape
+from asr_serve.untrusted import check_json_shape
 
 Mode = Literal["2pass", "online", "offline"]
 #: Per mode: the ``mode`` of partial (online) messages and of utterance results.
@@ -37,12 +38,14 @@ class ClientFrame(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     mode: Mode | None = None
+    #: Echoed in every answer: its length is checked against ``live.max_id_chars``.
     wav_name: str | None = None
-    wav_format: str | None = None
+    wav_format: str | None = Field(None, max_length=32)
     audio_fs: SampleRate | None = None
+    #: Their text is checked against ``limits.max_prompt_chars``, as a prompt's.
     hotwords: tuple[str, ...] | None = None
     itn: bool | None = None
-    svs_lang: str | None = None
+    svs_lang: str | None = Field(None, max_length=32)
     is_speaking: bool | None = None
     is_finished: bool | None = None
     is_end: bool | None = None
@@ -66,7 +69,8 @@ def hotword_list(value: Any) -> tuple[str, ...]:
     """The words of FunASR's ``hotwords``: a JSON object (or its text) of word to weight,
     or a plain string of words separated by commas or, without commas, by whitespace."""
     if isinstance(value, str):
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError):  # JSONShapeError too: then it is plain words
+            check_json_shape(value)
             parsed = json.loads(value)
             value = parsed if isinstance(parsed, dict) else value
     if isinstance(value, dict):
@@ -110,7 +114,9 @@ class InputConfig(BaseModel):
 
 
 def parse_frame(text: str) -> ClientFrame:
-    """A text frame as a :class:`ClientFrame`, or :class:`ProtocolError` saying what is wrong."""
+    """A text frame as a :class:`ClientFrame`, or :class:`ProtocolError` saying what is wrong
+    (its nesting checked before it is parsed)."""
+    json_shape(text)
     try:
         data = json.loads(text)
     except ValueError as exc:

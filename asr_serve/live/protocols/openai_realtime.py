@@ -46,7 +46,7 @@ from asr_serve.live.events import (
     SpeechStopped,
 )
 from asr_serve.live.pcm import InputFormat
-from asr_serve.live.protocols.connection import LiveConnection, LiveContext
+from asr_serve.live.protocols.connection import LiveConnection, LiveContext, check_length
 from asr_serve.live.protocols.openai_realtime_messages import (
     AppendAudio,
     Audio,
@@ -80,6 +80,7 @@ from asr_serve.live.protocols.openai_realtime_messages import (
     session_object,
     validation_error,
 )
+from asr_serve.untrusted import clip
 
 #: Subprotocols to accept with: OpenAI's browser clients offer ``realtime`` beside their key.
 SUBPROTOCOLS = ("realtime",)
@@ -134,7 +135,7 @@ class OpenAIRealtimeConnection(LiveConnection):
 
     async def on_text(self, text: str) -> None:
         self._event_id = None
-        event = parse_client_event(text)
+        event = parse_client_event(text, self.config.max_id_chars)
         self._event_id = event.event_id
         match event:
             case AppendAudio():
@@ -165,7 +166,7 @@ class OpenAIRealtimeConnection(LiveConnection):
         except binascii.Error:
             raise InvalidAudioError("audio is not valid base64", param="audio") from None
         await self._session.append(data)
-        self.audio_taken()
+        self.audio_taken(data)
 
     async def _update(self, update: dict[str, Any], *, beta: bool) -> None:
         try:
@@ -174,14 +175,16 @@ class OpenAIRealtimeConnection(LiveConnection):
             error = validation_error(exc, None)
             error.param = f"session.{error.param}" if error.param else "session"
             raise error from None
-        model = state.audio.input.transcription.model
+        transcription = state.audio.input.transcription
+        field = "session.input_audio_transcription" if beta else "session.audio.input.transcription"
+        check_length(transcription.prompt, self.context.limits.max_prompt_chars, f"{field}.prompt")
+        model = transcription.model
         if model is not None and model not in self.context.models:
             raise ClientEventError(
                 "model_not_found",
-                f"The model {model!r} does not exist; available: {', '.join(self.context.models)}",
-                param="session.input_audio_transcription.model"
-                if beta
-                else "session.audio.input.transcription.model",
+                f"The model {clip(model, 64)!r} does not exist; available: "
+                f"{', '.join(self.context.models)}",
+                param=f"{field}.model",
             )
         await self._session.update(self._settings(state))
         self._state = state

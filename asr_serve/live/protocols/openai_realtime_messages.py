@@ -18,7 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from asr_serve.config import ServerVAD
 from asr_serve.live.pcm import SampleRate
-from asr_serve.live.protocols.connection import ProtocolError, invalid_message
+from asr_serve.live.protocols.connection import (
+    ProtocolError,
+    check_length,
+    invalid_message,
+    json_shape,
+)
+from asr_serve.untrusted import clip
 
 # Client side --------------------------------------------------------------------------------
 
@@ -175,8 +181,12 @@ class ClientEventError(ProtocolError):
         self.event_id = event_id
 
 
-def parse_client_event(text: str) -> ClientEvent:
-    """One client event from a text frame, or :class:`ClientEventError` saying what is wrong."""
+def parse_client_event(text: str, max_id_chars: int) -> ClientEvent:
+    """One client event from a text frame, or :class:`ClientEventError` saying what is wrong.
+
+    Its nesting is checked before it is parsed; an ``event_id`` over ``max_id_chars`` is
+    refused (every error about the event would echo it)."""
+    json_shape(text)
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -184,12 +194,13 @@ def parse_client_event(text: str) -> ClientEvent:
     if not isinstance(data, dict):
         raise ClientEventError("invalid_json", "An event must be a JSON object")
     event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
+    check_length(event_id, max_id_chars, "event_id")
     kind = data.get("type")
     event_class = _CLIENT_EVENTS.get(kind) if isinstance(kind, str) else None
     if event_class is None:
         raise ClientEventError(
             "invalid_event_type",
-            f"Unsupported event type {kind!r}; this transcription server takes "
+            f"Unsupported event type {clip(repr(kind), 80)}; this transcription server takes "
             f"{', '.join(_CLIENT_EVENTS)}",
             param="type",
             event_id=event_id,
