@@ -37,8 +37,8 @@ class BatchingConfig(_Strict):
     """The ASR deployment's ``user_config``: changed live by ``reconfigure``, no restart."""
 
     max_batch_size: int = Field(8, ge=1, le=512)
-    #: How long an idle replica waits for more items before it starts a batch, when items
-    #: are arriving closer together than this (else it starts at once:
+    #: How long an idle replica waits for more items before it starts a batch, unless its
+    #: last batch ran alone with none coming within this (then it starts at once:
     #: :class:`asr_serve.engines.batch.CompanyWait`). Short: items that arrive while the
     #: engine is busy are held and join the next batch together anyway
     #: (:class:`asr_serve.engines.batch.EngineGate`), so this is added latency, not batch size.

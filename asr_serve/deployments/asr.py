@@ -130,6 +130,7 @@ class ASR:
     )
     async def _batched(self, items: list[BatchItem]) -> list[Transcribed | InsufficientMemoryError]:
         started = time.perf_counter()
+        self.company.started(len(items), started)
         for item in items:
             self.metrics.queue_wait.observe(started - item.enqueued_at)
         self.recent_batches.append(len(items))

@@ -129,23 +129,32 @@ class EngineGate:
 
 
 class CompanyWait:
-    """How long a new batch waits for more items: ``batch_wait_timeout_s`` while items come
-    closer together than that, none when the one before came longer ago.
+    """How long a new batch waits for more items: ``batch_wait_timeout_s``, unless the last
+    batch ran alone and nothing came within that wait of its start.
 
-    The wait pays only when company comes within it. Where items arrive one at a time (one
-    client, a quiet replica) it would be added to every request for nothing, so the batch of
-    one starts at once. Items that arrive while the engine is busy are held and go in
-    together anyway (:class:`EngineGate`), so under load nothing changes.
+    The wait pays only when company comes within it. Where items come one at a time (one
+    client, a quiet replica) it would be added to every request for nothing, so then a batch
+    of one starts at once; an item arriving within the wait of such a batch's start would
+    have joined it, so the next batch waits again. Closed-loop clients answered together send
+    their next requests together, which is company; and items that arrive while the engine
+    is busy are held and go in together anyway (:class:`EngineGate`), so under load nothing
+    changes.
     """
 
     def __init__(self, wait_s: float) -> None:
         self.wait_s = wait_s
-        self._last = -math.inf
+        self._alone = False
+        self._started_at = -math.inf
 
     def arrived(self, at: float) -> float:
         """An item reached the replica at ``at``: the wait of a batch it starts."""
-        gap, self._last = at - self._last, at
-        return self.wait_s if gap < self.wait_s else 0.0
+        if self._alone and at - self._started_at < self.wait_s:
+            self._alone = False  # it would have joined the last batch: company comes
+        return 0.0 if self._alone else self.wait_s
+
+    def started(self, size: int, at: float) -> None:
+        """A batch of ``size`` items started at ``at``."""
+        self._alone, self._started_at = size == 1, at
 
 
 def item_cost(seconds: float, config: BatchingConfig) -> int:

@@ -136,10 +136,15 @@ def test_partials_go_in_only_behind_waiting_requests_and_give_up_after_their_wai
     asyncio.run(scenario())
 
 
-def test_a_batch_waits_for_company_only_while_items_come_closer_than_the_wait() -> None:
+def test_a_batch_waits_for_company_unless_the_last_ran_alone_and_none_came() -> None:
     company = CompanyWait(0.01)
-    assert company.arrived(100.0) == 0.0  # the first item: no one came before it
-    assert company.arrived(100.004) == 0.01  # a second 4 ms later: more may follow
+    assert company.arrived(100.0) == 0.01  # nothing known yet: wait
+    company.started(1, 100.01)
     assert company.arrived(100.2) == 0.0  # one client, one request at a time: no wait
+    company.started(1, 100.2)
+    # Another came 4 ms after that batch of one started: it would have joined. Wait again.
+    assert company.arrived(100.204) == 0.01
+    company.started(4, 100.3)  # closed-loop clients answered together come back together
+    assert company.arrived(100.5) == 0.01
     company.wait_s = 0.5  # reconfigured
-    assert company.arrived(100.4) == 0.5
+    assert company.arrived(100.6) == 0.5
