@@ -37,8 +37,10 @@ class BatchingConfig(_Strict):
     """The ASR deployment's ``user_config``: changed live by ``reconfigure``, no restart."""
 
     max_batch_size: int = Field(8, ge=1, le=512)
-    #: How long an idle replica waits for more items before it starts a batch. Short: items
-    #: that arrive while the engine is busy are held and join the next batch together anyway
+    #: How long an idle replica waits for more items before it starts a batch, unless its
+    #: last batch ran alone with none coming within this (then it starts at once:
+    #: :class:`asr_serve.engines.batch.CompanyWait`). Short: items that arrive while the
+    #: engine is busy are held and join the next batch together anyway
     #: (:class:`asr_serve.engines.fair.FairQueue`), so this is added latency, not batch size.
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
     #: Bound a batch by its total audio too, so a few long clips cannot exhaust memory.
@@ -256,7 +258,9 @@ class CorsConfig(_Strict):
         default_factory=lambda: ["Authorization", "Content-Type", "X-Request-ID"]
     )
     #: Headers a browser script may read on the response.
-    expose_headers: list[str] = Field(default_factory=lambda: ["X-Request-ID", "Retry-After"])
+    expose_headers: list[str] = Field(
+        default_factory=lambda: ["X-Request-ID", "Retry-After", "Server-Timing"]
+    )
     #: Keys travel in ``Authorization``, not cookies; credentials stay off unless needed.
     allow_credentials: bool = False
     #: How long a browser may cache a preflight answer.

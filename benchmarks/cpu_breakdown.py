@@ -12,6 +12,7 @@ python -m benchmarks.cpu_breakdown                  # levels 1, 16, 64; 160 requ
 python -m benchmarks.cpu_breakdown --levels 16 --requests 320
 python -m benchmarks.cpu_breakdown --format mp3     # uploads the AudioDecoder must decode
 python -m benchmarks.cpu_breakdown --front haproxy  # Serve's HAProxy instead of its proxy
+python -m benchmarks.cpu_breakdown --front optimized  # RAY_SERVE_THROUGHPUT_OPTIMIZED=1
 
 The default clips are 16 kHz WAV, which the ingress reads itself; ``--format`` measures the
 path through the decoder deployment (results named ``...-cpu-<format>``). ``--front`` tries
@@ -44,6 +45,7 @@ from benchmarks.plan import SYSTEMS, make_plan
 from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.systems.base import cmdline, descendants
 from benchmarks.systems.served import ServedSystem, ServeRun
+from devtools.net import free_port
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -73,6 +75,9 @@ class Level(BaseModel):
     #: CPU milliseconds per request spent anywhere but the engine's thread: the serving
     #: overhead (every role above, less the engine's own running time).
     outside_engine_ms_per_request: float
+    #: Where a request's time went, mean ms: its ``Server-Timing`` stages, and ``client``,
+    #: the latency the client saw (so ``client - total`` is Serve's proxy and the network).
+    latency_ms: dict[str, float] = {}
 
 
 class Breakdown(BaseModel):
@@ -155,6 +160,7 @@ def measure(
         outside_engine_ms_per_request=1000
         * (sum(by_role.values()) - engine_ran)
         / max(stats.ok, 1),
+        latency_ms={**stats.mean_stages_ms, "client": stats.mean_ms},
     )
 
 
@@ -162,14 +168,35 @@ def _asr_pid(root: int) -> int:
     return next(p for p in descendants(root) if _role(p) == "ASR replica")
 
 
-#: ``--front``: Serve's front door -> the cluster's environment for it.
+#: ``--front``: Serve's front door -> the cluster's environment for it. ``optimized`` is Serve's
+#: own switch, ``RAY_SERVE_THROUGHPUT_OPTIMIZED``, set for the whole cluster: Serve's proxy
+#: still in front, direct ingress on behind it, and the settings ``REPLICA_ENV`` already has.
 FRONTS = {
     "proxy": {},
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
     "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
+    "optimized": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
 }
 #: Where Serve's direct ingress puts an ingress replica's HTTP port (the first free from here).
 _DIRECT_INGRESS_FIRST_PORT = 30000
+
+
+def haproxy_apart(tmp: Path) -> dict[str, str]:
+    """HAProxy's ports and files of this run only: by default every Serve cluster on a
+    machine wants statistics on 8404, its exporter on 9101 and its files in
+    ``/tmp/haproxy-serve``, so a second one (another run, the test suite) fails or
+    overwrites the first's configuration. Ray adds a directory of its own (a 56-character
+    hash) under the files' base, and HAProxy takes socket paths of at most 97 characters:
+    keep the base short."""
+    files = tmp / "h"
+    return {
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(files / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(files / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(files),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(files / "server-state"),
+    }
 
 
 def _ingress_url(root: int) -> str:
@@ -209,6 +236,21 @@ def to_markdown(b: Breakdown) -> str:
             + f" | {lv.engine_running_percent:.0f}% | {lv.engine_waiting_for_cpu_percent:.0f}%"
             + f" | {lv.outside_engine_ms_per_request:.1f} |"
         )
+    stages = list(dict.fromkeys(s for lv in b.levels for s in lv.latency_ms))
+    if stages:
+        lines += [
+            "",
+            "Where a request's time went, mean ms: the ingress's `Server-Timing` stages "
+            "(docs/api.md), and what the client saw; `client - total` is the front door "
+            "(Serve's proxy or HAProxy) and the network.",
+            "",
+            "| clients | " + " | ".join(stages) + " | client - total |",
+            "|" + "---|" * (len(stages) + 2),
+        ]
+        for lv in b.levels:
+            cells = [f"{lv.latency_ms[s]:.1f}" if s in lv.latency_ms else "-" for s in stages]
+            front = lv.latency_ms.get("client", 0.0) - lv.latency_ms.get("total", 0.0)
+            lines.append(f"| {lv.concurrency} | " + " | ".join(cells) + f" | {front:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -244,6 +286,8 @@ def main(argv: list[str] | None = None) -> Breakdown:
     )
     os.environ.update(FRONTS[args.front])  # the serve run's Ray processes inherit it
     with tempfile.TemporaryDirectory(prefix="asr-cpu-") as tmp:
+        if args.front == "haproxy":
+            os.environ.update(haproxy_apart(Path(tmp)))
         run = ServeRun(Path(tmp), plan.model, access_log=args.serve_access_log)
         system = ServedSystem("asr-serve", run)
         try:
@@ -257,7 +301,12 @@ def main(argv: list[str] | None = None) -> Breakdown:
             for concurrency in (int(c) for c in args.levels.split(",")):
                 level = measure(system, root, asr_pid, concurrency, args.requests, clips)
                 report.levels.append(level)
-                print(to_markdown(report).splitlines()[-1], flush=True)
+                rows = [
+                    r
+                    for r in to_markdown(report).splitlines()
+                    if r.startswith(f"| {concurrency} |")
+                ]
+                print("\n".join(rows), flush=True)
         finally:
             run.stop()
     variant = (

@@ -5,6 +5,7 @@ the statistics every system is summarised by, in-process or served.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ from pydantic import BaseModel
 from benchmarks.audio import Clip, sequence
 
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
+#: One ``name;dur=ms`` entry of a ``Server-Timing`` header.
+_TIMING_ENTRY = re.compile(r"([\w-]+);dur=([\d.]+)")
 
 
 class Record(BaseModel):
@@ -26,6 +29,8 @@ class Record(BaseModel):
     status: int
     latency_s: float
     error: str | None = None
+    #: The response's ``Server-Timing`` stages, ms (asr-serve's; empty for the baselines).
+    stages_ms: dict[str, float] = {}
 
 
 class RunStats(BaseModel):
@@ -50,6 +55,8 @@ class RunStats(BaseModel):
     batch_sizes: list[int] | None = None
     #: P50 per clip of the mix, so one request can be compared with its own clip's.
     p50_ms_by_clip: dict[str, float] = {}
+    #: Mean of each ``Server-Timing`` stage over the successful requests that reported it.
+    mean_stages_ms: dict[str, float] = {}
 
     def percentile_ms(self, q: float) -> float:
         return {50: self.p50_ms, 95: self.p95_ms, 99: self.p99_ms}[int(q)]
@@ -80,6 +87,10 @@ def summarize(
             clip: float(np.percentile([1000 * r.latency_s for r in ok if r.clip == clip], 50))
             for clip in sorted({r.clip for r in ok})
         },
+        mean_stages_ms={
+            stage: float(np.mean([r.stages_ms[stage] for r in ok if stage in r.stages_ms]))
+            for stage in dict.fromkeys(s for r in ok for s in r.stages_ms)
+        },
         **level,
     )
 
@@ -91,14 +102,16 @@ async def _send(client: httpx.AsyncClient, url: str, clip: Clip, fields: dict) -
             url, files={"file": (clip.filename, clip.data)}, data=fields or None
         )
         status, error = resp.status_code, None if resp.status_code == 200 else resp.text[:200]
+        timing = resp.headers.get("server-timing", "")
     except httpx.HTTPError as exc:
-        status, error = 0, f"{type(exc).__name__}: {exc}"
+        status, error, timing = 0, f"{type(exc).__name__}: {exc}", ""
     return Record(
         clip=clip.name,
         audio_s=clip.seconds,
         status=status,
         latency_s=time.perf_counter() - started,
         error=error,
+        stages_ms={name: float(ms) for name, ms in _TIMING_ENTRY.findall(timing)},
     )
 
 

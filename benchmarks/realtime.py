@@ -1,15 +1,19 @@
 """Live sessions: N concurrent speakers at real time, asr-serve against a per-session loop.
 
     python -m benchmarks.realtime [--levels 1 4 8 16] [--speed 1.0]
+    python -m benchmarks.realtime --engine funasr      # the tiny Fun-ASR-Nano: the serving path
 
 Every session streams the same espeak recording (three sentences, one second of silence
 between them) as 24 kHz PCM16 in 40 ms appends, paced at real time, over OpenAI's Realtime
 transcription protocol (server VAD, partials on), starting a random fraction of a second
 apart. Systems, one at a time on the same machine:
 
-- ``asr-serve``: ``serve run`` of the embedded Whisper tiny.en (the model and batching of
-  ``serve_config.cpu.yaml``, the quickstart); every session's decodes go through one
-  ingress replica's scheduler to the ``@serve.batch`` ASR deployment.
+- ``asr-serve``: ``serve run`` of the model (``--engine whisper``: the embedded Whisper tiny.en
+  with the model and batching of ``serve_config.cpu.yaml``, the quickstart; ``--engine
+  funasr``: the generated tiny Fun-ASR-Nano as ``benchmarks.run`` serves it, whose engine is
+  fast enough that the serving path, not the model, is what the levels measure; its random
+  weights make latency and lost finals meaningful, its text and WER not); every session's
+  decodes go through one ingress replica's scheduler to the ``@serve.batch`` ASR deployment.
 - ``realtime-loop``: ``benchmarks/servers/realtime_loop.py``, the same session core behind
   one model under a lock, each session decoding on its own (funasr's ``realtime_ws.py``
   design): no batching across sessions, no priority for finals, nothing shed.
@@ -19,10 +23,12 @@ Per level: **final latency** from the moment the utterance's end was sent (the a
 P50/P95, and the same from the end of the spoken sentence (includes the VAD's 500 ms of
 silence); **first-delta latency** from the sentence's start to its first ``delta``; WER of
 the finals against the sentences' text, beside the file API's WER on the same sentences;
-finals lost (no ``completed``/``failed`` within 30 s of the end); partials shed and mean
-batch size (asr-serve). A system **sustains** a level when every final arrived and the final
-latency's P95 is at most 2 s. Writes ``results/<date>-<machine>-realtime.json/.md`` and adds
-``realtime`` to ``results/latest.json``.
+finals lost (no ``completed``/``failed`` within 30 s of the end); partials shed, mean batch
+size and where the finals' time went, stage by stage (asr-serve; the ingress's ``stats()``).
+A system **sustains** a level when every final arrived and the final latency's P95 is at most
+2 s (Whisper) or 1 s (the tiny Fun-ASR-Nano). Writes
+``results/<date>-<machine>-realtime[-funasr].json/.md`` and adds ``realtime`` (or
+``realtime_funasr``) to ``results/latest.json``.
 """
 
 from __future__ import annotations
@@ -47,17 +53,21 @@ from pydantic import BaseModel
 
 from asr_serve.config import SAMPLE_RATE, ModelConfig
 from asr_serve.engines import TranscribeOptions, create_engine
-from benchmarks.plan import quickstart_model
+from benchmarks.plan import make_plan, quickstart_model
 from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.run import RESULTS_DIR
 from benchmarks.systems.baselines import UvicornSystem
 from benchmarks.systems.served import ServedSystem, ServeRun
 from devtools.speech import Speech, encode, pcm16, speech_with_pauses
 from devtools.text import SENTENCES, wer
+from devtools.tiny_model import ensure_tiny_model
 
 CHUNK_MS = 40
-#: A level is sustained when every final arrived and their P95 latency is within this.
-SUSTAINED_P95_S = 2.0
+#: Per engine: a level is sustained when every final arrived and their P95 latency is within
+#: this. Whisper on two cores decodes an utterance in most of a second; the tiny model in a
+#: tenth, so what it may add is the serving path's.
+SUSTAINED_P95_S = {"whisper": 2.0, "funasr": 1.0}
+LEVELS = {"whisper": [1, 4, 8, 16], "funasr": [1, 8, 16, 24, 32, 48]}
 #: Finals not in by this long after the stream's end are lost.
 GRACE_S = 30.0
 TEXTS = [SENTENCES[0], SENTENCES[2], SENTENCES[1]]
@@ -87,10 +97,14 @@ class Level(BaseModel):
     wer: float | None
     partials_shed: int | None = None
     mean_batch: float | None = None
+    #: asr-serve: the level's mean time of each stage of a final, in ms (silence, queue,
+    #: batch, engine, transport, send, total; docs/live.md).
+    final_stages_ms: dict[str, float] | None = None
     sustained: bool
 
 
 class Results(BaseModel):
+    engine: str = "whisper"
     #: The engine alone, in process, per utterance: the floor of any final's latency.
     engine_utterance_s: list[float]
     #: asr-serve's file API on the same sentences: the WER finals are held to.
@@ -200,7 +214,7 @@ async def _level(url: str, model: str, speech: Speech, n: int, speed: float) -> 
     )
 
 
-def _summarise(n: int, sessions: list[list[Item]], speech: Speech) -> Level:
+def _summarise(n: int, sessions: list[list[Item]], speech: Speech, engine: str) -> Level:
     items = [i for s in sessions for i in s]
     done = [i for i in items if i.transcript is not None and not i.failed]
     finals = [i.final_latency_s for i in done if i.final_latency_s is not None]
@@ -226,7 +240,7 @@ def _summarise(n: int, sessions: list[list[Item]], speech: Speech) -> Level:
             [i.first_delta_s for i in items if i.first_delta_s is not None], 0.5
         ),
         wer=wer([" ".join(speech.texts)] * n, hyps),
-        sustained=len(done) == expected and p95 is not None and p95 <= SUSTAINED_P95_S,
+        sustained=len(done) == expected and p95 is not None and p95 <= SUSTAINED_P95_S[engine],
     )
 
 
@@ -269,7 +283,7 @@ def _run_levels(
     levels = []
     for n in args.levels:
         sessions = asyncio.run(_level(url, model, speech, n, args.speed))
-        level = _summarise(n, sessions, speech)
+        level = _summarise(n, sessions, speech, args.engine)
         if on_level is not None:
             level = on_level(level)
         print(f"[{name}] {level.model_dump_json()}", flush=True)
@@ -277,17 +291,43 @@ def _run_levels(
     return levels
 
 
+def _model(engine: str) -> ModelConfig:
+    """Whisper exactly as ``make serve`` serves it (``serve_config.cpu.yaml``); the tiny
+    Fun-ASR-Nano as ``benchmarks.run`` does."""
+    if engine == "funasr":
+        plan = make_plan(
+            "funasr", quick=False, gpu=False, systems=[], funasr_dir=ensure_tiny_model()
+        )
+        return plan.model
+    return quickstart_model()
+
+
+def _stage_means(before: dict, after: dict) -> dict[str, float] | None:
+    """Each stage's mean over the finals between two readings of the ingress's
+    ``final_stages`` (count and mean since the replica started)."""
+    means = {}
+    for stage, now in after.items():
+        then = before.get(stage, {"count": 0, "mean_ms": 0.0})
+        count = now["count"] - then["count"]
+        if count > 0:
+            total = now["count"] * now["mean_ms"] - then["count"] * then["mean_ms"]
+            means[stage] = round(total / count, 1)
+    return means or None
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.realtime", description=__doc__)
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--engine", choices=list(LEVELS), default="whisper")
+    parser.add_argument("--levels", type=int, nargs="+", help="default: per engine, see LEVELS")
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
+    args.levels = args.levels or LEVELS[args.engine]
 
-    model = quickstart_model()
+    model = _model(args.engine)
     speech = speech_with_pauses(TEXTS, pause_s=1.0)
     engine_s = _engine_times(model, speech)
-    results = Results(engine_utterance_s=engine_s)
+    results = Results(engine=args.engine, engine_utterance_s=engine_s)
 
     with tempfile.TemporaryDirectory(prefix="asr-bench-realtime-") as tmp:
         run = ServeRun(Path(tmp), model)
@@ -296,18 +336,22 @@ def main(argv: list[str] | None = None) -> dict:
             run.start()
             url = run.base_url.replace("http://", "ws://", 1) + "/v1/realtime"
             results.file_api_wer = _file_api_wer(run.base_url, model.name, speech)
-            shed_seen = [0]
+            seen = run.ingress_stats(served.app)
 
             def with_server_stats(level: Level) -> Level:
+                nonlocal seen
                 sizes = served.batch_sizes() or []
-                shed = run.ingress_stats(served.app)["partials_shed"]
+                stats = run.ingress_stats(served.app)
                 level = level.model_copy(
                     update={
-                        "partials_shed": shed - shed_seen[0],
+                        "partials_shed": stats["partials_shed"] - seen["partials_shed"],
                         "mean_batch": statistics.fmean(sizes) if sizes else None,
+                        "final_stages_ms": _stage_means(
+                            seen["final_stages"], stats["final_stages"]
+                        ),
                     }
                 )
-                shed_seen[0] = shed
+                seen = stats
                 return level
 
             served.batch_sizes()  # forget warm-up batches
@@ -338,10 +382,12 @@ def main(argv: list[str] | None = None) -> dict:
         "summary": summary,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"{date[:10]}-{machine}-realtime"
+    suffix = "" if args.engine == "whisper" else f"-{args.engine}"
+    stem = args.out / f"{date[:10]}-{machine}-realtime{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
-    update_latest(args.out, {"realtime": {**summary, "command": report["command"], "date": date}})
+    key = "realtime" if args.engine == "whisper" else f"realtime_{args.engine}"
+    update_latest(args.out, {key: {**summary, "command": report["command"], "date": date}})
     print(json.dumps(summary, indent=1), flush=True)
     return report
 
@@ -363,25 +409,38 @@ def _summary(results: Results) -> dict[str, Any]:
     worst_wer = max((lv.wer for lv in ours if lv.wer is not None), default=None)
     sustained, baseline = _sustained(ours), _sustained(loop)
     summary = {
+        "engine": results.engine,
         "file_api_wer": results.file_api_wer,
         "finals_wer_worst_level": worst_wer,
         "engine_utterance_p50_s": engine_p50,
         "final_p50_s_1_session": one and one.final_p50_s,
+        "first_delta_p50_s_1_session": one and one.first_delta_p50_s,
         "final_p95_s_8_sessions": eight and eight.final_p95_s,
         "finals_lost_8_sessions": eight and eight.lost,
         "sessions_sustained": sustained,
         "sessions_sustained_baseline": baseline,
         "sustained_vs_baseline": sustained / baseline if baseline else None,
     }
-    summary["met"] = {
-        "finals_wer <= file_api_wer + 0.02": worst_wer is not None and worst_wer <= file_wer + 0.02,
+    met = {
         "final P50 at 1 session <= engine + 150 ms": bool(
             one and one.final_p50_s is not None and one.final_p50_s <= engine_p50 + 0.15
         ),
-        "every final at 8 sessions, P95 <= 2 s": bool(eight and eight.sustained),
         ">= 1.5x the sessions the baseline sustains": bool(baseline and sustained >= 1.5 * baseline)
         or (baseline == 0 and sustained > 0),
     }
+    if results.engine == "whisper":
+        # A real model's text: the finals must say what the file API says, and a delta is
+        # text two hypotheses agree on (random weights' never settle).
+        met["first delta P50 at 1 session <= engine + 0.7 s"] = bool(
+            one and one.first_delta_p50_s is not None and one.first_delta_p50_s <= engine_p50 + 0.7
+        )
+        met["finals_wer <= file_api_wer + 0.02"] = (
+            worst_wer is not None and worst_wer <= file_wer + 0.02
+        )
+        met["every final at 8 sessions, P95 <= 2 s"] = bool(eight and eight.sustained)
+    else:
+        met[">= 32 sessions, every final, P95 <= 1 s"] = sustained >= 32
+    summary["met"] = met
     return summary
 
 
@@ -394,12 +453,14 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The run as a Markdown page: per system and level, then the targets."""
     results, summary = report["results"], report["summary"]
+    engine = results.get("engine", "whisper")
     lines = [
         f"# Live sessions, {report['date'][:10]}, {report['machine']}",
         "",
         f"`{report['command']}`; model `{report['model']['name']}`. Engine alone per "
         f"utterance (P50): {_fmt(summary['engine_utterance_p50_s'], 3)} s; the file API's WER "
-        f"on the same sentences: {_fmt(summary['file_api_wer'], 3)}.",
+        f"on the same sentences: {_fmt(summary['file_api_wer'], 3)}"
+        + (" (random weights: noise)." if engine == "funasr" else "."),
         "",
         "| system | sessions | finals | lost | failed | final P50 s | final P95 s "
         "| from speech end P50 s | first delta P50 s | WER | partials shed | mean batch "
@@ -424,11 +485,25 @@ def markdown(report: dict[str, Any]) -> str:
                 "yes" if lv["sustained"] else "no",
             ]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    staged = [lv for lv in results["systems"]["asr-serve"] if lv.get("final_stages_ms")]
+    if staged:
+        stages = list(staged[0]["final_stages_ms"])
+        lines += [
+            "",
+            "Where asr-serve's finals spent their time, mean ms per stage (docs/live.md):",
+            "",
+            "| sessions | " + " | ".join(stages) + " |",
+            "|---|" + "---|" * len(stages),
+        ]
+        for lv in staged:
+            means = lv["final_stages_ms"]
+            cells = [lv["sessions"], *(_fmt(means.get(stage), 0) for stage in stages)]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "| target | met |", "|---|---|"]
     lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in summary["met"].items()]
     lines += [
         "",
-        f"Sessions sustained (all finals, P95 ≤ {SUSTAINED_P95_S:g} s): asr-serve "
+        f"Sessions sustained (all finals, P95 ≤ {SUSTAINED_P95_S[engine]:g} s): asr-serve "
         f"{summary['sessions_sustained']}, realtime-loop {summary['sessions_sustained_baseline']}.",
         "",
     ]

@@ -26,6 +26,7 @@ TARGETS = {
     "served_vs_seed_style_throughput_c16": (">=", 1.0),
     "served_vs_funasr_server_throughput_c16": (">=", 2.0),
     "added_latency_p50_ms_c1": ("<=", 30.0),
+    "served_vs_sequential_added_p50_ms_c1": ("<=", 20.0),
 }
 #: Where a ratio compares throughput "at concurrency 16": the level used when a run
 #: (``--quick``) has no 16, is the highest it has.
@@ -78,6 +79,8 @@ class EngineReport(BaseModel):
 
         served_best = served.best_closed() if served else None
         served_c1 = served.closed(1) if served else None
+        sequential = self.systems.get("sequential")
+        sequential_c1 = sequential.closed(1) if sequential else None
         return {
             "served_vs_inprocess_throughput": _div(
                 served_best.rtfx if served_best else None, best.rtfx if best else None
@@ -98,6 +101,12 @@ class EngineReport(BaseModel):
             ),
             "added_latency_p50_ms_c1": (
                 served_c1.p50_ms - one.p50_ms if served_c1 and one and served_c1.ok else None
+            ),
+            # The path alone: a plain server doing the same decode and inference, one client.
+            "served_vs_sequential_added_p50_ms_c1": (
+                served_c1.p50_ms - sequential_c1.p50_ms
+                if served_c1 and sequential_c1 and served_c1.ok and sequential_c1.ok
+                else None
             ),
             "inprocess_best_batch_size": best.batch_size if best else None,
             "compared_at_concurrency": at,

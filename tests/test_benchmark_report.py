@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from benchmarks.loadgen import Record, summarize
-from benchmarks.report import EngineReport, SystemResult
+from benchmarks.report import EngineReport, SystemResult, _met
 
 
 def _record(clip: str, ms: float) -> Record:
@@ -56,3 +56,22 @@ def test_each_benchmark_refreshes_only_its_own_keys_of_latest(tmp_path) -> None:
         "long_audio": {"x": 1},
         "realtime": {"y": 2},
     }
+
+
+def test_the_path_alone_is_asr_serve_against_the_plain_server_at_one_client() -> None:
+    """``served_vs_sequential_added_p50_ms_c1``: the same decode and inference, one client,
+    served by asr-serve and by a plain server; its target is in the targets met."""
+
+    def system(name: str, ms: float) -> SystemResult:
+        result = SystemResult(system=name)
+        result.levels.append(summarize(name, "closed", [_record("2s", ms)] * 3, 1.0, concurrency=1))
+        return result
+
+    report = EngineReport(
+        engine="funasr",
+        model={},
+        plan={},
+        systems={"asr-serve": system("asr-serve", 190.0), "sequential": system("sequential", 175)},
+    )
+    assert report.ratios()["served_vs_sequential_added_p50_ms_c1"] == 15.0
+    assert _met(report)["served_vs_sequential_added_p50_ms_c1"] is True

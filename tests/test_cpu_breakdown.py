@@ -59,3 +59,36 @@ def test_report_has_a_row_per_level_and_a_column_per_role() -> None:
     assert table[2] == (
         "| 16 | 20.00 | 700 | 7.5 | 5.0 (10%) | 5.0 (10%) | 5.0 (10%) | 60% | 30% | 12.0 |"
     )
+
+
+def test_report_says_where_a_request_s_time_went() -> None:
+    """From the responses' Server-Timing: each stage's mean, and the front door's share (what
+    the client waited beyond the ingress's total)."""
+    level = cb.Level(
+        concurrency=1,
+        requests=4,
+        throughput_rps=5.0,
+        p50_ms=200.0,
+        mean_batch=1.0,
+        cpu_percent={},
+        cpu_ms_per_request={},
+        engine_running_percent=50.0,
+        engine_waiting_for_cpu_percent=1.0,
+        outside_engine_ms_per_request=30.0,
+        latency_ms={"upload": 1.0, "engine": 150.0, "total": 170.0, "client": 185.5},
+    )
+    report = cb.Breakdown(machine="m", command="c", date="d", cpus=2, levels=[level])
+    page = cb.to_markdown(report)
+    assert "| clients | upload | engine | total | client | client - total |" in page
+    assert "| 1 | 1.0 | 150.0 | 170.0 | 185.5 | 15.5 |" in page
+
+
+def test_the_load_generator_keeps_each_response_s_stages() -> None:
+    from benchmarks.loadgen import Record, summarize
+
+    records = [
+        Record(clip="2s", audio_s=2, status=200, latency_s=0.2, stages_ms={"engine": 100.0}),
+        Record(clip="2s", audio_s=2, status=200, latency_s=0.2, stages_ms={"engine": 140.0}),
+        Record(clip="2s", audio_s=2, status=503, latency_s=0.01, stages_ms={"engine": 0.0}),
+    ]
+    assert summarize("s", "closed", records, 1.0).mean_stages_ms == {"engine": 120.0}

@@ -59,43 +59,25 @@ DEPENDS = {
 #: Serve deployments (Ray glue), which serve the HTTP and WebSocket routes (``api``) over the
 #: request flow (``serving``) and the live sessions (``live``), which use who spoke
 #: (``speakers``: embeddings, clustering, labels), the engines and the audio decoding and
-#: splitting (``engines``, ``audio``), over the settings, the API's errors and the rules for
-#: client text (``untrusted``). A layer may import itself; never one above it, nor its
-#: neighbour on its level.
+#: splitting (``engines``, ``audio``), over the settings, the API's errors, the rules for
+#: client text (``untrusted``) and the request's stage clock (``timing``, which every layer
+#: that runs part of a request records into). A layer may import itself; never one above
+#: it, nor its neighbour on its level.
+_LEAVES = {"config", "errors", "untrusted", "timing"}
 ALLOWED = {
     "app": {"deployments", "config"},
-    "deployments": {
-        "api",
-        "serving",
-        "live",
-        "speakers",
-        "engines",
-        "audio",
-        "config",
-        "errors",
-        "untrusted",
-    },
-    "api": {
-        "serving",
-        "live",
-        "speakers",
-        "engines",
-        "audio",
-        "web",
-        "config",
-        "errors",
-        "untrusted",
-        "version",
-    },
-    "serving": {"speakers", "engines", "audio", "config", "errors", "untrusted", "version"},
-    "live": {"speakers", "engines", "audio", "config", "errors", "untrusted"},
+    "deployments": {"api", "serving", "live", "speakers", "engines", "audio", *_LEAVES},
+    "api": {"serving", "live", "speakers", "engines", "audio", "web", "version", *_LEAVES},
+    "serving": {"speakers", "engines", "audio", "version", *_LEAVES},
+    "live": {"speakers", "engines", "audio", *_LEAVES},
     "speakers": {"engines", "audio", "config", "errors"},
-    "engines": {"config", "errors"},
+    "engines": {"config", "errors", "timing"},
     "audio": {"config", "errors"},
     "web": set(),
     "config": set(),
     "errors": set(),
     "untrusted": set(),
+    "timing": set(),
     "version": set(),
 }
 
@@ -177,6 +159,7 @@ def test_a_back_edge_is_caught() -> None:
 def test_config_is_the_leaf() -> None:
     assert GRAPH["asr_serve.config"] == set()
     assert GRAPH["asr_serve.errors"] == set()
+    assert GRAPH["asr_serve.timing"] == set()
 
 
 def test_an_engine_does_not_import_the_http_side() -> None:

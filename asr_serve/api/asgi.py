@@ -38,8 +38,8 @@ def build_api(
     cors: CorsConfig,
     on_shutdown: Callable[[], Awaitable[None]],
 ) -> FastAPI:
-    """The app: ``routers``, ``app.state.ingress = state``, auth, error handlers, CORS, and
-    one log line per request.
+    """The app: ``routers``, ``app.state.ingress = state``, auth, error handlers, CORS, one
+    log line per request and ``Server-Timing`` on every response.
 
     ``on_shutdown`` runs when the replica stops (Serve runs the ASGI lifespan), to close
     connections the request flow holds.

@@ -31,6 +31,7 @@ from asr_serve.api.upload import read_upload
 from asr_serve.serving.clients import Slot
 from asr_serve.serving.pipeline import Transcription
 from asr_serve.serving.requests import TranscriptionRequest, TranslationRequest
+from asr_serve.timing import RENDER, UPLOAD, timed
 
 #: Behind the API key (when keys are configured).
 router = APIRouter(dependencies=[Depends(authenticated)])
@@ -90,7 +91,10 @@ async def _file_request(request: Request, ingress: IngressState, *, translate: b
     slot = ingress.pipeline.limits.request(client.id)
     streamed: Response | None = None
     try:
-        upload = await read_upload(request, limits=ingress.config.limits, budget=ingress.uploads)
+        with timed(UPLOAD):
+            upload = await read_upload(
+                request, limits=ingress.config.limits, budget=ingress.uploads
+            )
         job = await ingress.pipeline.start(upload, translate=translate, client=client)
         note_request(request, **job.log_fields())
         if job.request.stream:
@@ -114,15 +118,15 @@ async def _holding(results: AsyncGenerator[T, None], slot: Slot) -> AsyncGenerat
 
 
 def _rendered(request: Request, done: Transcription) -> Response:
-    note_request(request, asr_ms=done.asr_ms)
-    return render(
-        done.result,
-        done.request.response_format,
-        model=done.model,
-        words="word" in done.request.timestamp_granularities,
-        logprobs="logprobs" in done.request.include,
-        task="translate" if done.translate else "transcribe",
-        languages=done.languages,
-        headers=cache_headers(done.cache_hit),
-        speakers=done.speakers or (),
-    )
+    with timed(RENDER):
+        return render(
+            done.result,
+            done.request.response_format,
+            model=done.model,
+            words="word" in done.request.timestamp_granularities,
+            logprobs="logprobs" in done.request.include,
+            task="translate" if done.translate else "transcribe",
+            languages=done.languages,
+            headers=cache_headers(done.cache_hit),
+            speakers=done.speakers or (),
+        )

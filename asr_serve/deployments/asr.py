@@ -13,9 +13,17 @@ import ray
 from ray import serve
 
 from asr_serve.config import SAMPLE_RATE, BatchingConfig, ModelConfig
-from asr_serve.engines import EngineCapabilities, EngineResult, TranscribeOptions, create_engine
+from asr_serve.engines import EngineCapabilities, TranscribeOptions, create_engine
 from asr_serve.engines.admission import QueueAdmission
-from asr_serve.engines.batch import BatchItem, batch_cost, item_cost, run_batch
+from asr_serve.engines.batch import (
+    BatchItem,
+    CompanyWait,
+    Transcribed,
+    batch_cost,
+    item_cost,
+    run_batch,
+    with_times,
+)
 from asr_serve.engines.fair import FairQueue
 from asr_serve.errors import ASRServeError, InsufficientMemoryError
 
@@ -49,6 +57,7 @@ class ASR:
         #: Recent batch sizes and wall times, for :meth:`stats`.
         self.recent_batches: deque[int] = deque(maxlen=1024)
         self.recent_batch_seconds: deque[float] = deque(maxlen=1024)
+        self.company = CompanyWait(self.batching.batch_wait_timeout_s)
 
         started = time.perf_counter()
         self.engine = create_engine(self.model)
@@ -70,7 +79,7 @@ class ASR:
         self.batching = BatchingConfig.model_validate(user_config)
         self._batched.set_max_batch_size(self.batching.max_batch_size)
         self.queue.max_batch_size = self.batching.max_batch_size
-        self._batched.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
+        self.company.wait_s = self.batching.batch_wait_timeout_s
         logger.info("batching for %s set to %s", self.model.name, self.batching)
 
     async def transcribe(
@@ -80,8 +89,9 @@ class ASR:
         admitted: bool = False,
         partial_wait_s: float | None = None,
         client: str = "",
-    ) -> EngineResult | ASRServeError | None:
-        """One item's audio; it shares an engine call with whatever else is waiting.
+    ) -> Transcribed | ASRServeError | None:
+        """One item's audio; it shares an engine call with whatever else is waiting. Its
+        result comes back with the times it spent here (:mod:`asr_serve.timing`).
 
         ``client`` (the ingress names it) is whose share of the replica the item takes
         (:mod:`asr_serve.engines.fair`). Refused (429 for a client over its share, else 503)
@@ -96,6 +106,7 @@ class ASR:
         admitted by time but goes in only behind every waiting request, and gives up (``None``)
         after that long (:mod:`asr_serve.live.partials`).
         """
+        wait_s = self.company.arrived(time.perf_counter())
         try:
             self.engine.check_options(options)
         except ASRServeError as exc:
@@ -120,6 +131,7 @@ class ASR:
                 self.metrics.refused.inc(tags={"code": placed.code})
                 return placed
         try:
+            self._batched.set_batch_wait_timeout_s(wait_s)
             return await self._batched(BatchItem(audio, options, cost, placed))
         finally:
             self.queue.leave(placed)
@@ -129,12 +141,11 @@ class ASR:
         batch_wait_timeout_s=_DEFAULT_BATCHING.batch_wait_timeout_s,
         batch_size_fn=batch_cost,
     )
-    async def _batched(
-        self, items: list[BatchItem]
-    ) -> list[EngineResult | InsufficientMemoryError]:
+    async def _batched(self, items: list[BatchItem]) -> list[Transcribed | InsufficientMemoryError]:
         tickets = [item.ticket for item in items if item.ticket is not None]
         with self.queue.running(tickets):
             started = time.perf_counter()
+            self.company.started(len(items), started)
             for ticket in tickets:
                 self.metrics.queue_wait.observe(started - ticket.enqueued_at)
             self.recent_batches.append(len(items))
@@ -152,13 +163,14 @@ class ASR:
             except Exception:
                 self.metrics.errors.inc()
                 raise
-        wall_s = time.perf_counter() - started
+        ended = time.perf_counter()
+        wall_s = ended - started
         self.metrics.inference.observe(wall_s)
         self.metrics.audio_seconds.inc(audio_s)
         full = batch_cost(items) >= self.batching.max_batch_size
         self.admission.observe_batch(sum(t.work_s for t in tickets), wall_s, full=full)
         self.recent_batch_seconds.append(wall_s)
-        return results
+        return with_times(items, results, started, ended)
 
     def check_health(self) -> None:
         """Serve's periodic probe: a loaded engine is healthy; keep its gauge reported."""

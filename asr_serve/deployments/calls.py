@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -21,8 +22,10 @@ from ray.serve.handle import DeploymentHandle
 from asr_serve.audio.decode import DecodedAudio
 from asr_serve.config import SplittingConfig
 from asr_serve.engines.base import EngineCapabilities, EngineResult, TranscribeOptions
+from asr_serve.engines.batch import Transcribed
 from asr_serve.errors import ASRServeError, InternalError, OverloadedError
 from asr_serve.live.transcribe import Transcribe, TranscribeKind, TranscribeRequest
+from asr_serve.timing import DECODE, record_model, timed
 
 logger = logging.getLogger("ray.serve")
 
@@ -92,6 +95,19 @@ def _raise_if_error(value: T | ASRServeError) -> T:
     return value
 
 
+async def _model_call(
+    call: Callable[[], Awaitable[Transcribed | ASRServeError | None]], *, target: str
+) -> EngineResult | None:
+    """A model replica's result, its times recorded for the current request
+    (:mod:`asr_serve.timing`); ``None``: a partial the replica dropped."""
+    started = time.perf_counter()
+    done = await call_downstream(call, target=target)
+    if done is None:
+        return None
+    record_model(done.times, time.perf_counter() - started)
+    return done.result
+
+
 class Downstream:
     """The decoder and the models as the ingress sees them: plain async methods."""
 
@@ -115,9 +131,10 @@ class Downstream:
     async def decode(
         self, data: bytes, splitting: SplittingConfig, regions: bool = False
     ) -> DecodedAudio:
-        return await call_downstream(
-            lambda: self._decoder.decode.remote(data, splitting, regions), target="decoder"
-        )
+        with timed(DECODE):
+            return await call_downstream(
+                lambda: self._decoder.decode.remote(data, splitting, regions), target="decoder"
+            )
 
     @property
     def diarizes(self) -> bool:
@@ -139,10 +156,12 @@ class Downstream:
         client: str,
     ) -> EngineResult:
         handle = self._models[model]
-        return await call_downstream(
+        result = await _model_call(
             lambda: handle.transcribe.remote(audio, options, admitted, client=client),
             target=model,
         )
+        assert result is not None  # only partials are dropped
+        return result
 
     async def capabilities(self, model: str) -> EngineCapabilities:
         if model not in self._capabilities:
@@ -161,7 +180,7 @@ class Downstream:
         async def transcribe(request: TranscribeRequest) -> EngineResult | None:
             partial = request.kind is TranscribeKind.PARTIAL
             handle = self._models[request.model]
-            return await call_downstream(
+            return await _model_call(
                 lambda: handle.transcribe.remote(
                     request.audio,
                     request.options,

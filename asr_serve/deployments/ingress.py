@@ -99,8 +99,10 @@ class Ingress:
     async def stats(self) -> dict:
         """What this replica holds now, for an operator's handle call
         (``serve.get_deployment_handle("Ingress", app).stats.remote()``): live sessions,
-        partial results running, waiting and shed, utterances, and its asyncio tasks (which
-        grow if something leaks). Prometheus has the totals; this is one replica, now."""
+        partial results running, waiting and shed, utterances, where the finals' time went
+        (per stage: count, mean and max since the replica started), and its asyncio tasks
+        (which grow if something leaks). Prometheus has the totals; this is one replica,
+        now."""
         live = self.state.live
         return {
             "sessions": live.active,
@@ -108,6 +110,7 @@ class Ingress:
             "partials_waiting": live.scheduler.partials_waiting,
             "partials_shed": sum(live.metrics.shed.values()),
             "utterances": sum(live.metrics.utterances.values()),
+            "final_stages": live.metrics.final_stage_times.as_ms(),
             "tasks": len(asyncio.all_tasks()),
         }
 

@@ -6,6 +6,7 @@ Names are prefixed ``asr_`` (Ray adds ``ray_``). Created inside replicas only: t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ray.serve import metrics
@@ -221,6 +222,14 @@ class LiveSessionMetrics(LiveCounters):
             boundaries=_LATENCY_BUCKETS_S,
             tag_keys=("kind",),
         )
+        self.final_stage_seconds = metrics.Histogram(
+            "asr_live_final_stage_seconds",
+            description="Where a live final's time went, from the end of its speech to its "
+            "transcript sent, by stage: silence (the VAD's wait for the end), queue, batch, "
+            "engine (at the model replica), transport (the call there and back), send, total.",
+            boundaries=_LATENCY_BUCKETS_S,
+            tag_keys=("stage",),
+        )
 
     def session_opened(self, protocol: str) -> None:
         super().session_opened(protocol)
@@ -246,3 +255,8 @@ class LiveSessionMetrics(LiveCounters):
     def transcribed(self, kind: TranscribeKind, seconds: float) -> None:
         super().transcribed(kind, seconds)
         self.transcribe_seconds.observe(seconds, tags={"kind": str(kind)})
+
+    def final_stages(self, stages: Mapping[str, float]) -> None:
+        super().final_stages(stages)
+        for stage, seconds in stages.items():
+            self.final_stage_seconds.observe(seconds, tags={"stage": stage})

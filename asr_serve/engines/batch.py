@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel
 
 from asr_serve.config import SAMPLE_RATE, BatchingConfig
 from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
 from asr_serve.engines.fair import Ticket
 from asr_serve.engines.oom import run_splitting_on_oom
 from asr_serve.errors import InsufficientMemoryError
+from asr_serve.timing import ModelTimes
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,68 @@ class BatchItem:
     @property
     def seconds(self) -> float:
         return len(self.audio) / SAMPLE_RATE
+
+
+class Transcribed(BaseModel):
+    """What the ASR replica returns for an item: its result and where its time went there."""
+
+    result: EngineResult
+    times: ModelTimes
+
+
+def with_times(
+    items: Sequence[BatchItem],
+    results: Sequence[EngineResult | InsufficientMemoryError],
+    started: float,
+    ended: float,
+) -> list[Transcribed | InsufficientMemoryError]:
+    """Each result with its item's times: queued until the fair queue released it, then
+    until its batch ``started``, then the engine until ``ended``."""
+    out: list[Transcribed | InsufficientMemoryError] = []
+    for item, result in zip(items, results, strict=True):
+        if not isinstance(result, EngineResult):
+            out.append(result)
+            continue
+        ticket = item.ticket
+        enqueued = ticket.enqueued_at if ticket else started
+        released = ticket.released_at if ticket and ticket.released_at else started
+        times = ModelTimes(
+            queue_s=max(0.0, released - enqueued),
+            batch_s=max(0.0, started - released),
+            engine_s=ended - started,
+            batch_size=len(items),
+        )
+        out.append(Transcribed(result=result, times=times))
+    return out
+
+
+class CompanyWait:
+    """How long a new batch waits for more items: ``batch_wait_timeout_s``, unless the last
+    batch ran alone and nothing came within that wait of its start.
+
+    The wait pays only when company comes within it. Where items come one at a time (one
+    client, a quiet replica) it would be added to every request for nothing, so then a batch
+    of one starts at once; an item arriving within the wait of such a batch's start would
+    have joined it, so the next batch waits again. Closed-loop clients answered together send
+    their next requests together, which is company; and items that arrive while the engine
+    is busy are held and released together anyway (:mod:`asr_serve.engines.fair`), so under
+    load nothing changes.
+    """
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+        self._alone = False
+        self._started_at = -math.inf
+
+    def arrived(self, at: float) -> float:
+        """An item reached the replica at ``at``: the wait of a batch it starts."""
+        if self._alone and at - self._started_at < self.wait_s:
+            self._alone = False  # it would have joined the last batch: company comes
+        return 0.0 if self._alone else self.wait_s
+
+    def started(self, size: int, at: float) -> None:
+        """A batch of ``size`` items started at ``at``."""
+        self._alone, self._started_at = size == 1, at
 
 
 def item_cost(seconds: float, config: BatchingConfig) -> int:

@@ -51,13 +51,14 @@ from asr_serve.live.events import (
     SpeechStarted,
     SpeechStopped,
 )
-from asr_serve.live.metrics import LiveMetrics
+from asr_serve.live.metrics import LiveMetrics, StageTotals
 from asr_serve.live.partials import SessionPartials, StableText
 from asr_serve.live.pcm import InputFormat, PCMDecoder
 from asr_serve.live.speakers import SessionSpeakers
 from asr_serve.live.transcribe import Transcribe, TranscribeKind, TranscribeRequest
 from asr_serve.live.turns import Cut, Pause, Resume, Start, Stop, Turn, TurnDetector, ms_to_samples
 from asr_serve.live.vad import VADStream
+from asr_serve.timing import SEND, SILENCE, TOTAL, Timings, collecting
 from asr_serve.untrusted import for_log
 
 logger = logging.getLogger("ray.serve")
@@ -175,13 +176,16 @@ class LiveSession:
         self._last_final: asyncio.Task[None] | None = None
         self._partials = SessionPartials(config)
         self._partial_task: asyncio.Task[None] | None = None
-        #: The speaker is silent within the open utterance (server VAD): no new partials.
-        self._pausing = False
+        #: When the speaker went silent within the open utterance (server VAD): no new
+        #: partials meanwhile, and the wait for the silence that ends it starts there.
+        self._paused_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._opened_at = time.monotonic()
-        #: Items committed and items failed, for the session's log line.
+        #: Items committed and items failed, and where the finals' time went, for the
+        #: session's log line.
         self._items = self._failed = 0
+        self._final_stages = StageTotals()
         #: When a failed partial was last logged, and how many failed since unlogged.
         self._partial_failure_logged_at = -PARTIAL_FAILURE_LOG_INTERVAL_S
         self._partial_failures_unlogged = 0
@@ -262,7 +266,7 @@ class LiveSession:
             await asyncio.wait(list(self._tasks))
         self._metrics.session_closed(self.protocol)
         logger.info(
-            "live session %s (%s, %s) ended after %.1f s: audio_s=%.1f items=%d failed=%d",
+            "live session %s (%s, %s) ended after %.1f s: audio_s=%.1f items=%d failed=%d%s",
             self.id,
             self.protocol,
             self.settings.model,
@@ -270,6 +274,9 @@ class LiveSession:
             self._received_s,
             self._items,
             self._failed,
+            f" final_ms_mean/max: {self._final_stages.summary()}"
+            if self._final_stages.stages
+            else "",
         )
 
     # Worker thread: conversion, VAD and turn detection (state only these methods touch).
@@ -299,14 +306,14 @@ class LiveSession:
                     self._close_utterance(at)
                     self._open_utterance(at)
                 case Pause():
-                    self._pausing = True
+                    self._paused_at = time.perf_counter()
                 case Resume():
-                    self._pausing = False
+                    self._paused_at = None
         self._buffer.drop_before(self._turns.keep_from)
         self._request_partial()
 
     def _open_utterance(self, start: int) -> None:
-        self._pausing = False
+        self._paused_at = None
         vad = self.settings.turn_detection
         self._utterance = _Utterance(f"item_{secrets.token_hex(10)}", start, vad is not None)
         if vad is not None:
@@ -317,8 +324,10 @@ class LiveSession:
     def _close_utterance(self, end: int) -> None:
         utterance = self._utterance
         assert utterance is not None
+        closing = Timings()
+        silence_s = 0.0 if self._paused_at is None else closing.started - self._paused_at
         self._utterance = None
-        self._pausing = False
+        self._paused_at = None
         if self._partial_task is not None:
             # Its result could only be stale now; if it still waits for the model, it goes.
             self._partial_task.cancel()
@@ -333,7 +342,9 @@ class LiveSession:
         self._metrics.utterance_committed(self.protocol, len(audio) / SAMPLE_RATE)
         self._share.final_started()
         self._last_final = self._spawn(
-            self._finish(utterance, audio, (utterance.start, end), self._last_final)
+            self._finish(
+                utterance, audio, (utterance.start, end), self._last_final, closing, silence_s
+            )
         )
 
     async def _finish(
@@ -342,14 +353,22 @@ class LiveSession:
         audio: np.ndarray,
         span: tuple[int, int],
         previous: asyncio.Task[None] | None,
+        timings: Timings,
+        silence_s: float,
     ) -> None:
-        """Transcribe a committed utterance; emit its outcome after the previous item's."""
+        """Transcribe a committed utterance; emit its outcome after the previous item's.
+
+        ``timings`` started when the utterance closed, ``silence_s`` after its speech ended;
+        a completed final's stages go to the metrics and the session's log line
+        (:meth:`final_stages`).
+        """
         outcome: EngineResult | ASRServeError
         speakers = self._speakers if self.settings.speakers else None
         embedding = asyncio.ensure_future(speakers.embed(audio)) if speakers else None
         try:
-            async with asyncio.timeout(self.config.final_timeout_s):
-                outcome = await self._request(audio, TranscribeKind.FINAL, lambda: True)
+            with collecting(timings):
+                async with asyncio.timeout(self.config.final_timeout_s):
+                    outcome = await self._request(audio, TranscribeKind.FINAL, lambda: True)
         except ASRServeError as exc:
             outcome = exc
         except TimeoutError:
@@ -361,6 +380,7 @@ class LiveSession:
             outcome = ASRServeError("transcription failed")
         finally:
             self._share.final_ended()
+        returned = time.perf_counter()
         vector = await embedding if embedding is not None else None
         if previous is not None:
             await asyncio.wait([previous])
@@ -381,6 +401,20 @@ class LiveSession:
                 speaker=speakers.label(vector, len(audio)) if speakers else None,
             )
         )
+        timings.add(SEND, time.perf_counter() - returned)
+        stages = self.final_stages(timings, silence_s)
+        self._metrics.final_stages(stages)
+        self._final_stages.add(stages)
+
+    @staticmethod
+    def final_stages(timings: Timings, silence_s: float) -> dict[str, float]:
+        """A final's stages, seconds each, from the end of its speech to its transcript sent:
+        ``silence`` (server VAD: the speaker silent until the silence was long enough to end
+        the utterance; 0 for a commit), the model call's ``queue``, ``batch``, ``engine`` and
+        ``transport`` (:mod:`asr_serve.timing`), ``send`` (the transcript back here until
+        sent, behind the items committed before it and its speaker's embedding), and
+        ``total``."""
+        return {SILENCE: silence_s, **timings.stages, TOTAL: silence_s + timings.elapsed()}
 
     def _request_partial(self) -> None:
         """Transcribe the open utterance again if a partial is due (the partial policy)."""
@@ -390,7 +424,7 @@ class LiveSession:
         length = self._buffer.end - utterance.start
         if not self._partials.due(
             wanted=self.settings.partials,
-            pausing=self._pausing,
+            pausing=self._paused_at is not None,
             grown=length - utterance.partial_at,
         ):
             return

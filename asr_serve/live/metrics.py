@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -46,12 +47,50 @@ class LiveMetrics(Protocol):
     def transcribed(self, kind: TranscribeKind, seconds: float) -> None:
         """Latency of one transcription, from its request (waiting included) to its result."""
 
+    def final_stages(self, stages: Mapping[str, float]) -> None:
+        """Where one final's time went, seconds per stage, from the end of its speech to its
+        transcript sent (:meth:`asr_serve.live.core.LiveSession.final_stages`)."""
+
 
 @dataclass
 class LatencyTotals:
     count: int = 0
     total_s: float = 0.0
     max_s: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total_s += seconds
+        self.max_s = max(self.max_s, seconds)
+
+
+@dataclass
+class StageTotals:
+    """Per stage, the :class:`LatencyTotals` of its times: bounded however long it runs."""
+
+    stages: dict[str, LatencyTotals] = field(default_factory=dict)
+
+    def add(self, stages: Mapping[str, float]) -> None:
+        for stage, seconds in stages.items():
+            self.stages.setdefault(stage, LatencyTotals()).add(seconds)
+
+    def summary(self) -> str:
+        """``stage=mean/max`` in milliseconds, e.g. ``engine=84/120 send=0/1``."""
+        return " ".join(
+            f"{stage}={1000 * t.total_s / t.count:.0f}/{1000 * t.max_s:.0f}"
+            for stage, t in self.stages.items()
+        )
+
+    def as_ms(self) -> dict[str, dict[str, float]]:
+        """Per stage its ``count``, ``mean_ms`` and ``max_ms``."""
+        return {
+            stage: {
+                "count": t.count,
+                "mean_ms": round(1000 * t.total_s / t.count, 1),
+                "max_ms": round(1000 * t.max_s, 1),
+            }
+            for stage, t in self.stages.items()
+        }
 
 
 @dataclass
@@ -70,6 +109,7 @@ class LiveCounters:
     latency: dict[TranscribeKind, LatencyTotals] = field(
         default_factory=lambda: {kind: LatencyTotals() for kind in TranscribeKind}
     )
+    final_stage_times: StageTotals = field(default_factory=StageTotals)
 
     def session_opened(self, protocol: str) -> None:
         self.active_sessions[protocol] += 1
@@ -89,7 +129,7 @@ class LiveCounters:
         self.shed[reason] += 1
 
     def transcribed(self, kind: TranscribeKind, seconds: float) -> None:
-        totals = self.latency[kind]
-        totals.count += 1
-        totals.total_s += seconds
-        totals.max_s = max(totals.max_s, seconds)
+        self.latency[kind].add(seconds)
+
+    def final_stages(self, stages: Mapping[str, float]) -> None:
+        self.final_stage_times.add(stages)

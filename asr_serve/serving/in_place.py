@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from asr_serve.audio.decode import DecodedAudio, read_native_wav
 from asr_serve.config import AppConfig, SplittingConfig
 from asr_serve.errors import ASRServeError
+from asr_serve.timing import READ, record
 
 if TYPE_CHECKING:
     from asr_serve.serving.pipeline import DecodeFn
@@ -75,6 +76,8 @@ class ReadInPlaceFirst:
             raise
         if audio is None or audio.duration_s > self.max_piece_s:  # the decoder splits it
             return None
+        elapsed = time.perf_counter() - started
+        record(READ, elapsed)
         if self.metrics:
-            self.metrics.decoded(audio, time.perf_counter() - started)
+            self.metrics.decoded(audio, elapsed)
         return audio

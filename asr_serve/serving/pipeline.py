@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,6 +41,7 @@ from asr_serve.serving.requests import (
 from asr_serve.serving.stitching import stitch
 from asr_serve.speakers.clustering import KnownSpeakers
 from asr_serve.speakers.labels import SpeakerSegment, Turn, attribute
+from asr_serve.timing import RENDER, timed
 
 #: OpenAI's diarizing model needs ``chunking_strategy`` for audio longer than this.
 DIARIZE_UNCHUNKED_MAX_S = 30.0
@@ -84,8 +84,6 @@ class Transcription:
     #: Whether the result came from the cache; ``None`` when the cache is off.
     cache_hit: bool | None = None
     translate: bool = False
-    #: Wall time from the first piece sent to the model to the last result.
-    asr_ms: float = 0.0
     #: The languages the model detected (:func:`detected_languages`).
     languages: tuple[str, ...] = ()
     #: ``diarized_json``: the transcript's segments with their speakers.
@@ -223,10 +221,9 @@ class TranscriptionPipeline:
     async def finish(self, job: Job) -> Transcription:
         """Transcribe every piece and stitch them into one result for the file."""
         assert job.request.model is not None
-        started = time.perf_counter()
         pieces = [piece async for piece in self.results(job)]
-        asr_ms = 1000 * (time.perf_counter() - started)
-        result = stitch([(p.piece, p.result) for p in pieces], job.audio.duration_s)
+        with timed(RENDER):
+            result = stitch([(p.piece, p.result) for p in pieces], job.audio.duration_s)
         hits = [p.cache_hit for p in pieces if p.cache_hit is not None]
         turns = pieces[0].turns if pieces else None
         return Transcription(
@@ -235,7 +232,6 @@ class TranscriptionPipeline:
             result=result,
             cache_hit=all(hits) if hits else None,
             translate=job.translate,
-            asr_ms=asr_ms,
             languages=detected_languages(job.request, [p.result for p in pieces]),
             speakers=None if turns is None else attribute(result.segments, turns, "A"),
         )

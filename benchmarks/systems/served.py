@@ -9,6 +9,7 @@ called through a Serve handle from a Ray driver attached to that ``serve run``'s
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -129,6 +130,7 @@ class ServeRun:
         self.ready_s: float | None = None
         self.failure: Exception | None = None
         self._driver = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
     def start(self) -> float:
@@ -169,30 +171,43 @@ class ServeRun:
             ray.init(address=self._gcs_address(), log_to_driver=False, configure_logging=False)
             self._driver = True
 
-    def ingress_stats(self, app: str) -> dict:
-        """The ingress replica's live sessions (one ingress replica per application)."""
+    def _replica_stats(self, deployment: str, app: str, timeout_s: float) -> dict:
+        """``stats()`` of one replica of ``deployment``, awaited on this run's own event
+        loop: a handle call made outside an event loop fails where Serve's router runs in
+        its caller's loop (``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0``, which
+        ``RAY_SERVE_THROUGHPUT_OPTIMIZED`` sets), and works here either way."""
         from ray import serve
 
         self._attach()
-        handle = serve.get_deployment_handle("Ingress", app_name=app)
-        return handle.stats.remote().result(timeout_s=60)
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, daemon=True).start()
+
+        async def call() -> dict:
+            handle = serve.get_deployment_handle(deployment, app_name=app)
+            return await asyncio.wait_for(handle.stats.remote(), timeout_s)
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
+
+    def ingress_stats(self, app: str) -> dict:
+        """The ingress replica's live sessions (one ingress replica per application)."""
+        return self._replica_stats("Ingress", app, timeout_s=60)
 
     def stats(self, app: str) -> list[dict]:
         """``stats()`` of every ASR replica of ``app`` (replicas told apart by pid)."""
-        from ray import serve
-
-        self._attach()
-        handle = serve.get_deployment_handle(self.model.deployment_name, app_name=app)
         replicas: dict[int, dict] = {}
         for _ in range(8):  # the router picks replicas at random: ask until both answered
             # Generous: under --quick every system starts at once on the same cores.
-            stats = handle.stats.remote().result(timeout_s=120)
+            stats = self._replica_stats(self.model.deployment_name, app, timeout_s=120)
             replicas[stats["pid"]] = stats
         return list(replicas.values())
 
     def stop(self) -> None:
         import ray
 
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None
         if self._driver:
             ray.shutdown()
             # Serve caches its controller client per process; the next engine's `serve run`

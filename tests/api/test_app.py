@@ -1,5 +1,5 @@
-"""The app factory: errors in OpenAI's shape whatever raised them, auth, shutdown hook, and
-one log line per request."""
+"""The app factory: errors in OpenAI's shape whatever raised them, auth, shutdown hook, one
+log line per request and Server-Timing on every response."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from asr_serve.api.auth import APIKeyVerifier, authenticated
 from asr_serve.api.request_log import note_request
 from asr_serve.config import CorsConfig
 from asr_serve.errors import InvalidAudioError, OverloadedError
+from asr_serve.timing import ENGINE, UPLOAD, record
+from tests.test_timing import entries
 
 router = APIRouter()
 keyed = APIRouter(dependencies=[Depends(authenticated)])
@@ -45,6 +47,13 @@ async def busy() -> None:
 @router.get("/work")
 async def work(request: Request) -> dict:
     note_request(request, model="m", audio_s=4.2)
+    return {"ok": True}
+
+
+@router.get("/staged")
+async def staged() -> dict:
+    record(UPLOAD, 0.0021)
+    record(ENGINE, 0.0843)
     return {"ok": True}
 
 
@@ -155,6 +164,21 @@ def test_each_request_is_one_line_with_what_the_route_noted(caplog) -> None:
     # Our failure: its traceback once, then its line.
     assert [r.exc_info is not None for r in boom] == [True, False]
     assert boom[1].levelno == logging.WARNING and "GET /boom 500 " in boom[1].getMessage()
+
+
+def test_every_response_says_where_its_time_went(caplog) -> None:
+    """Server-Timing on answers, errors and unknown routes alike; the stages the request
+    passed, then its total, also on its log line."""
+    caplog.set_level(logging.DEBUG, logger="ray.serve")
+    client = _client()
+    staged = client.get("/staged")
+    assert list(entries(staged.headers["server-timing"])) == [UPLOAD, ENGINE, "total"]
+    stages = entries(staged.headers["server-timing"])
+    assert stages[UPLOAD] == 2.1 and stages[ENGINE] == 84.3
+    for path in ("/work", "/bad-audio", "/nowhere", "/boom"):
+        assert list(entries(client.get(path).headers["server-timing"])) == ["total"], path
+    line = _lines(caplog)[0].getMessage()
+    assert re.fullmatch(r"GET /staged 200 [\d.]+ms ms=upload:2\.1,engine:84\.3", line)
 
 
 def test_a_client_s_path_cannot_forge_a_line_or_reach_a_terminal_raw(caplog) -> None:

@@ -12,9 +12,11 @@ from ray.serve._private.common import DeploymentID
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from asr_serve.deployments.calls import Downstream, call_downstream
-from asr_serve.engines import TranscribeOptions
+from asr_serve.engines import EngineResult, TranscribeOptions
+from asr_serve.engines.batch import Transcribed
 from asr_serve.errors import InternalError, InvalidAudioError, OverloadedError
 from asr_serve.live.transcribe import TranscribeKind, TranscribeRequest
+from asr_serve.timing import BATCH, ENGINE, QUEUE, TRANSPORT, ModelTimes, Timings, collecting
 
 
 def _flaky(*outcomes: BaseException | str):
@@ -158,21 +160,28 @@ def _returning(call):
     return returning
 
 
-class _Recording:
-    """A model handle that records how ``transcribe`` was called."""
+RESULT = EngineResult(text="text", duration=0.01)
+TIMES = ModelTimes(queue_s=0.002, batch_s=0.010, engine_s=0.050, batch_size=2)
 
-    def __init__(self) -> None:
+
+class _Recording:
+    """A model handle that records how ``transcribe`` was called; its replica answers after
+    ``delay_s`` with the times it reports."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
         self.calls: list[dict] = []
         self.transcribe = self
+        self.delay_s = delay_s
 
     def options(self) -> _Recording:
         return self
 
-    def remote(self, audio, options, **kwargs):
+    def remote(self, audio, options, *args, **kwargs):
         self.calls.append(kwargs)
 
-        async def answer() -> str:
-            return "text"
+        async def answer() -> Transcribed:
+            await asyncio.sleep(self.delay_s)
+            return Transcribed(result=RESULT, times=TIMES)
 
         return answer()
 
@@ -186,8 +195,27 @@ def test_live_finals_are_admitted_as_their_client_s_and_partials_go_behind_reque
         request = TranscribeRequest(
             "s", "m", np.zeros(160, np.float32), TranscribeOptions(), kind, lambda: True, "key:a"
         )
-        assert asyncio.run(transcribe(request)) == "text"
+        assert asyncio.run(transcribe(request)) == RESULT
     assert model.calls == [
         {"partial_wait_s": None, "client": "key:a"},
         {"partial_wait_s": 0.5, "client": "key:a"},
     ]
+
+
+def test_a_model_call_records_the_replica_stages_and_the_rest_as_transport() -> None:
+    """The replica's times come back with its result; what the call took beyond them is
+    the way there and back."""
+    downstream = Downstream(_Recording(), {"m": _Recording(delay_s=TIMES.total_s + 0.02)})
+
+    async def request() -> tuple[EngineResult, Timings]:
+        with collecting(Timings()) as timings:
+            result = await downstream.transcribe(
+                "m", np.zeros(160, np.float32), TranscribeOptions(), admitted=False, client=""
+            )
+        return result, timings
+
+    result, timings = asyncio.run(request())
+    assert result == RESULT
+    assert list(timings.stages) == [QUEUE, BATCH, ENGINE, TRANSPORT]
+    assert timings.stages[ENGINE] == TIMES.engine_s
+    assert 0.02 <= timings.stages[TRANSPORT] < 0.5

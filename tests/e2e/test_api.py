@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import re
 
 import httpx
 import numpy as np
@@ -66,6 +67,31 @@ def test_text_and_verbose_json(http, prefix, clips) -> None:
     assert verbose["model"] == TINY_MODEL and verbose["task"] == "transcribe"
     for seg in verbose["segments"]:
         assert 0 <= seg["start"] <= seg["end"] <= verbose["duration"] + 0.05
+
+
+def _stages(resp: httpx.Response) -> dict[str, float]:
+    return {
+        name: float(dur)
+        for name, dur in re.findall(r"(\w+);dur=([\d.]+)", resp.headers["server-timing"])
+    }
+
+
+def test_every_response_says_where_its_time_went(http, prefix, clips) -> None:
+    """Server-Timing through the real graph: the ingress's stages, the model replica's own
+    (returned with its result) and the way there and back, within the request's total."""
+    wav = _post(http, prefix, encode(clips[0], 16000, "wav"))
+    stages = _stages(wav)
+    model = ["queue", "batch", "engine", "transport"]
+    assert list(stages) == ["upload", "read", *model, "render", "total"], stages
+    assert stages["engine"] > 0
+    assert sum(v for k, v in stages.items() if k != "total") <= stages["total"] + 1.0
+    # Compressed audio goes to the decoder; its call replaces the in-place read.
+    mp3 = _stages(_post(http, prefix, encode(clips[0], 16000, "mp3"), name="a.mp3"))
+    assert list(mp3) == ["upload", "decode", *model, "render", "total"]
+    assert mp3["decode"] > 0
+    # A refusal says how far it got; a route with no stages, how long it took.
+    assert list(_stages(_post(http, prefix, b"not audio" * 50))) == ["upload", "decode", "total"]
+    assert list(_stages(http.get(f"{prefix}/health"))) == ["total"]
 
 
 def test_request_id_is_echoed(http, prefix, clips) -> None:

@@ -143,6 +143,14 @@ async def test_sdk_session_at_real_time_pace_matches_the_file_api(
     long_item = [e.type for e in list(by_item.values())[1]]
     assert DELTA in long_item[: long_item.index("input_audio_buffer.speech_stopped")]
     assert all(e.event_id for e in events)
+    # Where each final's time went, from the end of its speech to its transcript sent.
+    stages = (await _stats())["final_stages"]
+    assert list(stages) == ["silence", "queue", "batch", "engine", "transport", "send", "total"], (
+        stages
+    )
+    assert all(s["count"] == len(by_item) for s in stages.values())
+    assert stages["silence"]["mean_ms"] > 0 and stages["engine"]["mean_ms"] > 0
+    assert stages["total"]["mean_ms"] >= stages["engine"]["mean_ms"]
 
 
 async def test_manual_commits_through_serve(base_url, speech, references) -> None:

@@ -118,6 +118,20 @@ def test_upload_shows_transcript_segments_and_curl(
     assert re.fullmatch(r"\d\d:\d\d\.\d\d", start) and re.fullmatch(r"\d\d:\d\d\.\d\d", end)
     assert start < end and normalize(text) == ["hello", "world"]
 
+    # Where the server's time went, from the response's Server-Timing.
+    stages = dict(re.findall(r"(\w+) (\d+) ms", page.inner_text("#timing")))
+    assert list(stages) == [
+        "upload",
+        "read",
+        "queue",
+        "batch",
+        "engine",
+        "transport",
+        "render",
+        "total",
+    ]
+    assert int(stages["engine"]) > 0 and int(stages["total"]) >= int(stages["engine"])
+
     curl = page.inner_text("#curl")
     assert curl.startswith(f"curl -s '{page_url}/v1/audio/transcriptions'")
     for field in ("file=@hello.wav", f"model={WHISPER}", "response_format=verbose_json"):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,10 +10,15 @@ from asr_serve.config import BatchingConfig
 from asr_serve.engines.base import Engine, EngineResult, TranscribeOptions
 from asr_serve.engines.batch import (
     BatchItem,
+    CompanyWait,
+    Transcribed,
     batch_cost,
     item_cost,
     run_batch,
+    with_times,
 )
+from asr_serve.engines.fair import Kind, Ticket
+from asr_serve.errors import InsufficientMemoryError
 
 
 class _RecordingEngine(Engine):
@@ -58,3 +64,39 @@ def test_run_batch_rejects_a_short_result_list() -> None:
     items = [BatchItem(np.zeros(5, np.float32), TranscribeOptions()) for _ in range(2)]
     with pytest.raises(RuntimeError, match="1 results for 2"):
         run_batch(Broken(), items)
+
+
+def test_each_result_goes_back_with_its_own_times_and_an_error_without() -> None:
+    """Queued until the fair queue released it, then until its batch started, then the
+    engine: per item."""
+    audio, options = np.zeros(5, np.float32), TranscribeOptions()
+
+    async def ticket(enqueued_at: float, released_at: float) -> Ticket:
+        return Ticket("c", 1.0, 1, Kind.REQUEST, enqueued_at=enqueued_at, released_at=released_at)
+
+    times = [(10.0, 10.5), (10.4, 10.6), (10.6, 10.6)]
+    items = [BatchItem(audio, options, 1, asyncio.run(ticket(*t))) for t in times]
+    result = EngineResult(text="t", duration=0.0)
+    oom = InsufficientMemoryError("too long")
+    timed = with_times(items, [result, result, oom], started=10.7, ended=11.0)
+    assert timed[2] is oom
+    assert all(isinstance(t, Transcribed) and t.result is result for t in timed[:2])
+    first, second = (t.times for t in timed[:2])  # type: ignore[union-attr]
+    assert (first.queue_s, first.batch_s) == pytest.approx((0.5, 0.2))
+    assert (second.queue_s, second.batch_s) == pytest.approx((0.2, 0.1))
+    assert first.engine_s == second.engine_s == pytest.approx(0.3)
+    assert first.batch_size == 3
+
+
+def test_a_batch_waits_for_company_unless_the_last_ran_alone_and_none_came() -> None:
+    company = CompanyWait(0.01)
+    assert company.arrived(100.0) == 0.01  # nothing known yet: wait
+    company.started(1, 100.01)
+    assert company.arrived(100.2) == 0.0  # one client, one request at a time: no wait
+    company.started(1, 100.2)
+    # Another came 4 ms after that batch of one started: it would have joined. Wait again.
+    assert company.arrived(100.204) == 0.01
+    company.started(4, 100.3)  # closed-loop clients answered together come back together
+    assert company.arrived(100.5) == 0.01
+    company.wait_s = 0.5  # reconfigured
+    assert company.arrived(100.6) == 0.5

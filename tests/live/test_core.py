@@ -291,6 +291,35 @@ async def test_failed_and_timed_out_decodes_fail_their_item_and_the_session_goes
     }
 
 
+async def test_each_final_says_where_its_time_went(two_sentences, caplog) -> None:
+    """From the end of the speech to the transcript sent: the VAD's silence wait, the model
+    call, the wait behind the earlier item, in the metrics and the session's log line."""
+    caplog.set_level(logging.INFO, logger="ray.serve")
+    gate = asyncio.Event()
+
+    class FirstWaits(FakeTranscriber):
+        async def __call__(self, request: TranscribeRequest) -> EngineResult:
+            if request.kind is TranscribeKind.FINAL and not gate.is_set():
+                gate.set()  # the first final is slow: the second waits behind it to be sent
+                await asyncio.sleep(1.2)
+            return await super().__call__(request)
+
+    run = _Run(SessionSettings(model="m", partials=False), FirstWaits(delay_s=0.05))
+    for chunk in chunks(pcm16(two_sentences.audio, 24_000), CHUNK):
+        await run.session.append(chunk)
+        await asyncio.sleep(0.01)  # 10x real time: 500 ms of silence take about 50 ms
+    await run.session.close(drain=True)
+    assert len(run.of(Completed)) == 2
+    stages = run.counters.final_stage_times.stages
+    assert list(stages) == ["silence", "send", "total"]  # a fake model reports no stages
+    assert all(t.count == 2 for t in stages.values())
+    assert stages["silence"].max_s >= 0.03
+    assert stages["send"].max_s >= 0.1  # the second final, sent after the first
+    assert stages["total"].max_s >= 1.2
+    (line,) = [r.getMessage() for r in caplog.records if "ended after" in r.getMessage()]
+    assert "items=2 failed=0 final_ms_mean/max: silence=" in line and " total=" in line
+
+
 async def test_manual_commit_needs_100_ms_and_keeps_the_audio_clock() -> None:
     run = _Run(MANUAL, FakeTranscriber())
     with pytest.raises(CommitEmptyError, match="at least 100ms"):
@@ -305,6 +334,7 @@ async def test_manual_commit_needs_100_ms_and_keeps_the_audio_clock() -> None:
     await run.session.close(drain=True)
     spans = [(c.audio_start_ms, c.audio_end_ms) for c in run.of(Committed)]
     assert spans == [(0, 1000), (1000, 1500)]
+    assert run.counters.final_stage_times.stages["silence"].max_s == 0  # commits wait for none
     finals = [r for r in run.transcriber.requests if r.kind is TranscribeKind.FINAL]
     assert [len(r.audio) for r in finals] == [SR, SR // 2]
     assert run.of(SpeechStarted) == []  # manual turns announce nothing
