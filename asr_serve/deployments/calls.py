@@ -141,11 +141,14 @@ class Downstream:
         """Whether the Speakers deployment is part of the graph."""
         return self._speakers is not None
 
-    async def embed(self, clips: list[np.ndarray]) -> np.ndarray:
-        """Speaker embeddings of clips, one row each (the Speakers deployment)."""
+    async def embed(self, clips: list[np.ndarray], client: str) -> np.ndarray:
+        """Speaker embeddings of clips, one row each, as ``client``'s (the Speakers
+        deployment)."""
         assert self._speakers is not None, "speakers are off"
         speakers = self._speakers
-        return await call_downstream(lambda: speakers.embed.remote(clips), target="speakers")
+        return await call_downstream(
+            lambda: speakers.embed.remote(clips, client), target="speakers"
+        )
 
     async def transcribe(
         self,

@@ -8,7 +8,8 @@ calls into one network call, counted in fixed-length windows (GE2E's 1.6 s parti
 CAM++'s 1.5 s) so a batch is bounded by work; the encoder is the config's
 (:mod:`asr_serve.speakers.encoders`). Calls wait in a :class:`FairQueue`, as the ASR
 replica's items do, which releases a batch's worth when the encoder is free; each call is
-its client's (``""`` when the caller names none), served in turn by audio.
+its client's (as the ingress names it for the ASR replicas), served in turn by audio, so
+one client's long files do not hold every other client's clips and utterances behind them.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class Speakers:
         self._batched.set_batch_wait_timeout_s(self.batching.batch_wait_timeout_s)
 
     async def embed(self, clips: list[np.ndarray], client: str = "") -> np.ndarray:
-        """One unit embedding per clip (16 kHz mono float32), ``(len(clips), dim)``."""
+        """One unit embedding per clip (16 kHz mono float32), ``(len(clips), dim)``;
+        ``client`` (the ingress names it) is whose share of the encoder the call takes."""
         if not clips:
             return self.encoder.embed([])
         partials = sum(self.encoder.partial_count(len(c)) for c in clips)

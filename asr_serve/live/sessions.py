@@ -28,8 +28,8 @@ from asr_serve.live.protocols.connection import (
     LiveContext,
     accepted_subprotocol,
 )
-from asr_serve.live.speakers import Embed
 from asr_serve.live.transcribe import Transcribe
+from asr_serve.speakers.encoders import Embed
 
 logger = logging.getLogger("ray.serve")
 

@@ -9,24 +9,23 @@ OnlineSpeakers`), so labels are the same whatever order the embeddings come back
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 import numpy as np
 
 from asr_serve.config import SAMPLE_RATE, SpeakersConfig
+from asr_serve.speakers.encoders import Embed
 from asr_serve.speakers.online import OnlineSpeakers
 
 logger = logging.getLogger("ray.serve")
-
-#: Clips to unit embeddings, one row each (the Speakers deployment's ``embed``).
-Embed = Callable[[list[np.ndarray]], Awaitable[np.ndarray]]
 
 
 class SessionSpeakers:
     """One session's speakers; its event loop only."""
 
-    def __init__(self, embed: Embed, config: SpeakersConfig) -> None:
+    def __init__(self, embed: Embed, config: SpeakersConfig, client: str = "") -> None:
         self._embed = embed
+        #: Whose share of the encoder the session's utterances take.
+        self._client = client
         self._online = OnlineSpeakers(
             threshold=config.live_threshold, max_speakers=config.max_speakers
         )
@@ -34,7 +33,7 @@ class SessionSpeakers:
     async def embed(self, audio: np.ndarray) -> np.ndarray | None:
         """The utterance's embedding; ``None`` if it failed (the item completes unlabelled)."""
         try:
-            return (await self._embed([audio]))[0]
+            return (await self._embed([audio], self._client))[0]
         except Exception as exc:  # the transcript matters more than its label
             logger.warning("speaker embedding of a live utterance failed: %r", exc)
             return None

@@ -27,9 +27,9 @@ from asr_serve.errors import ASRServeError, InvalidRequestError
 from asr_serve.serving.requests import TranscriptionRequest
 from asr_serve.speakers.clips import cut_regions
 from asr_serve.speakers.clustering import KnownSpeakers, cluster, name_speakers
+from asr_serve.speakers.encoders import Embed
 from asr_serve.speakers.labels import Turn, turns_of
 
-EmbedFn = Callable[[list[np.ndarray]], Awaitable[np.ndarray]]
 #: ``(bytes, splitting)``: an upload's bytes to samples (in place, or the decoder).
 ReadFn = Callable[[bytes, SplittingConfig], Awaitable[DecodedAudio]]
 
@@ -67,7 +67,7 @@ def reference_bytes(url: str, index: int, limits: LimitsConfig) -> bytes:
 class FileDiarizer:
     """Diarizes decoded files; one per ingress replica."""
 
-    def __init__(self, config: SpeakersConfig, embed: EmbedFn) -> None:
+    def __init__(self, config: SpeakersConfig, embed: Embed) -> None:
         self.config = config
         self._embed = embed
 
@@ -77,8 +77,10 @@ class FileDiarizer:
         read: ReadFn,
         limits: LimitsConfig,
         splitting: SplittingConfig,
+        client: str = "",
     ) -> KnownSpeakers | None:
-        """The request's reference clips, decoded, checked and embedded; ``None`` if none."""
+        """The request's reference clips, decoded, checked and embedded as ``client``'s;
+        ``None`` if none."""
         if not request.known_speaker_references:
             return None
         clips = await asyncio.gather(
@@ -87,7 +89,7 @@ class FileDiarizer:
                 for i, url in enumerate(request.known_speaker_references)
             )
         )
-        vectors = await self._embed(list(clips))
+        vectors = await self._embed(list(clips), client)
         return KnownSpeakers(tuple(request.known_speaker_names), vectors)
 
     @staticmethod
@@ -110,15 +112,19 @@ class FileDiarizer:
         return audio.samples
 
     async def turns(
-        self, audio: DecodedAudio, known: KnownSpeakers | None, count: int | None = None
+        self,
+        audio: DecodedAudio,
+        known: KnownSpeakers | None,
+        count: int | None = None,
+        client: str = "",
     ) -> list[Turn]:
-        """Who spoke when in the file: its speech regions' clips, embedded and clustered
-        (into ``count`` speakers when the request says how many)."""
+        """Who spoke when in the file: its speech regions' clips, embedded as ``client``'s
+        and clustered (into ``count`` speakers when the request says how many)."""
         regions: Sequence[tuple[int, int]] = audio.regions or ()
         clips = cut_regions(regions, round(self.config.max_clip_s * SAMPLE_RATE))
         if not clips:
             return []
-        vectors = await self._embed([audio.samples[a:b] for a, b in clips])
+        vectors = await self._embed([audio.samples[a:b] for a, b in clips], client)
         return await asyncio.to_thread(self._cluster, clips, vectors, known, count)
 
     def _cluster(

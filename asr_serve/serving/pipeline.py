@@ -164,7 +164,7 @@ class TranscriptionPipeline:
         known = None
         async with self._deadline(deadline):
             if request.response_format == "diarized_json":
-                audio, known = await self._diarized(request, upload.data, splitting)
+                audio, known = await self._diarized(request, upload.data, splitting, client)
             else:
                 audio = await self._decode(upload.data, splitting)
         self.limits.take_audio(client.id, audio.duration_s)
@@ -178,7 +178,11 @@ class TranscriptionPipeline:
         )
 
     async def _diarized(
-        self, request: TranscriptionRequest, data: bytes, splitting: SplittingConfig
+        self,
+        request: TranscriptionRequest,
+        data: bytes,
+        splitting: SplittingConfig,
+        client: Client,
     ) -> tuple[DecodedAudio, KnownSpeakers | None]:
         """The file with its speech regions, and the request's reference clips embedded."""
         if self.diarizer is None:
@@ -195,7 +199,7 @@ class TranscriptionPipeline:
                 param="chunking_strategy",
             )
         known = await self.diarizer.known_speakers(
-            request, self._decode, self.config.limits, splitting
+            request, self._decode, self.config.limits, splitting, client.id
         )
         return audio, known
 
@@ -258,7 +262,9 @@ class TranscriptionPipeline:
                 self._decode(data, splitting, True) if speakers else self._decode(data, splitting)
             )
         self.limits.take_audio(client.id, audio.duration_s)
-        turns_of = None if diarizer is None else lambda: diarizer.turns(audio, None)
+        turns_of = (
+            None if diarizer is None else lambda: diarizer.turns(audio, None, client=client.id)
+        )
         pieces = [p async for p in self._pieces(model, audio, options, deadline, client, turns_of)]
         result = stitch([(p.piece, p.result) for p in pieces], audio.duration_s)
         return result, (pieces[0].turns or []) if pieces else []
@@ -271,7 +277,9 @@ class TranscriptionPipeline:
         turns = (
             None
             if diarizer is None
-            else lambda: diarizer.turns(job.audio, job.known, job.request.num_speakers)
+            else lambda: diarizer.turns(
+                job.audio, job.known, job.request.num_speakers, job.client.id
+            )
         )
         return self._pieces(job.request.model, job.audio, options, job.deadline, job.client, turns)
 

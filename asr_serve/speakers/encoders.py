@@ -8,12 +8,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import numpy as np
 
 from asr_serve.config import SpeakersConfig
+
+#: ``(clips, client)``: unit embeddings, one row per clip, as ``client``'s share of the
+#: encoder (the Speakers deployment's ``embed``, called by files and live sessions).
+Embed = Callable[[list[np.ndarray], str], Awaitable[np.ndarray]]
 
 
 class Encoder(Protocol):

@@ -59,8 +59,9 @@ from asr_serve.live.core import AudioBudget, LiveSession, SessionAudioLimitError
 from asr_serve.live.events import LiveEvent
 from asr_serve.live.metrics import LiveMetrics
 from asr_serve.live.protocols.outbox import Outbox, encoded_size
-from asr_serve.live.speakers import Embed, SessionSpeakers
+from asr_serve.live.speakers import SessionSpeakers
 from asr_serve.live.transcribe import Transcribe
+from asr_serve.speakers.encoders import Embed
 from asr_serve.speakers.models import resolve
 from asr_serve.untrusted import JSONShapeError, check_json_shape, clip
 
@@ -232,7 +233,7 @@ class LiveConnection(abc.ABC):
             protocol=self.protocol,
             audio_budget=self.audio_budget,
             speakers=(
-                SessionSpeakers(context.embed, context.speakers)
+                SessionSpeakers(context.embed, context.speakers, context.client.id)
                 if settings.speakers and context.embed is not None
                 else None
             ),
