@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from asr_serve.app import REPLICA_ENV
-from asr_serve.config import AppConfig, AuthConfig, ModelConfig
+from asr_serve.config import AppConfig, AuthConfig, ModelConfig, SpeakersConfig
 from benchmarks.systems.base import (
     HTTPSystem,
     ServerProcess,
@@ -75,10 +75,12 @@ def serve_config(
     if not bounded:
         wait = {"max_queue_wait_s": _UNBOUNDED_QUEUE_WAIT_S}
         model = model.model_copy(update={"batching": model.batching.model_copy(update=wait)})
-    # No keys: the harness's requests come from one address, as one client.
-    args = AppConfig(models=[model], auth=AuthConfig(anonymous=True)).model_dump(
-        mode="json", exclude_defaults=True
-    )
+    # No keys: the harness's requests come from one address, as one client. No Speakers
+    # deployment: nothing here asks who spoke (benchmarks/diarization.py measures that), and
+    # its replica's whole CPU would leave no room for the models on 2 logical CPUs.
+    args = AppConfig(
+        models=[model], auth=AuthConfig(anonymous=True), speakers=SpeakersConfig(enabled=False)
+    ).model_dump(mode="json", exclude_defaults=True)
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},

@@ -46,7 +46,7 @@ def prefix(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     args = tiny_args(
         tiny_model_dir,
         limits=LIMITS,
-        auth={"api_keys_file": str(keys_file), "required": True},
+        auth={"api_keys_file": str(keys_file)},
         cors={"allow_origins": [ORIGIN]},
     )
     # The key reaches the ingress as an environment variable, as a cluster's secret would.

@@ -21,8 +21,10 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
+import ray
 import yaml
 from openai import OpenAI
+from ray._private import services  # finds the running clusters, as ray.init("auto") does
 
 from devtools.speech import encode, pcm16, synthesize
 from devtools.text import normalize
@@ -198,8 +200,17 @@ class TestQuickstart:
 
     @pytest.mark.parametrize("page", EXAMPLE_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
     def test_examples(self, page: Path, tmp_path: Path) -> None:
-        """Each page's console and python blocks, in order, in a directory of their own."""
-        docs.run_page(page, tmp_path)
+        """Each page's console and python blocks, in order, in a directory of their own,
+        against the quickstart's cluster (not the one the other e2e tests share)."""
+        docs.run_page(page, tmp_path, ray_address=_quickstart_gcs())
+
+
+def _quickstart_gcs() -> str:
+    """The address of the quickstart's Ray cluster: the one running that is not this
+    process's own (the shared e2e cluster, when a test before started it)."""
+    own = {ray.get_runtime_context().gcs_address} if ray.is_initialized() else set()
+    (address,) = services.find_gcs_addresses() - own
+    return address
 
 
 def haproxy_replicas() -> list[dict[str, str]]:

@@ -299,9 +299,13 @@ def _test_id_problems(test_id: str) -> list[str]:
 # Running blocks and comparing their output.
 
 
-def run_page(page: Path, workdir: Path) -> None:
-    """Run ``page``'s runnable blocks in order in ``workdir``; the first wrong one fails."""
+def run_page(page: Path, workdir: Path, ray_address: str | None = None) -> None:
+    """Run ``page``'s runnable blocks in order in ``workdir``; the first wrong one fails.
+    ``ray_address``: the cluster a block's ``ray.init(address="auto")`` must find, where
+    another runs on the machine too (it would pick either)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    if ray_address is not None:
+        env["RAY_ADDRESS"] = ray_address
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     for block in blocks(page):
         if not block.runs:

@@ -119,8 +119,10 @@ SEGMENT = "conversation.item.input_audio_transcription.segment"
 
 async def speaker_session(base_url: str, model: str, talk: Conversation) -> list[Any]:
     """A conversation streamed into a diarizing session (``<model>-diarize``, server VAD)
-    as fast as it goes: its events, until every item up to the last sentence completed
-    (segment events, with ``speaker``, are :data:`SEGMENT`)."""
+    at three times real time (faster, a session's finals in flight reach
+    ``live.max_finals_in_flight`` and its audio is refused): its events, until every item
+    up to the last sentence completed (segment events, with ``speaker``, are
+    :data:`SEGMENT`)."""
     last = talk.turns[-1]
 
     def heard_all(events: list[Any]) -> bool:
@@ -134,7 +136,7 @@ async def speaker_session(base_url: str, model: str, talk: Conversation) -> list
         f"{model}-diarize",
         pcm16(talk.audio, 24_000),
         chunk_ms=100,
-        speed=None,
+        speed=3.0,
         session={"type": "transcription"},
         timeout_s=60 + 4 * talk.duration_s,
         until=heard_all,
