@@ -1,4 +1,8 @@
-"""What one live session may send, so that it cannot queue more work than it is served.
+"""What a live connection and each of its sessions may send, so that neither can queue more
+work than it is served nor hold a slot for ever.
+
+A connection may send ``live.max_session_audio_s`` of audio in all (:class:`AudioBudget`),
+whichever sessions it opens; past it the connection ends (4001).
 
 A live session's finals go to the models' fair queues under its client's name, as a file's
 pieces do (:mod:`asr_serve.engines.fair`); this bounds the session itself. Its audio may
@@ -19,7 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from asr_serve.config import LiveConfig
-from asr_serve.errors import RateLimitError
+from asr_serve.errors import PayloadTooLargeError, RateLimitError
 
 
 def _no_quota(seconds: float) -> None:
@@ -87,3 +91,31 @@ class SessionBudget:
 
     def final_ended(self) -> None:
         self.finals_in_flight -= 1
+
+
+class SessionAudioLimitError(PayloadTooLargeError):
+    """The session has taken ``max_session_audio_s`` of audio; it ends."""
+
+    code = "session_audio_limit"
+
+
+class AudioBudget:
+    """Audio one connection may send in all. A connection may open session after session
+    (``START`` again on funasr's realtime door): they share its budget, so a new one does
+    not start the count again."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.used_s = 0.0
+
+    def check(self, seconds: float) -> None:
+        """Refuse ``seconds`` more if they would pass the limit (nothing is taken)."""
+        if self.used_s + seconds > self.limit_s:
+            raise SessionAudioLimitError(
+                f"this session has reached its limit of {self.limit_s:g} s of audio; open a "
+                "new session to go on",
+                param="audio",
+            )
+
+    def take(self, seconds: float) -> None:
+        self.used_s += seconds

@@ -37,9 +37,8 @@ from asr_serve.errors import (
     ASRServeError,
     DeadlineExceededError,
     InvalidRequestError,
-    PayloadTooLargeError,
 )
-from asr_serve.live.budget import NO_CLIENT, LiveClient, SessionBudget
+from asr_serve.live.budget import NO_CLIENT, AudioBudget, LiveClient, SessionBudget
 from asr_serve.live.buffer import SampleBuffer
 from asr_serve.live.events import (
     Cleared,
@@ -68,34 +67,6 @@ class CommitEmptyError(InvalidRequestError):
     """A commit with too little audio (OpenAI's ``input_audio_buffer_commit_empty``)."""
 
     code = "input_audio_buffer_commit_empty"
-
-
-class SessionAudioLimitError(PayloadTooLargeError):
-    """The session has taken ``max_session_audio_s`` of audio; it ends."""
-
-    code = "session_audio_limit"
-
-
-class AudioBudget:
-    """Audio one connection may send in all. A connection may open session after session
-    (``START`` again on funasr's realtime door): they share its budget, so a new one does
-    not start the count again."""
-
-    def __init__(self, limit_s: float) -> None:
-        self.limit_s = limit_s
-        self.used_s = 0.0
-
-    def check(self, seconds: float) -> None:
-        """Refuse ``seconds`` more if they would pass the limit (nothing is taken)."""
-        if self.used_s + seconds > self.limit_s:
-            raise SessionAudioLimitError(
-                f"this session has reached its limit of {self.limit_s:g} s of audio; open a "
-                "new session to go on",
-                param="audio",
-            )
-
-    def take(self, seconds: float) -> None:
-        self.used_s += seconds
 
 
 #: A session logs at most one failed partial in this many seconds (a client can make one
@@ -195,9 +166,9 @@ class LiveSession:
         """Take a chunk of the client's audio, in the session's input format.
 
         Raises ``InvalidAudioError`` for bytes that are not whole samples (nothing is taken),
-        :class:`SessionAudioLimitError` once the connection's audio budget is spent, and
-        ``RateLimitError`` past the session's share (:mod:`asr_serve.live.budget`; nothing
-        is taken).
+        ``SessionAudioLimitError`` once the connection's audio budget is spent, and
+        ``RateLimitError`` past the session's share (both :mod:`asr_serve.live.budget`;
+        nothing is taken).
         """
         seconds = len(data) / self.settings.input_format.bytes_per_second
         self._budget.check(seconds)

@@ -12,13 +12,8 @@ from asr_serve.config import LiveConfig
 from asr_serve.engines.base import EngineResult, TranscribeOptions
 from asr_serve.errors import InvalidAudioError, InvalidRequestError
 from asr_serve.live import core
-from asr_serve.live.core import (
-    AudioBudget,
-    CommitEmptyError,
-    LiveSession,
-    SessionAudioLimitError,
-    SessionSettings,
-)
+from asr_serve.live.budget import AudioBudget, SessionAudioLimitError
+from asr_serve.live.core import CommitEmptyError, LiveSession, SessionSettings
 from asr_serve.live.events import (
     Cleared,
     Committed,

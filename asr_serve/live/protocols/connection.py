@@ -54,8 +54,8 @@ from starlette.websockets import WebSocket
 
 from asr_serve.config import LimitsConfig, LiveConfig, SpeakersConfig
 from asr_serve.errors import ASRServeError, InvalidRequestError, PayloadTooLargeError
-from asr_serve.live.budget import NO_CLIENT, LiveClient
-from asr_serve.live.core import AudioBudget, LiveSession, SessionAudioLimitError, SessionSettings
+from asr_serve.live.budget import NO_CLIENT, AudioBudget, LiveClient, SessionAudioLimitError
+from asr_serve.live.core import LiveSession, SessionSettings
 from asr_serve.live.events import LiveEvent
 from asr_serve.live.metrics import LiveMetrics
 from asr_serve.live.protocols.outbox import Outbox, encoded_size
