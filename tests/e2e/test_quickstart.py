@@ -78,13 +78,13 @@ def served(tmp_path: Path, **env: str) -> Iterator[Path]:
         assert cue in started, started[-4000:]
         yield log_path
     finally:
-        # Ctrl-C, as the README says. Ray 2.60's `serve run` usually exits within seconds;
-        # sometimes it hangs for minutes after its replicas stopped (its log shows Ray
-        # retrying `graceful_shutdown` on the controller it has just killed), and its own
-        # wait for the controller is 30 s: past that the test kills the run.
+        # Ctrl-C, as the README says. Ray 2.60's `serve run` exits within seconds (5-7 s
+        # here) or, now and then in a whole-suite run, hangs for minutes once its replicas
+        # have stopped (its log shows Ray retrying `graceful_shutdown` on the controller it
+        # has just killed): Ray's, not what this test checks, so past 20 s it is killed.
         os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=35)
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
