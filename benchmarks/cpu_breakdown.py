@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> Breakdown:
     with tempfile.TemporaryDirectory(prefix="asr-cpu-") as tmp:
         if args.front == "haproxy":
             os.environ.update(haproxy_apart(Path(tmp)))
-        run = ServeRun(Path(tmp), plan.model, access_log=args.serve_access_log)
+        run = ServeRun(Path(tmp), plan.model, access_log=args.serve_access_log, apps=("asr-serve",))
         system = ServedSystem("asr-serve", run)
         try:
             system.start()

@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = Results(engine=args.engine, engine_utterance_s=engine_s)
 
     with tempfile.TemporaryDirectory(prefix="asr-bench-realtime-") as tmp:
-        run = ServeRun(Path(tmp), model)
+        run = ServeRun(Path(tmp), model, apps=("asr-serve",))
         served = ServedSystem("asr-serve", run)
         try:
             run.start()
