@@ -60,7 +60,14 @@ from benchmarks.audio import make_mix
 from benchmarks.loadgen import TRANSCRIPTIONS, closed_loop, summarize
 from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.run import RESULTS_DIR
-from benchmarks.systems.base import ROOT, ServerProcess, cmdline, descendants, http_ok
+from benchmarks.systems.base import (
+    ROOT,
+    SERVE_RUN_STOP_S,
+    ServerProcess,
+    cmdline,
+    descendants,
+    http_ok,
+)
 from devtools.languages import HARD_LANGUAGES, LANGUAGES, SENTENCES, speak
 from devtools.net import free_port
 from devtools.speech import encode
@@ -220,7 +227,7 @@ def quickstart(
         deployment = asr_deployment_name(multilingual[0]["name"]) if multilingual else None
         yield url, {"ready_s": ready_s, **_memory(process.proc.pid, deployment)}
     finally:
-        process.stop(sig=signal.SIGINT, timeout_s=90)
+        process.stop(sig=signal.SIGINT, timeout_s=SERVE_RUN_STOP_S)
 
 
 def parity(url: str, model: str, inprocess: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,10 @@ from devtools.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+#: How long a ``serve run`` gets to stop on Ctrl-C before its processes are killed: it
+#: stops in 5-10 s, or now and then (Ray 2.60) never acts on the signal at all, its
+#: controller's log showing no shutdown begun; waiting longer only idles the machine.
+SERVE_RUN_STOP_S = 15.0
 
 
 def http_ok(url: str) -> bool:

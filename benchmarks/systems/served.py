@@ -23,6 +23,7 @@ import yaml
 from asr_serve.app import REPLICA_ENV
 from asr_serve.config import AppConfig, AuthConfig, ModelConfig, SpeakersConfig
 from benchmarks.systems.base import (
+    SERVE_RUN_STOP_S,
     HTTPSystem,
     ServerProcess,
     cmdline,
@@ -219,7 +220,7 @@ class ServeRun:
             _disconnect()
             self._driver = False
         # serve run cleans up (applications, then its local Ray) on Ctrl-C.
-        self.process.stop(sig=signal.SIGINT, timeout_s=60)
+        self.process.stop(sig=signal.SIGINT, timeout_s=SERVE_RUN_STOP_S)
 
 
 class ServedSystem(HTTPSystem):

@@ -26,6 +26,7 @@ import yaml
 from openai import OpenAI
 from ray._private import services  # finds the running clusters, as ray.init("auto") does
 
+from benchmarks.systems.base import SERVE_RUN_STOP_S
 from devtools.speech import encode, pcm16, synthesize
 from devtools.text import normalize
 from tests.support import docs
@@ -79,12 +80,11 @@ def served(tmp_path: Path, **env: str) -> Iterator[Path]:
         yield log_path
     finally:
         # Ctrl-C, as the README says. Ray 2.60's `serve run` exits within seconds (5-7 s
-        # here) or, now and then in a whole-suite run, hangs for minutes once its replicas
-        # have stopped (its log shows Ray retrying `graceful_shutdown` on the controller it
-        # has just killed): Ray's, not what this test checks, so past 20 s it is killed.
+        # here) or, now and then in a whole-suite run, hangs for minutes: Ray's, not what
+        # this test checks, so past SERVE_RUN_STOP_S it is killed.
         os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=SERVE_RUN_STOP_S)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
