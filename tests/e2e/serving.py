@@ -73,3 +73,10 @@ def deploy(
     )
     serve.run_many([target], wait_for_applications_running=blocking)
     return f"/{name}"
+
+
+def undeploy(name: str) -> None:
+    """Delete application ``name`` without waiting for its replicas to stop: each stop
+    takes Serve's shutdown wait (about 3 s) whatever the replica does, and every test's
+    applications have names of their own, so nothing waits for the old ones to go."""
+    serve.delete(name, _blocking=False)

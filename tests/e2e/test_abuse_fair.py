@@ -38,7 +38,7 @@ from ray import serve
 
 from devtools.flood import Outcome, bearer, commit_flood, file_clients, p95
 from devtools.speech import encode, synthesize
-from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
+from tests.e2e.serving import TINY_MODEL, deploy, tiny_args, undeploy
 from tests.support.redis_server import RedisServer
 from tests.support.replica_logs import LogWindow, records, tracebacks
 
@@ -81,7 +81,7 @@ def _keyed_app(name: str, tiny_model_dir: Path, **args: object) -> str:
 @pytest.fixture(scope="module")
 def base_url(serve_url: str, tiny_model_dir: Path) -> Iterator[str]:
     yield serve_url + _keyed_app(APP, tiny_model_dir)
-    serve.delete(APP)
+    undeploy(APP)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,7 @@ def cached_url(serve_url: str, tiny_model_dir: Path) -> Iterator[str]:
     name = f"{APP}-cache"
     cache = {"enabled": True, "redis_url": server.url}
     yield serve_url + _keyed_app(name, tiny_model_dir, cache=cache)
-    serve.delete(name)
+    undeploy(name)
     server.kill()
 
 
@@ -244,7 +244,7 @@ def limited_url(serve_url: str, tiny_model_dir: Path) -> Iterator[str]:
         "max_audio_s_per_minute": 10.0,
     }
     yield serve_url + deploy(name, tiny_args(tiny_model_dir, clients=clients))
-    serve.delete(name)
+    undeploy(name)
 
 
 def _from(address: str) -> dict[str, str]:

@@ -27,12 +27,11 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from ray import serve
 from websockets.asyncio.client import ClientConnection
 
 from devtools.speech import Speech, encode, pcm16, speech_with_pauses
 from devtools.text import SENTENCES
-from tests.e2e.serving import WHISPER, deploy, whisper_model
+from tests.e2e.serving import WHISPER, deploy, undeploy, whisper_model
 from tests.support.funasr_clients import RUNTIME_CONFIG, command, realtime_session
 from tests.support.normal_clients import NormalClients, p95
 from tests.support.replica_logs import LogWindow, records, tracebacks
@@ -78,7 +77,7 @@ def anyio_backend() -> str:
 def base_url(serve_url: str) -> Iterator[str]:
     args = {"models": [whisper_model()], "live": LIVE, "cors": {"allow_origins": [ORIGIN]}}
     yield f"{serve_url}{deploy(APP, args)}"
-    serve.delete(APP)
+    undeploy(APP)
 
 
 @pytest.fixture(scope="module")

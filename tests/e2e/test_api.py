@@ -16,7 +16,7 @@ from asr_serve.config import ModelConfig
 from asr_serve.engines import TranscribeOptions, create_engine
 from devtools.speech import encode, noise, tone
 from tests.api.test_openapi import TRANSCRIPTION_FIELDS, TRANSLATION_FIELDS, form
-from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
+from tests.e2e.serving import TINY_MODEL, deploy, tiny_args, undeploy
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ APP = "api"
 @pytest.fixture(scope="module")
 def prefix(serve_url: str, tiny_model_dir) -> str:
     yield deploy(APP, tiny_args(tiny_model_dir, limits={"max_audio_s": 30}))
-    serve.delete(APP)
+    undeploy(APP)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from ray import serve
 
 from devtools.speech import encode, noise, tone
-from tests.e2e.serving import deploy, tiny_args
+from tests.e2e.serving import deploy, tiny_args, undeploy
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +30,7 @@ def redis_server() -> Iterator[RedisServer]:
 def prefix(serve_url: str, tiny_model_dir, redis_server: RedisServer) -> Iterator[str]:
     cache = {"enabled": True, "redis_url": redis_server.url, "backoff_s": BACKOFF_S}
     yield deploy(APP, tiny_args(tiny_model_dir, cache=cache))
-    serve.delete(APP)
+    undeploy(APP)
 
 
 def _clip(seed: int) -> object:

@@ -18,7 +18,6 @@ from pathlib import Path
 import openai
 import pytest
 import websockets
-from ray import serve
 
 from devtools.conversation import (
     LINES,
@@ -30,7 +29,7 @@ from devtools.conversation import (
 )
 from devtools.speech import encode, pcm16
 from devtools.tiny_campplus import write_campplus
-from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
+from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, undeploy, whisper_model
 from tests.support.funasr_clients import runtime_results, runtime_session
 from tests.support.realtime import COMPLETED, SEGMENT, speaker_session
 
@@ -45,7 +44,7 @@ ANN, BOB = VOICES[0], VOICES[1]
 def base_url(serve_url: str) -> Iterator[str]:
     deploy(APP, {"models": [whisper_model()]})
     yield f"{serve_url}/{APP}"
-    serve.delete(APP)
+    undeploy(APP)
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +239,7 @@ def campplus_url(
     speakers = {"encoder": "cam++", "encoder_model": str(campplus), "encoder_source": "local"}
     prefix = deploy(CAMPPLUS_APP, tiny_args(tiny_model_dir, speakers=speakers))
     yield f"{serve_url}{prefix}"
-    serve.delete(CAMPPLUS_APP)
+    undeploy(CAMPPLUS_APP)
 
 
 def test_campplus_serves_diarized_json_and_live_speakers(

@@ -24,7 +24,7 @@ from ray import serve
 from ray.serve.context import _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
-from tests.e2e.serving import TINY_MODEL, tiny_args
+from tests.e2e.serving import TINY_MODEL, tiny_args, undeploy
 from tests.support.hostile import good_wav
 from tests.support.replica_probe import replica_actors
 
@@ -103,7 +103,7 @@ def _deploy(config: dict[str, Any], timeout_s: float = 300.0) -> None:
 def prefix(serve_url: str, tiny_model_dir: Path) -> Iterator[str]:
     _deploy(_config(tiny_model_dir))
     yield f"/{APP}"
-    serve.delete(APP)
+    undeploy(APP)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from ray import serve
 from asr_serve.config import ModelConfig
 from benchmarks.systems.base import http_ok
 from benchmarks.systems.baselines import START_TIMEOUT_S, FunASRServer
-from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
+from tests.e2e.serving import TINY_MODEL, deploy, tiny_args, undeploy
 from tests.fidelity.clips import CLIPS, funasr_text, write_wavs
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +61,7 @@ def funasr_server(tmp_path_factory, tiny_model_dir) -> Iterator[FunASRServer]:
 def prefix(serve_url: str, tiny_model_dir, funasr_server: FunASRServer) -> Iterator[str]:
     # max_new_tokens None: the checkpoint's own max_length, which funasr decodes with too.
     yield deploy(APP, tiny_args(tiny_model_dir, model={"max_new_tokens": None}))
-    serve.delete(APP)
+    undeploy(APP)
 
 
 @pytest.fixture(scope="module")

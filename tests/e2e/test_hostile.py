@@ -16,9 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 import ray
-from ray import serve
 
-from tests.e2e.serving import deploy, tiny_args
+from tests.e2e.serving import deploy, tiny_args, undeploy
 from tests.support.hostile import HostileCase, good_wav, hostile_corpus
 from tests.support.replica_logs import LogWindow, records, tracebacks
 from tests.support.replica_probe import replica_actors, replica_memory
@@ -53,7 +52,7 @@ def prefix(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     ingress_env = {"env_vars": {"ASR_SERVE_API_KEYS": ENV_KEY}}
     options = {"Ingress": {"ray_actor_options": {"num_cpus": 0.1, "runtime_env": ingress_env}}}
     yield deploy(APP, args, options)
-    serve.delete(APP)
+    undeploy(APP)
 
 
 def _send(http: httpx.Client, prefix: str, case: HostileCase) -> httpx.Response:

@@ -28,7 +28,7 @@ from ray import serve
 
 from devtools.speech import Speech, encode, pcm16, speech_with_pauses
 from devtools.text import SENTENCES, wer
-from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
+from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, undeploy, whisper_model
 from tests.support.funasr_clients import (
     check_runtime_final,
     command,
@@ -71,7 +71,7 @@ def prefix(tiny_model_dir: Path) -> Iterator[str]:
     env = {"env_vars": {"ASR_SERVE_API_KEYS": KEY}}
     options = {"Ingress": {"ray_actor_options": {"num_cpus": 0.1, "runtime_env": env}}}
     yield deploy(APP, args, options)
-    serve.delete(APP)
+    undeploy(APP)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from asr_serve.engines import TranscribeOptions, create_engine
 from devtools.long_audio import Recording, long_recording
 from devtools.speech import encode, synthesize
 from devtools.text import wer
-from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
+from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, undeploy, whisper_model
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,7 @@ def prefix(serve_url: str, tiny_model_dir) -> str:
     args["splitting"] = SPLITTING.model_dump()
     args["limits"] = {"max_audio_s": MAX_AUDIO_S, "request_timeout_s": 300}
     yield deploy(APP, args, {f"ASR-{WHISPER}": {"ray_actor_options": {"num_cpus": 1}}})
-    serve.delete(APP)
+    undeploy(APP)
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,11 @@ import openai
 import pytest
 import srt
 import webvtt
-from ray import serve
 
 from devtools.languages import COFFEE, PHRASES, SENTENCES, VOICES, speak
 from devtools.speech import Speech, encode, pcm16, speech_with_pauses
 from devtools.text import normalize
-from tests.e2e.serving import WHISPER, deploy, whisper_model
+from tests.e2e.serving import WHISPER, deploy, undeploy, whisper_model
 from tests.support.funasr_clients import realtime_session, runtime_results, runtime_session
 from tests.support.realtime import COMPLETED, DELTA, client_for, stream_with_sdk
 
@@ -52,7 +51,7 @@ def base_url(serve_url: str) -> Iterator[str]:
     options = {f"ASR-{name}": {"ray_actor_options": {"num_cpus": 0.5}} for name in (WHISPER, BASE)}
     prefix = deploy(APP, args, options)
     yield f"{serve_url}{prefix}"
-    serve.delete(APP)
+    undeploy(APP)
 
 
 @pytest.fixture(scope="module")

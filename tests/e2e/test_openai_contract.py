@@ -16,11 +16,10 @@ from collections.abc import Iterator
 import numpy as np
 import openai
 import pytest
-from ray import serve
 
 from devtools.speech import encode, synthesize
 from devtools.text import normalize
-from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
+from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, undeploy, whisper_model
 from tests.support.translating_engine import MARK
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +40,7 @@ def client(serve_url: str, tiny_model_dir) -> Iterator[openai.OpenAI]:
     args["models"] = [whisper_model(), args["models"][0], translator]
     deploy(APP, args)
     yield openai.OpenAI(base_url=f"{serve_url}/{APP}/v1", api_key="unused", max_retries=0)
-    serve.delete(APP)
+    undeploy(APP)
 
 
 @pytest.fixture(scope="module")

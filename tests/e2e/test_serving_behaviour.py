@@ -12,7 +12,7 @@ from ray.serve.context import _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
 from devtools.speech import encode, noise
-from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
+from tests.e2e.serving import TINY_MODEL, deploy, tiny_args, undeploy
 from tests.support.faulty_engine import FAIL_PROMPT
 from tests.support.replica_logs import LogWindow, records, tracebacks
 
@@ -84,11 +84,11 @@ def test_reconfigure_changes_batch_size_live(http, tiny_model_dir) -> None:
         sizes = handle.stats.remote().result()["recent_batch_sizes"][seen:]
         assert sizes and max(sizes) <= 2
     finally:
-        serve.delete(app)
+        undeploy(app)
 
 
 def test_full_queue_is_503_with_retry_after(http, tiny_model_dir) -> None:
-    app = "overload"
+    app = "fullqueue"
     options = {
         ASR: {
             "max_ongoing_requests": 1,
@@ -109,7 +109,7 @@ def test_full_queue_is_503_with_retry_after(http, tiny_model_dir) -> None:
         assert rejected.json()["error"]["code"] == "overloaded"
         assert _post(http, prefix).status_code == 200  # healthy right after
     finally:
-        serve.delete(app)
+        undeploy(app)
 
 
 def test_deadline_is_504(http, tiny_model_dir) -> None:
@@ -120,7 +120,7 @@ def test_deadline_is_504(http, tiny_model_dir) -> None:
         assert resp.status_code == 504
         assert resp.json()["error"]["code"] == "deadline_exceeded"
     finally:
-        serve.delete(app)
+        undeploy(app)
 
 
 def test_ready_only_after_warm_up(http, tiny_model_dir) -> None:
@@ -140,7 +140,7 @@ def test_ready_only_after_warm_up(http, tiny_model_dir) -> None:
         assert answers[0] == 503, "the ingress answered ready before the model warmed up"
         assert _post(http, prefix).status_code == 200
     finally:
-        serve.delete(app)
+        undeploy(app)
 
 
 def test_missing_weights_fail_with_a_clear_message(tmp_path) -> None:
@@ -156,7 +156,7 @@ def test_missing_weights_fail_with_a_clear_message(tmp_path) -> None:
         assert "download" in message and str(absent) in message, message
         assert "Traceback" not in message.splitlines()[0]
     finally:
-        serve.delete(app)
+        undeploy(app)
 
 
 def test_key_file_without_a_key_stops_the_ingress(tmp_path, tiny_model_dir) -> None:
@@ -173,7 +173,7 @@ def test_key_file_without_a_key_stops_the_ingress(tmp_path, tiny_model_dir) -> N
         assert status.deployments["Ingress"].status == "DEPLOY_FAILED"
         assert "holds no API key" in status.deployments["Ingress"].message
     finally:
-        serve.delete(app)
+        undeploy(app)
 
 
 def test_an_engine_failure_is_a_500_in_the_api_shape(http, tiny_model_dir) -> None:
@@ -200,4 +200,4 @@ def test_an_engine_failure_is_a_500_in_the_api_shape(http, tiny_model_dir) -> No
         assert "injected engine failure" in asr
         assert len(records(ingress, "ERROR")) == 1 and tracebacks(ingress) == 0, ingress
     finally:
-        serve.delete(app)
+        undeploy(app)

@@ -21,9 +21,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from ray import serve
 
-from tests.e2e.serving import deploy, tiny_args
+from tests.e2e.serving import deploy, tiny_args, undeploy
 from tests.support.hostile import good_wav
 from tests.support.replica_probe import proxy_actor, replica_actors, replica_memory
 from tests.support.slow_clients import IdleConnection, Outcome, held_upload
@@ -57,7 +56,7 @@ WAV = good_wav()
 @pytest.fixture(scope="module")
 def prefix(serve_url: str, tiny_model_dir) -> Iterator[str]:
     yield deploy(APP, tiny_args(tiny_model_dir, limits=LIMITS))
-    serve.delete(APP)
+    undeploy(APP)
 
 
 def _memory_mib(app: str) -> tuple[float, float]:
@@ -185,7 +184,7 @@ def test_past_its_uploads_the_ingress_refuses_at_once_and_stays_live(
     try:
         outcomes, refused, refused_in, after = asyncio.run(scenario())
     finally:
-        serve.delete(app)
+        undeploy(app)
     for resp in refused:
         assert resp.status_code == 503, resp.text
         assert resp.json()["error"]["code"] == "overloaded"
@@ -282,4 +281,4 @@ def test_measure_what_one_ingress_replica_holds(serve_url: str, tiny_model_dir) 
     try:
         asyncio.run(scenario())
     finally:
-        serve.delete(app)
+        undeploy(app)

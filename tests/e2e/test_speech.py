@@ -16,7 +16,7 @@ from asr_serve.config import ModelConfig
 from asr_serve.engines import TranscribeOptions, create_engine
 from devtools.speech import FORMATS, encode, synthesize
 from devtools.text import SENTENCES, normalize, wer
-from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, whisper_model
+from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, undeploy, whisper_model
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ def prefix(serve_url: str, tiny_model_dir) -> str:
     args = tiny_args(tiny_model_dir)
     args["models"].insert(0, WHISPER_MODEL)
     yield deploy(APP, args, {f"ASR-{WHISPER}": {"ray_actor_options": {"num_cpus": 1}}})
-    serve.delete(APP)
+    undeploy(APP)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
-from ray import serve
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
@@ -31,7 +30,7 @@ from devtools.conversation import LINES, VOICES, converse
 from devtools.languages import COFFEE, speak
 from devtools.speech import encode, synthesize
 from devtools.text import SENTENCES, normalize, wer
-from tests.e2e.serving import WHISPER, deploy, whisper_model
+from tests.e2e.serving import WHISPER, deploy, undeploy, whisper_model
 from tests.live.conftest import FakeTranscriber
 from tests.live.server import LiveServer, whisper_engine
 
@@ -67,7 +66,7 @@ def page_url(serve_url: str) -> Iterator[str]:
     models = [whisper_model(cpu_threads=1), BASE_MODEL]
     prefix = deploy(APP, {"models": models})
     yield f"{serve_url}{prefix}"
-    serve.delete(APP)
+    undeploy(APP)
 
 
 #: A fake microphone, granted without a prompt (it beeps unless given a file to play).
