@@ -56,6 +56,8 @@ def quickstart(serve_url: str, request) -> Iterator[tuple[str, str]]:
     _get_global_client().deploy_apps(schema, _blocking=True)
     (asr,) = [d["name"] for d in app["deployments"] if d["name"].startswith("ASR-")]
     yield f"{serve_url}/{APP}", asr
+    # Waits for the replicas to stop (not tests.e2e.serving.undeploy): the next parameter
+    # deploys an application of the same name.
     serve.delete(APP)
 
 
