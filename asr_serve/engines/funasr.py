@@ -68,9 +68,11 @@ class FunASREngine(Engine):
         self._lock = threading.Lock()
 
     def load(self) -> None:
+        kwargs = self._load_kwargs()  # before importing funasr: a missing model fails at once
+        # Here, not at the top: importing funasr imports every model it has (seconds of CPU),
+        # which only a replica that loads one should pay.
         from funasr import AutoModel
 
-        kwargs = self._load_kwargs()
         if self.config.cpu_threads:
             torch.set_num_threads(self.config.cpu_threads)
         try:

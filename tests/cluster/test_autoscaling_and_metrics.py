@@ -42,7 +42,7 @@ from tests.cluster.harness import (
     wait_for,
     wait_for_series,
 )
-from tests.e2e.serving import TINY_MODEL, deploy, tiny_args
+from tests.e2e.serving import SPEAKERS_ON, TINY_MODEL, deploy, tiny_args
 from tests.support.realtime import COMPLETED
 
 # Both: `-m "not e2e"` keeps meaning "no Ray"; `-m cluster` selects these alone.
@@ -94,7 +94,8 @@ SHORT = ("short.wav", encode(noise(1.0, 11), 16000, "wav"))
 
 @pytest.fixture(scope="module")
 def app_url(serve_url: str, tiny_model_dir: Path) -> Iterator[str]:
-    prefix = deploy(APP, tiny_args(tiny_model_dir, model={"batching": BATCHING}), OPTIONS)
+    args = tiny_args(tiny_model_dir, model={"batching": BATCHING}, speakers=SPEAKERS_ON)
+    prefix = deploy(APP, args, OPTIONS)
     yield f"{serve_url}{prefix}/v1/audio/transcriptions"
     serve.delete(APP)
 

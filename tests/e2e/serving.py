@@ -13,9 +13,15 @@ from asr_serve.config import AppConfig
 TINY_MODEL = "tiny-nano"
 
 
+#: ``speakers=`` for :func:`tiny_args` where a test diarizes.
+SPEAKERS_ON = {"enabled": True}
+
+
 def tiny_args(model_dir: Path, **overrides: Any) -> dict[str, Any]:
     """App args serving the generated Fun-ASR-Nano checkpoint on CPU, without API keys
-    unless the Ingress's environment has some."""
+    unless the Ingress's environment has some, and without the Speakers deployment unless
+    ``speakers=`` asks for it (:data:`SPEAKERS_ON`): its replica adds 2 s to every deploy
+    of a test that does not diarize."""
     model = {
         "name": TINY_MODEL,
         "engine": "funasr",
@@ -26,7 +32,12 @@ def tiny_args(model_dir: Path, **overrides: Any) -> dict[str, Any]:
         "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.1},
     }
     model.update(overrides.pop("model", {}))
-    return {"models": [model], "auth": {"anonymous": True}, **overrides}
+    return {
+        "models": [model],
+        "auth": {"anonymous": True},
+        "speakers": {"enabled": False},
+        **overrides,
+    }
 
 
 WHISPER = "whisper-tiny.en"

@@ -19,7 +19,15 @@ import pytest
 
 from devtools.speech import encode, synthesize
 from devtools.text import normalize
-from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, undeploy, whisper_model
+from tests.e2e.serving import (
+    SPEAKERS_ON,
+    TINY_MODEL,
+    WHISPER,
+    deploy,
+    tiny_args,
+    undeploy,
+    whisper_model,
+)
 from tests.support.translating_engine import MARK
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +39,7 @@ MAX_PIECE_S = 4.0
 
 @pytest.fixture(scope="module")
 def client(serve_url: str, tiny_model_dir) -> Iterator[openai.OpenAI]:
-    args = tiny_args(tiny_model_dir, splitting={"max_piece_s": MAX_PIECE_S})
+    args = tiny_args(tiny_model_dir, splitting={"max_piece_s": MAX_PIECE_S}, speakers=SPEAKERS_ON)
     translator = {
         **args["models"][0],
         "name": TRANSLATOR,
