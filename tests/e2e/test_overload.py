@@ -63,7 +63,7 @@ def quickstart(serve_url: str, request) -> Iterator[tuple[str, str]]:
 
 @pytest.mark.parametrize(
     ("quickstart", "clients", "load_s"),
-    [(3.0, 12, 15.0), (10.0, 100, 30.0)],
+    [(3.0, 12, 15.0), (10.0, 100, 20.0)],
     indirect=["quickstart"],
     ids=["12-clients", "100-clients"],
 )
