@@ -54,13 +54,16 @@ from devtools.conversation import (
 )
 from devtools.local_serve import local_serve
 from devtools.speech import encode
-from tests.e2e.serving import WHISPER, deploy, whisper_model
+from tests.e2e.serving import SPEAKERS_ON, WHISPER, deploy, whisper_model
 from tests.support.realtime import SEGMENT, speaker_session
 
 APP = "diarization"
 #: The CPU quickstart's model and Speakers (serve_config.cpu.yaml), small Ray reservations
 #: so every replica fits the 2-core machine's logical CPUs.
-ARGS = {"models": [whisper_model(batching={"max_batch_size": 4, "batch_wait_timeout_s": 0.02})]}
+ARGS = {
+    "models": [whisper_model(batching={"max_batch_size": 4, "batch_wait_timeout_s": 0.02})],
+    "speakers": SPEAKERS_ON,
+}
 OPTIONS = {
     f"ASR-{WHISPER}": {"ray_actor_options": {"num_cpus": 0.5}},
     "Speakers": {"ray_actor_options": {"num_cpus": 0.2}},

@@ -13,15 +13,13 @@ from asr_serve.config import AppConfig
 TINY_MODEL = "tiny-nano"
 
 
-#: ``speakers=`` for :func:`tiny_args` where a test diarizes.
+#: App args' ``speakers`` where a test diarizes (:func:`deploy` leaves Speakers out).
 SPEAKERS_ON = {"enabled": True}
 
 
 def tiny_args(model_dir: Path, **overrides: Any) -> dict[str, Any]:
     """App args serving the generated Fun-ASR-Nano checkpoint on CPU, without API keys
-    unless the Ingress's environment has some, and without the Speakers deployment unless
-    ``speakers=`` asks for it (:data:`SPEAKERS_ON`): its replica adds 2 s to every deploy
-    of a test that does not diarize."""
+    unless the Ingress's environment has some."""
     model = {
         "name": TINY_MODEL,
         "engine": "funasr",
@@ -32,12 +30,7 @@ def tiny_args(model_dir: Path, **overrides: Any) -> dict[str, Any]:
         "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.1},
     }
     model.update(overrides.pop("model", {}))
-    return {
-        "models": [model],
-        "auth": {"anonymous": True},
-        "speakers": {"enabled": False},
-        **overrides,
-    }
+    return {"models": [model], "auth": {"anonymous": True}, **overrides}
 
 
 WHISPER = "whisper-tiny.en"
@@ -71,8 +64,11 @@ def deploy(
 ) -> str:
     """Deploy the real graph as application ``name`` under ``/name``; return its prefix.
     Without an ``auth`` section in ``args`` it serves without keys unless its environment
-    has some (``auth.anonymous``)."""
-    config = AppConfig.model_validate({"auth": {"anonymous": True}, **args})
+    has some (``auth.anonymous``); without a ``speakers`` section, without the Speakers
+    deployment (:data:`SPEAKERS_ON` asks for it): its replica adds 2 s to every deploy of a
+    test that does not diarize."""
+    defaults = {"auth": {"anonymous": True}, "speakers": {"enabled": False}}
+    config = AppConfig.model_validate({**defaults, **args})
     merged = {**SMALL_REPLICAS, **(options or {})}
     for m in config.models:
         merged.setdefault(m.deployment_name, {}).setdefault("ray_actor_options", {"num_cpus": 0.5})

@@ -29,7 +29,15 @@ from devtools.conversation import (
 )
 from devtools.speech import encode, pcm16
 from devtools.tiny_campplus import write_campplus
-from tests.e2e.serving import TINY_MODEL, WHISPER, deploy, tiny_args, undeploy, whisper_model
+from tests.e2e.serving import (
+    SPEAKERS_ON,
+    TINY_MODEL,
+    WHISPER,
+    deploy,
+    tiny_args,
+    undeploy,
+    whisper_model,
+)
 from tests.support.funasr_clients import runtime_results, runtime_session
 from tests.support.realtime import COMPLETED, SEGMENT, speaker_session
 
@@ -42,7 +50,7 @@ ANN, BOB = VOICES[0], VOICES[1]
 
 @pytest.fixture(scope="module")
 def base_url(serve_url: str) -> Iterator[str]:
-    deploy(APP, {"models": [whisper_model()]})
+    deploy(APP, {"models": [whisper_model()], "speakers": SPEAKERS_ON})
     yield f"{serve_url}/{APP}"
     undeploy(APP)
 

@@ -30,7 +30,7 @@ from devtools.conversation import LINES, VOICES, converse
 from devtools.languages import COFFEE, speak
 from devtools.speech import encode, synthesize
 from devtools.text import SENTENCES, normalize, wer
-from tests.e2e.serving import WHISPER, deploy, undeploy, whisper_model
+from tests.e2e.serving import SPEAKERS_ON, WHISPER, deploy, undeploy, whisper_model
 from tests.live.conftest import FakeTranscriber
 from tests.live.server import LiveServer, whisper_engine
 
@@ -64,7 +64,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="module")
 def page_url(serve_url: str) -> Iterator[str]:
     models = [whisper_model(cpu_threads=1), BASE_MODEL]
-    prefix = deploy(APP, {"models": models})
+    prefix = deploy(APP, {"models": models, "speakers": SPEAKERS_ON})
     yield f"{serve_url}{prefix}"
     undeploy(APP)
 
