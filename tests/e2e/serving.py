@@ -13,13 +13,17 @@ from asr_serve.config import AppConfig
 TINY_MODEL = "tiny-nano"
 
 
-#: App args' ``speakers`` where a test diarizes (:func:`deploy` leaves Speakers out).
+#: What a test's app args leave out: API keys (unless the Ingress's environment has some)
+#: and the Speakers deployment, whose replica adds 2 s to every deploy of a test that does
+#: not diarize (:data:`SPEAKERS_ON` asks for it).
+APP_DEFAULTS: dict[str, Any] = {"auth": {"anonymous": True}, "speakers": {"enabled": False}}
+#: App args' ``speakers`` where a test diarizes.
 SPEAKERS_ON = {"enabled": True}
 
 
 def tiny_args(model_dir: Path, **overrides: Any) -> dict[str, Any]:
-    """App args serving the generated Fun-ASR-Nano checkpoint on CPU, without API keys
-    unless the Ingress's environment has some."""
+    """App args serving the generated Fun-ASR-Nano checkpoint on CPU (and
+    :data:`APP_DEFAULTS`)."""
     model = {
         "name": TINY_MODEL,
         "engine": "funasr",
@@ -30,7 +34,7 @@ def tiny_args(model_dir: Path, **overrides: Any) -> dict[str, Any]:
         "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.1},
     }
     model.update(overrides.pop("model", {}))
-    return {"models": [model], "auth": {"anonymous": True}, **overrides}
+    return {**APP_DEFAULTS, "models": [model], **overrides}
 
 
 WHISPER = "whisper-tiny.en"
@@ -63,12 +67,8 @@ def deploy(
     blocking: bool = True,
 ) -> str:
     """Deploy the real graph as application ``name`` under ``/name``; return its prefix.
-    Without an ``auth`` section in ``args`` it serves without keys unless its environment
-    has some (``auth.anonymous``); without a ``speakers`` section, without the Speakers
-    deployment (:data:`SPEAKERS_ON` asks for it): its replica adds 2 s to every deploy of a
-    test that does not diarize."""
-    defaults = {"auth": {"anonymous": True}, "speakers": {"enabled": False}}
-    config = AppConfig.model_validate({**defaults, **args})
+    Sections ``args`` lacks are :data:`APP_DEFAULTS`'."""
+    config = AppConfig.model_validate({**APP_DEFAULTS, **args})
     merged = {**SMALL_REPLICAS, **(options or {})}
     for m in config.models:
         merged.setdefault(m.deployment_name, {}).setdefault("ray_actor_options", {"num_cpus": 0.5})

@@ -12,7 +12,7 @@ from ray.serve.context import _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
 from devtools.speech import encode, noise
-from tests.e2e.serving import TINY_MODEL, deploy, tiny_args, undeploy
+from tests.e2e.serving import TINY_MODEL, deploy, tiny_args, undeploy, whisper_model
 from tests.support.faulty_engine import FAIL_PROMPT
 from tests.support.replica_logs import LogWindow, records, tracebacks
 
@@ -112,9 +112,11 @@ def test_full_queue_is_503_with_retry_after(http, tiny_model_dir) -> None:
         undeploy(app)
 
 
-def test_deadline_is_504(http, tiny_model_dir) -> None:
+def test_deadline_is_504(http) -> None:
     app = "deadline"
-    prefix = deploy(app, tiny_args(tiny_model_dir, limits={"request_timeout_s": 0.001}))
+    # Any engine: the embedded Whisper starts seconds sooner than a FunASR replica.
+    args = {"models": [whisper_model()], "limits": {"request_timeout_s": 0.001}}
+    prefix = deploy(app, args)
     try:
         resp = _post(http, prefix)
         assert resp.status_code == 504
@@ -159,13 +161,13 @@ def test_missing_weights_fail_with_a_clear_message(tmp_path) -> None:
         undeploy(app)
 
 
-def test_key_file_without_a_key_stops_the_ingress(tmp_path, tiny_model_dir) -> None:
+def test_key_file_without_a_key_stops_the_ingress(tmp_path) -> None:
     """Keys configured but none parsed (only comments): the ingress refuses to start, so
     the API is never served without auth."""
     app = "nokeys"
     keys_file = tmp_path / "api-keys"
     keys_file.write_text("# sk-live-key (commented out by mistake)\n")
-    args = tiny_args(tiny_model_dir, auth={"api_keys_file": str(keys_file)})
+    args = {"models": [whisper_model()], "auth": {"api_keys_file": str(keys_file)}}
     try:
         with pytest.raises(RuntimeError, match="nokeys"):
             deploy(app, args)
