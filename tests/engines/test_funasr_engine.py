@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,16 @@ def test_missing_local_dir_says_what_to_download(tiny_config, tmp_path: Path) ->
     )
     assert "hf download FunAudioLLM/Fun-ASR-MLT-Nano-2512" in message
     assert "`model:" in message and "source: modelscope" in message
+
+
+def test_a_missing_model_fails_before_funasr_is_imported(
+    tiny_config, tmp_path: Path, monkeypatch
+) -> None:
+    """Importing funasr takes seconds of CPU; each of Serve's start attempts of a replica
+    with no model must fail without paying it."""
+    monkeypatch.setitem(sys.modules, "funasr", None)  # importing it now raises ImportError
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        FunASREngine(tiny_config(model=str(tmp_path / "absent"))).load()
 
 
 def test_dir_without_weights_is_incomplete(tiny_config, tiny_model_dir: Path, tmp_path) -> None:
