@@ -104,7 +104,7 @@ def check_items(events: list[Any], references: list[str], *, vad: bool) -> dict[
         assert kinds == expected
         completed = by_item[item][-1]
         deltas = "".join(e.delta for e in by_item[item] if e.type == DELTA)
-        assert completed.transcript.startswith(deltas)
+        assert completed.transcript.startswith(deltas), (deltas, completed.transcript)
         assert completed.usage.type == "duration" and completed.usage.seconds > 1
         finals.append(completed.transcript)
     # The live cut (VAD boundaries) is not the file's (fixed padding): Whisper may hear an

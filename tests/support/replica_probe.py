@@ -76,22 +76,30 @@ class Retained(BaseModel):
 
 
 def _start_tracing(_replica: object) -> None:
-    tracemalloc.start(8)
+    # Once started, tracing is never stopped: on Python 3.11 ``tracemalloc.stop()`` frees
+    # the traceback buffer that another thread's allocation hook, waiting for the GIL, goes
+    # on to use (CPython gh-128679, fixed from 3.12): a Ray I/O thread of the ingress died
+    # of it in ``traceback_new``. Clearing the traces (under the GIL) frees nothing the
+    # hooks use, and counts from here as a fresh start would.
+    if tracemalloc.is_tracing():
+        tracemalloc.clear_traces()
+    else:
+        tracemalloc.start(8)
 
 
 def _retained(_replica: object, sites: int) -> Retained:
     gc.collect()
     snapshot = tracemalloc.take_snapshot()
     mib = tracemalloc.get_traced_memory()[0] / 2**20
-    tracemalloc.stop()
     return Retained(mib=mib, top=[str(s) for s in snapshot.statistics("lineno")[:sites]])
 
 
 def start_tracing(actor: ray.actor.ActorHandle) -> None:
-    """Have the replica trace its allocations from now on (slows it a little)."""
+    """Have the replica trace its allocations from now on (slows it a little, and stays
+    on for the replica's life)."""
     ray.get(actor.__ray_call__.remote(_start_tracing))
 
 
 def retained(actor: ray.actor.ActorHandle, *, sites: int = 8) -> Retained:
-    """What the replica allocated since :func:`start_tracing` and still holds; stops tracing."""
+    """What the replica allocated since the last :func:`start_tracing` and still holds."""
     return ray.get(actor.__ray_call__.remote(_retained, sites))
