@@ -3,8 +3,8 @@
 Production runs Fun-ASR-Nano at ``num_gpus: 0.5`` (serve_config.yaml). Here 10 replicas are
 asked of 2 workers x 2 GPUs: 8 must run, two per GPU index on each node, and 2 must wait for
 a GPU that does not exist rather than be squeezed in. Placement is Ray's and the same for
-every engine, so the replicas serve the embedded Whisper: each starts in about a second
-where a FunASR replica spends seven importing ``funasr`` (it imports all of its models).
+every engine, so the replicas serve the embedded Whisper: each starts in about a second,
+where a FunASR replica first spends ~7 s of CPU importing ``funasr`` (all of its models).
 """
 
 from __future__ import annotations
