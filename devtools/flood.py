@@ -13,6 +13,7 @@ import asyncio
 import base64
 import concurrent.futures
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -36,6 +37,8 @@ class Outcome:
     #: The error body's ``code``, if any.
     code: str | None = None
     retry_after: str | None = None
+    #: The response's ``Server-Timing``: milliseconds per stage, by name (``total`` among them).
+    server_ms: dict[str, float] = field(default_factory=dict)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -104,7 +107,15 @@ def _post(http: httpx.Client, url: str, name: str, headers: dict[str, str], wav:
             code = resp.json()["error"]["code"]
         except (ValueError, KeyError, TypeError):
             code = "not-json"
-    return Outcome(name, resp.status_code, took, code, resp.headers.get("retry-after"))
+    timing = re.findall(r"(\w+);dur=([\d.]+)", resp.headers.get("server-timing", ""))
+    return Outcome(
+        name,
+        resp.status_code,
+        took,
+        code,
+        resp.headers.get("retry-after"),
+        {stage: float(ms) for stage, ms in timing},
+    )
 
 
 @dataclass

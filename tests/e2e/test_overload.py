@@ -5,8 +5,9 @@
 these requests never reach: 12 clients with ``max_queue_wait_s`` lowered to 3 s, and 100
 clients with the shipped 10 s. More clients than the model can serve post real speech for a
 while; a refused client waits its Retry-After, as a well-behaved one does. Every request
-must end in 200 or in 503 with Retry-After, and the accepted ones within the bound plus one
-batch: a queue bounded by count, or an admitted item kept past the bound, would let accepted
+must end in 200 or in 503 with Retry-After, and the accepted ones (by their Server-Timing)
+wait in the model's queue at most the bound, and take at most the bound plus one batch in
+all: a queue bounded by count, or an admitted item kept past the bound, would let accepted
 requests wait far longer than the bound says.
 """
 
@@ -34,6 +35,8 @@ APP = "overload"
 ROOT = Path(__file__).resolve().parents[2]
 #: Upload, decoding and the ingress around the queue and the batch, on a loaded 2-core box.
 OVERHEAD_S = 1.5
+#: How late a loaded replica's event loop may refuse an item whose wait reached the bound.
+LOOP_LAG_S = 0.5
 
 
 def _quickstart_app(max_queue_wait_s: float) -> dict[str, Any]:
@@ -89,15 +92,24 @@ def test_accepted_requests_wait_at_most_the_bound_and_none_is_lost(
     stats = handle.stats.remote().result()
     one_batch = max(stats["recent_batch_seconds"][seen:])
     p99 = float(np.percentile(accepted, 99))
+    # Where each accepted request's time went, as the server says (Server-Timing): the bound
+    # is the server's; the client's own wait adds the flood's 100 threads on these 2 cores.
+    served = [o.server_ms for o in sent if o.status == 200]
+    server = {
+        stage: max(t.get(stage, 0.0) for t in served) / 1000
+        for stage in ("upload", "decode", "read", "queue", "batch", "engine", "total")
+    }
     refused = outcomes["503 overloaded"]
     print(
         f"overload: {clients} clients for {load_s:g}s, max_queue_wait_s={bound:g}: "
         f"sent {len(sent)}, {dict(outcomes)}, refused share {refused / len(sent):.0%}; accepted "
         f"P50 {np.percentile(accepted, 50):.2f}s P99 {p99:.2f}s max {max(accepted):.2f}s; "
         f"longest batch {one_batch:.2f}s; Retry-After {dict(Counter(retry_after))}; "
-        f"engine speed {stats['speed_work_s_per_s']:.1f} s of work per s"
+        f"engine speed {stats['speed_work_s_per_s']:.1f} s of work per s; server's longest "
+        f"stages {', '.join(f'{k} {v:.2f}s' for k, v in server.items())}"
     )
     assert set(outcomes) <= {"200", "503 overloaded"}, outcomes  # served or refused, not lost
     assert outcomes["200"] and refused, outcomes  # really overloaded, really served
     assert all(retry_after), "every refusal says when to retry"
-    assert p99 <= bound + one_batch + OVERHEAD_S, (p99, one_batch)
+    assert server["queue"] <= bound + LOOP_LAG_S, server
+    assert server["total"] <= bound + one_batch + OVERHEAD_S, (server, one_batch)
