@@ -27,6 +27,7 @@ from asr_serve.engines.base import (
     TranscribeOptions,
     Word,
 )
+from asr_serve.engines.funasr_loading import auto_model
 from asr_serve.engines.languages import FUN_ASR_NANO_LANGUAGES
 from asr_serve.errors import ModelLoadError, ModelNotReadyError
 
@@ -69,14 +70,10 @@ class FunASREngine(Engine):
 
     def load(self) -> None:
         kwargs = self._load_kwargs()  # before importing funasr: a missing model fails at once
-        # Here, not at the top: importing funasr imports every model it has (seconds of CPU),
-        # which only a replica that loads one should pay.
-        from funasr import AutoModel
-
         if self.config.cpu_threads:
             torch.set_num_threads(self.config.cpu_threads)
         try:
-            model = AutoModel(**kwargs)
+            model = auto_model(**kwargs)
         except Exception as exc:
             where = (
                 self.config.model

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from asr_serve.config import SAMPLE_RATE
+from asr_serve.engines.funasr_loading import auto_model
 
 #: funasr's diarization window (``sv_chunk``'s ``seg_dur``).
 WINDOW = round(1.5 * SAMPLE_RATE)
@@ -64,8 +65,6 @@ class CamPlusEncoder:
         partial_step_s: float = 1.5,
         cpu_threads: int = 0,
     ) -> None:
-        from funasr import AutoModel
-
         kwargs: dict[str, Any] = {
             "device": device,
             "disable_update": True,
@@ -79,7 +78,7 @@ class CamPlusEncoder:
         else:
             kwargs["model"], kwargs["hub"] = model, _HUBS[source]
         try:
-            loaded = AutoModel(**kwargs)
+            loaded = auto_model(**kwargs)
         except Exception as exc:
             raise CamPlusLoadError(
                 f"funasr could not load the CAM++ model {model!r} ({source}): "
