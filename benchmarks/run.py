@@ -13,7 +13,7 @@ import asyncio
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -117,9 +117,9 @@ def run_engine(plan: EnginePlan, log_dir: Path, *, parallel_start: bool) -> Engi
     factories = _system_factories(plan, log_dir)
     systems = [factories[name]() for name in plan.systems]
     pool = ThreadPoolExecutor(max_workers=len(systems) or 1)
-    # Quick runs start every system at once, beside the in-process run (fast; start-up
-    # and in-process figures unfair); full runs start them one by one, so nothing is
-    # measured beside a system that is loading.
+    # Quick runs start every system at once, beside the in-process run, and measure each
+    # when it is ready (fast; start-up, in-process and every figure unfair); full runs
+    # start them one by one, so nothing is measured beside a system that is loading.
     starts = {s.name: pool.submit(s.start) for s in systems} if parallel_start else {}
     report = EngineReport(
         engine=plan.engine,
@@ -135,14 +135,25 @@ def run_engine(plan: EnginePlan, log_dir: Path, *, parallel_start: bool) -> Engi
         print(f"  inprocess b{s.batch_size}: {_line(s)}", flush=True)
     open_rate = plan.open_load * max(s.throughput_rps for s in levels)
 
-    served = [s for s in systems if s.name.startswith("asr-serve")]
+    unmeasured = {s for s in systems if s.name.startswith("asr-serve")}
+    # Started at once, each is measured as soon as it is ready (the others go on starting).
+    by_start = {future: s for s in systems if (future := starts.get(s.name))}
+    order = (by_start[f] for f in as_completed(by_start)) if parallel_start else systems
+    stopping: list[Future[None]] = []
     with pool:
-        for system in systems:
+        for system in order:
             print(f"[{plan.engine}] {system.name}", flush=True)
             result = measure_system(system, plan, clips, open_rate, starts.get(system.name))
             report.systems[system.name] = result
-            if served and system is served[-1]:
-                system.run.stop()  # type: ignore[attr-defined]
+            if system in unmeasured:
+                unmeasured.discard(system)
+                if not unmeasured and parallel_start:  # beside the next systems
+                    stopping.append(pool.submit(system.run.stop))  # type: ignore[attr-defined]
+                elif not unmeasured:
+                    system.run.stop()  # type: ignore[attr-defined]
+        for stopped in stopping:
+            stopped.result()
+    report.systems = {s.name: report.systems[s.name] for s in systems}
     return report
 
 
