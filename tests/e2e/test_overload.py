@@ -14,7 +14,7 @@ requests wait far longer than the bound says.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from ray.serve.schema import ServeDeploySchema
 from asr_serve.config import asr_deployment_name
 from devtools.flood import file_clients
 from devtools.speech import encode, synthesize
+from tests.e2e.serving import undeploy
 
 pytestmark = pytest.mark.e2e
 
@@ -52,28 +53,31 @@ def _quickstart_app(max_queue_wait_s: float) -> dict[str, Any]:
     return app
 
 
-@pytest.fixture
-def quickstart(serve_url: str, request) -> Iterator[tuple[str, str]]:
-    app = _quickstart_app(request.param)
-    schema = ServeDeploySchema.model_validate({"applications": [app]})
-    _get_global_client().deploy_apps(schema, _blocking=True)
-    (asr,) = [d["name"] for d in app["deployments"] if d["name"].startswith("ASR-")]
-    yield f"{serve_url}/{APP}", asr
-    # Waits for the replicas to stop (not tests.e2e.serving.undeploy): the next parameter
-    # deploys an application of the same name.
-    serve.delete(APP)
+@pytest.fixture(scope="module")
+def quickstart(serve_url: str) -> Iterator[Callable[[float], tuple[str, str]]]:
+    """Deploys the application with a bound; again with another, which Serve applies to the
+    running replicas (only ``user_config`` differs): its URL and ASR deployment."""
+
+    def with_bound(max_queue_wait_s: float) -> tuple[str, str]:
+        app = _quickstart_app(max_queue_wait_s)
+        schema = ServeDeploySchema.model_validate({"applications": [app]})
+        _get_global_client().deploy_apps(schema, _blocking=True)
+        (asr,) = [d["name"] for d in app["deployments"] if d["name"].startswith("ASR-")]
+        return f"{serve_url}/{APP}", asr
+
+    yield with_bound
+    undeploy(APP)
 
 
 @pytest.mark.parametrize(
-    ("quickstart", "clients", "load_s"),
+    ("max_queue_wait_s", "clients", "load_s"),
     [(3.0, 12, 15.0), (10.0, 100, 20.0)],
-    indirect=["quickstart"],
     ids=["12-clients", "100-clients"],
 )
 def test_accepted_requests_wait_at_most_the_bound_and_none_is_lost(
-    quickstart, clients: int, load_s: float
+    quickstart, max_queue_wait_s: float, clients: int, load_s: float
 ) -> None:
-    url, asr = quickstart
+    url, asr = quickstart(max_queue_wait_s)
     bound = (
         serve.get_deployment_handle(asr, app_name=APP)
         .stats.remote()
