@@ -5,7 +5,6 @@ the statistics every system is summarised by, in-process or served.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -15,10 +14,9 @@ import numpy as np
 from pydantic import BaseModel
 
 from benchmarks.audio import Clip, sequence
+from devtools.server_timing import stages_ms
 
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
-#: One ``name;dur=ms`` entry of a ``Server-Timing`` header.
-_TIMING_ENTRY = re.compile(r"([\w-]+);dur=([\d.]+)")
 
 
 class Record(BaseModel):
@@ -111,7 +109,7 @@ async def _send(client: httpx.AsyncClient, url: str, clip: Clip, fields: dict) -
         status=status,
         latency_s=time.perf_counter() - started,
         error=error,
-        stages_ms={name: float(ms) for name, ms in _TIMING_ENTRY.findall(timing)},
+        stages_ms=stages_ms(timing),
     )
 
 

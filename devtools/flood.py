@@ -13,7 +13,6 @@ import asyncio
 import base64
 import concurrent.futures
 import json
-import re
 import threading
 import time
 from collections import Counter
@@ -23,6 +22,8 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 import websockets
+
+from devtools.server_timing import stages_ms
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 FAILED = "conversation.item.input_audio_transcription.failed"
@@ -107,14 +108,13 @@ def _post(http: httpx.Client, url: str, name: str, headers: dict[str, str], wav:
             code = resp.json()["error"]["code"]
         except (ValueError, KeyError, TypeError):
             code = "not-json"
-    timing = re.findall(r"(\w+);dur=([\d.]+)", resp.headers.get("server-timing", ""))
     return Outcome(
         name,
         resp.status_code,
         took,
         code,
         resp.headers.get("retry-after"),
-        {stage: float(ms) for stage, ms in timing},
+        stages_ms(resp.headers.get("server-timing", "")),
     )
 
 

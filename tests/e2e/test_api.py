@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
-import re
 
 import httpx
 import numpy as np
@@ -14,6 +13,7 @@ from ray import serve
 
 from asr_serve.config import ModelConfig
 from asr_serve.engines import TranscribeOptions, create_engine
+from devtools.server_timing import stages_ms
 from devtools.speech import encode, noise, tone
 from tests.api.test_openapi import TRANSCRIPTION_FIELDS, TRANSLATION_FIELDS, form
 from tests.e2e.serving import TINY_MODEL, deploy, tiny_args, undeploy
@@ -70,10 +70,7 @@ def test_text_and_verbose_json(http, prefix, clips) -> None:
 
 
 def _stages(resp: httpx.Response) -> dict[str, float]:
-    return {
-        name: float(dur)
-        for name, dur in re.findall(r"(\w+);dur=([\d.]+)", resp.headers["server-timing"])
-    }
+    return stages_ms(resp.headers["server-timing"])
 
 
 def test_every_response_says_where_its_time_went(http, prefix, clips) -> None:
