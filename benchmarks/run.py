@@ -147,10 +147,12 @@ def run_engine(plan: EnginePlan, log_dir: Path, *, parallel_start: bool) -> Engi
             report.systems[system.name] = result
             if system in unmeasured:
                 unmeasured.discard(system)
-                if not unmeasured and parallel_start:  # beside the next systems
-                    stopping.append(pool.submit(system.run.stop))  # type: ignore[attr-defined]
-                elif not unmeasured:
-                    system.run.stop()  # type: ignore[attr-defined]
+                if not unmeasured:
+                    stop = system.run.stop  # type: ignore[attr-defined]
+                    if parallel_start:  # beside the next systems
+                        stopping.append(pool.submit(stop))
+                    else:
+                        stop()
         for stopped in stopping:
             stopped.result()
     report.systems = {s.name: report.systems[s.name] for s in systems}

@@ -80,8 +80,8 @@ def _register_everything(funasr: ModuleType) -> None:
 
 
 def _register_named(config: Path) -> bool:
-    """Import the modules registering any name ``config`` uses; ``False`` (nothing imported)
-    if its ``model`` is registered by none, or one of them fails to import."""
+    """Import the modules registering any name ``config`` uses; ``False`` if its ``model`` is
+    registered by none (then nothing is imported), or one of them fails to import."""
     raw = yaml.safe_load(config.read_text())
     if not isinstance(raw, dict):
         return False
