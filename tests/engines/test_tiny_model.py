@@ -110,6 +110,24 @@ def test_ensure_reuses_a_complete_model(tiny_model_dir: Path, monkeypatch) -> No
     assert ensure_tiny_model(tiny_model_dir) == tiny_model_dir
 
 
+def test_ensure_regenerates_a_model_other_library_versions_wrote(
+    tmp_path: Path, monkeypatch
+) -> None:
+    model_dir = ensure_tiny_model(tmp_path / "tiny")
+    config = model_dir / LLM_DIR / "config.json"
+    fresh = config.read_bytes()
+    config.write_text(config.read_text().replace('"use_cache"', '"an_older_key"'))
+    assert ensure_tiny_model(model_dir) == model_dir  # same writers: the copy is trusted
+    assert config.read_bytes() != fresh
+
+    real_version = tiny_model.version
+    monkeypatch.setattr(
+        tiny_model, "version", lambda p: "0.0" if p == "transformers" else real_version(p)
+    )
+    ensure_tiny_model(model_dir)
+    assert config.read_bytes() == fresh
+
+
 def test_ensure_fills_an_empty_dir_and_refuses_a_foreign_one(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
