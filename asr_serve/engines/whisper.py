@@ -25,6 +25,7 @@ from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import Segment as FWSegment
 from faster_whisper.transcribe import get_suppressed_tokens
+from threadpoolctl import threadpool_limits
 
 from asr_serve.config import SAMPLE_RATE, ModelConfig
 from asr_serve.engines.base import (
@@ -86,6 +87,12 @@ class WhisperEngine(Engine):
 
     def load(self) -> None:
         model_path, local_only = self._locate()
+        if self.config.cpu_threads:
+            # faster-whisper's log-mel features are numpy matrix products: without this, their
+            # BLAS follows the process's OMP_NUM_THREADS, which Ray sets to a replica's
+            # ``num_cpus``, and on some CPUs (AMD EPYC's OpenBLAS kernels) other thread counts
+            # round the features, and so a borderline word, differently than in-process.
+            threadpool_limits(self.config.cpu_threads, user_api="blas")
         try:
             model = WhisperModel(
                 model_path,

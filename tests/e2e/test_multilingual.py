@@ -89,7 +89,9 @@ def test_no_language_is_detected_and_reported(client, wavs, lang) -> None:
     assert _overlap(PHRASES[lang], verbose.text) >= 0.6, verbose.text
     plain = client.audio.transcriptions.create(model=BASE, file=_file(wavs[lang]))
     assert [language.code for language in plain.languages] == [lang]
-    assert plain.text == verbose.text
+    # Not verbose's text word for word: its segment times come from a prompt that asks for
+    # timestamp tokens, which can change what Whisper hears (a French greeting, once).
+    assert _overlap(PHRASES[lang], plain.text) >= 0.6, plain.text
 
 
 def test_a_named_language_is_used_and_not_reported_as_detected(client, wavs) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +238,22 @@ def test_temperature_reaches_the_decoder_on_both_paths(
         # Sampling (best of 5) when asked, else deterministic beam search, as faster-whisper.
         assert call.get("sampling_temperature") == (temperature or None)
         assert call["beam_size"] == (1 if temperature else 5)
+
+
+def test_feature_blas_threads_follow_cpu_threads_not_the_environment() -> None:
+    # In a process whose OMP_NUM_THREADS says 1, as Ray sets it in a replica of num_cpus 1.
+    code = (
+        "from threadpoolctl import threadpool_info\n"
+        "from tests.engines.conftest import whisper_config\n"
+        "from asr_serve.engines.whisper import WhisperEngine\n"
+        "WhisperEngine(whisper_config()).load()\n"
+        "print(sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'}))"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split("\n")[-2] == f"[{whisper_config().cpu_threads}]", done.stdout
 
 
 def test_missing_local_directory_is_a_load_error(tmp_path: Path) -> None:
