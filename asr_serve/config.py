@@ -80,8 +80,7 @@ class ModelConfig(_Strict):
     #: funasr, Fun-ASR-Nano: inverse text normalisation (numbers as digits, punctuation); off
     #: asks for unnormalised text in the prompt ("不进行文本规整"). On, funasr's default.
     itn: bool = True
-    #: Intra-op threads for torch / CTranslate2 (and Whisper's features' BLAS); 0 leaves the
-    #: libraries' defaults (in a replica, Ray sets ``OMP_NUM_THREADS`` to its ``num_cpus``).
+    #: Intra-op threads for torch / CTranslate2; 0 leaves the library default.
     cpu_threads: int = Field(0, ge=0)
     #: Extra keyword arguments for the engine's loader (``AutoModel`` / ``WhisperModel``).
     engine_options: dict[str, Any] = Field(default_factory=dict)

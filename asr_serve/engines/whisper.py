@@ -87,12 +87,12 @@ class WhisperEngine(Engine):
 
     def load(self) -> None:
         model_path, local_only = self._locate()
-        if self.config.cpu_threads:
-            # faster-whisper's log-mel features are numpy matrix products: without this, their
-            # BLAS follows the process's OMP_NUM_THREADS, which Ray sets to a replica's
-            # ``num_cpus``, and on some CPUs (AMD EPYC's OpenBLAS kernels) other thread counts
-            # round the features, and so a borderline word, differently than in-process.
-            threadpool_limits(self.config.cpu_threads, user_api="blas")
+        # faster-whisper's log-mel features are numpy matrix products. Their BLAS would
+        # follow the process's OMP_NUM_THREADS (Ray sets it to a replica's ``num_cpus``), and
+        # other thread counts round the features, and so a borderline word, differently on
+        # some CPUs (AMD EPYC's OpenBLAS kernels): one thread gives a clip the same text in
+        # every process, and on this small product is no slower than two.
+        threadpool_limits(1, user_api="blas")
         try:
             model = WhisperModel(
                 model_path,
