@@ -91,7 +91,8 @@ class WhisperEngine(Engine):
         # follow the process's OMP_NUM_THREADS (Ray sets it to a replica's ``num_cpus``), and
         # other thread counts round the features, and so a borderline word, differently on
         # some CPUs (AMD EPYC's OpenBLAS kernels): one thread gives a clip the same text in
-        # every process, and on this small product is no slower than two.
+        # every process, and on this small product is no slower than two (benchmarks/README.md,
+        # "Figures behind the code").
         threadpool_limits(1, user_api="blas")
         try:
             model = WhisperModel(
