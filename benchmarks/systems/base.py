@@ -19,9 +19,19 @@ from devtools.net import free_port
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 #: How long a ``serve run`` gets to stop on Ctrl-C before its processes are killed: it
-#: stops in 5-10 s, or now and then (Ray 2.60) never acts on the signal at all, its
-#: controller's log showing no shutdown begun; waiting longer only idles the machine.
+#: stops in 5-10 s; waiting longer only idles the machine.
 SERVE_RUN_STOP_S = 15.0
+
+
+def pass_ctrl_c_on() -> None:
+    """Let the subprocesses started from here act on Ctrl-C (SIGINT), which is how a
+    ``serve run`` is stopped. A process that a non-interactive shell starts in the background
+    (``make test &``, a CI runner's job) inherits SIGINT ignored, and so, across exec, would
+    every ``serve run`` it starts: the signal would do nothing and each stop would wait
+    :data:`SERVE_RUN_STOP_S` for the kill. With a handler here, children start with the
+    default. Call it from the main thread."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def http_ok(url: str) -> bool:
@@ -59,6 +69,7 @@ class ServerProcess:
     """A server subprocess in a session of its own, its output in ``log_path``."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        pass_ctrl_c_on()
         self.argv = argv
         self.env = {**os.environ, **env}
         self.log_path = log_path

@@ -99,6 +99,14 @@ def _deploy(config: dict[str, Any], timeout_s: float = 300.0) -> None:
         time.sleep(0.5)
 
 
+def _long_batches(tiny_model_dir: Path) -> dict[str, Any]:
+    """Seconds per batch on any machine (the random weights never stop early), so slots stay
+    held while clients hang up (with 8 tokens a fast CPU finished first); no queue bound by
+    time, so the slots fill by count. The redeploy test deploys it as its changed config,
+    which spares the disconnect test a second replacement of every replica."""
+    return _config(tiny_model_dir, max_new_tokens=2000, max_queue_wait_s=3600)
+
+
 @pytest.fixture(scope="module")
 def prefix(serve_url: str, tiny_model_dir: Path) -> Iterator[str]:
     _deploy(_config(tiny_model_dir))
@@ -253,7 +261,7 @@ def test_redeploy_with_a_new_model_config_under_load_drops_nothing(
     def redeploy() -> None:
         time.sleep(1.0)
         try:
-            _deploy(_config(tiny_model_dir, max_new_tokens=6))
+            _deploy(_long_batches(tiny_model_dir))
         finally:
             done.set()
 
@@ -284,10 +292,7 @@ def test_clients_that_disconnect_free_their_slots(
     for a batch are dropped, so the slots they held are free again at once, and so is the
     audio they counted in the replica's admission queue.
     """
-    # Seconds per batch on any machine (the random weights never stop early), so the slots
-    # are still held when the clients hang up; with 8 tokens a fast CPU finished first.
-    # The queue bound lifted: here the count of slots is to be filled, not refused by time.
-    _deploy(_config(tiny_model_dir, max_new_tokens=2000, max_queue_wait_s=3600))
+    _deploy(_long_batches(tiny_model_dir))  # no change where the redeploy test ran first
     long_wav = good_wav(25.0)
     url = f"{prefix}/v1/audio/transcriptions"
 

@@ -71,7 +71,7 @@ def quickstart(serve_url: str) -> Iterator[Callable[[float], tuple[str, str]]]:
 
 @pytest.mark.parametrize(
     ("max_queue_wait_s", "clients", "load_s"),
-    [(3.0, 12, 15.0), (10.0, 100, 20.0)],
+    [(3.0, 12, 8.0), (10.0, 100, 15.0)],
     ids=["12-clients", "100-clients"],
 )
 def test_accepted_requests_wait_at_most_the_bound_and_none_is_lost(

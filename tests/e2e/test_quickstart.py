@@ -26,7 +26,7 @@ import yaml
 from openai import OpenAI
 from ray._private import services  # finds the running clusters, as ray.init("auto") does
 
-from benchmarks.systems.base import SERVE_RUN_STOP_S
+from benchmarks.systems.base import SERVE_RUN_STOP_S, pass_ctrl_c_on
 from devtools.speech import encode, pcm16, synthesize
 from devtools.text import normalize
 from tests.support import docs
@@ -49,6 +49,7 @@ def served(tmp_path: Path, **env: str) -> Iterator[Path]:
     /ready answers 200 and the model says it is warm."""
     assert not _answers(URL), "something already listens on port 8000"
     haproxies_before = _haproxies()
+    pass_ctrl_c_on()
     log_path = tmp_path / "serve.log"
     proc = subprocess.Popen(
         [str(SERVE_CLI), "run", "serve_config.cpu.yaml"],
@@ -79,9 +80,7 @@ def served(tmp_path: Path, **env: str) -> Iterator[Path]:
         assert cue in started, started[-4000:]
         yield log_path
     finally:
-        # Ctrl-C, as the README says. Ray 2.60's `serve run` exits within seconds (5-7 s
-        # here) or, now and then in a whole-suite run, hangs for minutes: Ray's, not what
-        # this test checks, so past SERVE_RUN_STOP_S it is killed.
+        # Ctrl-C, as the README says; past SERVE_RUN_STOP_S it is killed.
         os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(timeout=SERVE_RUN_STOP_S)
