@@ -26,7 +26,7 @@ import yaml
 from openai import OpenAI
 from ray._private import services  # finds the running clusters, as ray.init("auto") does
 
-from benchmarks.systems.base import SERVE_RUN_STOP_S, pass_ctrl_c_on
+from benchmarks.systems.base import SERVE_RUN_STOP_S, ServerProcess, http_ok
 from devtools.speech import encode, pcm16, synthesize
 from devtools.text import normalize
 from tests.support import docs
@@ -49,26 +49,13 @@ def served(tmp_path: Path, **env: str) -> Iterator[Path]:
     /ready answers 200 and the model says it is warm."""
     assert not _answers(URL), "something already listens on port 8000"
     haproxies_before = _haproxies()
-    pass_ctrl_c_on()
     log_path = tmp_path / "serve.log"
-    proc = subprocess.Popen(
-        [str(SERVE_CLI), "run", "serve_config.cpu.yaml"],
-        cwd=ROOT,
-        env={**os.environ, "RAY_ADDRESS": "local", **env},
-        stdout=log_path.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    process = ServerProcess(
+        [str(SERVE_CLI), "run", "serve_config.cpu.yaml"], {"RAY_ADDRESS": "local", **env}, log_path
     )
+    process.start()
     try:
-        deadline = time.monotonic() + 240
-        ready = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                ready = httpx.get(f"{URL}/ready", timeout=5).status_code == 200
-            if ready:
-                break
-            time.sleep(1)
-        assert ready, log_path.read_text()[-4000:]
+        process.wait(lambda: http_ok(f"{URL}/ready"), timeout_s=240)
         # The cue the README gives: the model says it is warm. (Ray's token-auth notice is
         # printed only where no token was made before, so it is not checked here.) Ray's log
         # monitor forwards replica lines a moment after they are written: a replica can be
@@ -81,12 +68,7 @@ def served(tmp_path: Path, **env: str) -> Iterator[Path]:
         yield log_path
     finally:
         # Ctrl-C, as the README says; past SERVE_RUN_STOP_S it is killed.
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=SERVE_RUN_STOP_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        process.stop(sig=signal.SIGINT, timeout_s=SERVE_RUN_STOP_S)
         # Ray's HAProxy manager can leave its haproxy running once the cluster is gone
         # (docs/operations.md, "The front door"): stop the ones this run started.
         for pid in _haproxies() - haproxies_before:
