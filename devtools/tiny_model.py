@@ -170,19 +170,28 @@ def _save_tokenizer(llm_dir: Path) -> int:
     return len(tokenizer)
 
 
-def _save_llm_config(llm_dir: Path, vocab_size: int) -> None:
-    """Qwen3 with hidden 64 and 2 layers; untied head so logits are not just embedding echoes."""
+def _save_llm_config(llm_dir: Path, vocab_size: int, overrides: dict | None = None) -> None:
+    """Qwen3 with hidden 64 and 2 layers (unless ``overrides`` resize it); untied head so
+    logits are not just embedding echoes.
+
+    Overrides go to the constructor, not onto a built config: the constructor derives
+    ``layer_types`` from ``num_hidden_layers``, and transformers refuses to save a config
+    whose two disagree.
+    """
     from transformers import AutoTokenizer, Qwen3Config
 
     tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
+    sizes = {
+        "hidden_size": _LLM_DIM,
+        "intermediate_size": 2 * _LLM_DIM,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+    }
     Qwen3Config(
         vocab_size=vocab_size,
-        hidden_size=_LLM_DIM,
-        intermediate_size=2 * _LLM_DIM,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
+        **(sizes | (overrides or {})),
         max_position_embeddings=4096,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
@@ -215,18 +224,12 @@ def write_checkpoint(
     the released sizes.
     """
     from funasr.models.fun_asr_nano.model import FunASRNano
-    from transformers import Qwen3Config
 
     make_config = config or _config
     out_dir = Path(out_dir)
     llm_dir = out_dir / LLM_DIR
     llm_dir.mkdir(parents=True, exist_ok=True)
-    _save_llm_config(llm_dir, _save_tokenizer(llm_dir))
-    if llm_overrides:
-        llm_config = Qwen3Config.from_pretrained(str(llm_dir))
-        for key, value in llm_overrides.items():
-            setattr(llm_config, key, value)
-        llm_config.save_pretrained(str(llm_dir))
+    _save_llm_config(llm_dir, _save_tokenizer(llm_dir), llm_overrides)
 
     # Build with an absolute LLM path; the files on disk keep the released relative one.
     built = make_config(str(llm_dir))

@@ -152,3 +152,16 @@ def test_cli_writes_a_model(tmp_path: Path, capsys) -> None:
     tiny_model.main([str(tmp_path / "cli"), "--seed", "3"])
     assert (tmp_path / "cli" / "model.pt").is_file()
     assert capsys.readouterr().out.strip() == str(tmp_path / "cli")
+
+
+def test_full_size_llm_config_saves_and_loads(tmp_path: Path) -> None:
+    """The benchmarks' full-size sizes go through the same writer (28 layers, 28 layer types)."""
+    from transformers import Qwen3Config
+
+    from benchmarks.gpu_model import _QWEN3_06B
+
+    vocab = tiny_model._save_tokenizer(tmp_path)
+    tiny_model._save_llm_config(tmp_path, vocab, _QWEN3_06B)
+    config = Qwen3Config.from_pretrained(str(tmp_path))
+    assert config.num_hidden_layers == len(config.layer_types) == 28
+    assert (config.hidden_size, config.vocab_size) == (1024, vocab)
