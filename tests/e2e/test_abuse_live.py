@@ -42,8 +42,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 APP = "abuse_live"
 ORIGIN = "https://app.example.com"
 MAX_SESSIONS = 64
-IDLE_S = 10.0
-SESSION_S = 25.0
+IDLE_S = 6.0
+SESSION_S = 20.0
 LIVE = {
     "max_sessions": MAX_SESSIONS,
     "idle_timeout_s": IDLE_S,
