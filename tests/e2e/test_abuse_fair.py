@@ -56,7 +56,7 @@ NORMAL = {f"normal-{i}": bearer(f"sk-normal-{i}") for i in range(8)}
 FLOODER, SECOND = "sk-flooder", "sk-second"
 KEYS = [f"sk-normal-{i}" for i in range(8)] + [FLOODER, SECOND]
 MAX_QUEUE_WAIT_S = 5.0
-LOAD_S = 15.0
+LOAD_S = 12.0
 #: How long the normal load runs before the abuser joins it.
 JOIN_S = 1.0
 
