@@ -55,8 +55,8 @@ def test_a_server_started_by_a_harness_that_ignores_ctrl_c_still_stops_on_it(
 
 
 def test_each_front_door_is_the_serve_run_s_environment(tmp_path: Path) -> None:
-    """The shipped front adds nothing; HAProxy gets ports and files of this run's own, short
-    enough for HAProxy's socket paths, so two runs on one machine never share them."""
+    """The shipped front adds nothing; HAProxy gets ports and files of this run's own, under
+    its directory, so two runs on one machine never share them."""
     assert front_env("proxy", tmp_path) == {}
     assert front_env("optimized", tmp_path) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     one, two = front_env("haproxy", tmp_path), front_env("haproxy", tmp_path / "x")
