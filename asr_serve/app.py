@@ -17,16 +17,19 @@ from asr_serve.deployments.decoder import AudioDecoder
 from asr_serve.deployments.ingress import Ingress
 from asr_serve.deployments.speakers import Speakers
 
-#: Serve settings for every replica process, given as the application's ``runtime_env`` in
-#: both serve configs (and by the tests and benchmarks that deploy from Python):
+#: Serve settings for every Serve process. The replicas take them as each application's
+#: ``runtime_env``, the Serve controller and the HTTP proxies it starts as the serve
+#: config's ``controller_options`` (both serve configs; the tests and benchmarks that
+#: deploy from Python give them as the job's ``runtime_env``, which both inherit):
 #: - our code runs on the replica's own event loop, and its handles route there too, with
 #:   no hop to a second thread and back per call. Every blocking step (decoding, VAD, the
 #:   engine, cache keys) already runs in a worker thread, so nothing stalls that loop;
-#: - calls between replicas go over gRPC, arguments and results by value, instead of
-#:   Ray's actor calls and object store (no raylet or ownership bookkeeping per call); no
-#:   message-size cap, since a minute of decoded audio is past gRPC's 4 MiB default.
+#: - calls between replicas, and the proxy's to the ingress, go over gRPC, arguments and
+#:   results by value, instead of Ray's actor calls and object store (no raylet or
+#:   ownership bookkeeping per call); no message-size cap, since a minute of decoded audio
+#:   (or a long file's verbose response, proxy-bound) is past gRPC's 4 MiB default.
 #: Measured lever by lever in benchmarks/README.md, "Where the time goes".
-REPLICA_ENV = {
+SERVE_ENV = {
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",

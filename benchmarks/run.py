@@ -37,12 +37,10 @@ def _system_factories(plan: EnginePlan, log_dir: Path) -> dict[str, Callable[[],
     from benchmarks.systems import baselines
     from benchmarks.systems.served import ServedSystem, ServeRun
 
-    serve_run: list[ServeRun] = []
-
     def served(name: str) -> HTTPSystem:
-        if not serve_run:
-            serve_run.append(ServeRun(log_dir, plan.model, plan.num_gpus))
-        return ServedSystem(name, serve_run[0])
+        # Each application in a `serve run` of its own, as the other systems run alone: on
+        # two cores a second application's idle replicas slow the one measured.
+        return ServedSystem(name, ServeRun(log_dir, plan.model, plan.num_gpus, apps=(name,)))
 
     return {
         "asr-serve": lambda: served("asr-serve"),
@@ -135,26 +133,15 @@ def run_engine(plan: EnginePlan, log_dir: Path, *, parallel_start: bool) -> Engi
         print(f"  inprocess b{s.batch_size}: {_line(s)}", flush=True)
     open_rate = plan.open_load * max(s.throughput_rps for s in levels)
 
-    unmeasured = {s for s in systems if s.name.startswith("asr-serve")}
     # Started at once, each is measured as soon as it is ready (the others go on starting).
     by_start = {future: s for s in systems if (future := starts.get(s.name))}
     order = (by_start[f] for f in as_completed(by_start)) if parallel_start else systems
-    stopping: list[Future[None]] = []
     with pool:
         for system in order:
             print(f"[{plan.engine}] {system.name}", flush=True)
-            result = measure_system(system, plan, clips, open_rate, starts.get(system.name))
-            report.systems[system.name] = result
-            if system in unmeasured:
-                unmeasured.discard(system)
-                if not unmeasured:
-                    stop = system.run.stop  # type: ignore[attr-defined]
-                    if parallel_start:  # beside the next systems
-                        stopping.append(pool.submit(stop))
-                    else:
-                        stop()
-        for stopped in stopping:
-            stopped.result()
+            report.systems[system.name] = measure_system(
+                system, plan, clips, open_rate, starts.get(system.name)
+            )
     report.systems = {s.name: report.systems[s.name] for s in systems}
     return report
 

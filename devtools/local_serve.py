@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import ray
 from ray import serve
 
-from asr_serve.app import REPLICA_ENV
+from asr_serve.app import SERVE_ENV
 from devtools.net import free_port
 
 
@@ -18,7 +18,7 @@ def local_serve(num_cpus: int) -> Iterator[str]:
 
     ``num_cpus``: logical CPUs, scheduling units beyond the machine's cores. Applications
     deployed from Python take the job's ``runtime_env``, so the replicas run with the
-    shipped configs' Serve settings (:data:`~asr_serve.app.REPLICA_ENV`); the driver does not.
+    shipped configs' Serve settings (:data:`~asr_serve.app.SERVE_ENV`); the driver does not.
     """
     port = free_port()
     ray.init(
@@ -26,7 +26,7 @@ def local_serve(num_cpus: int) -> Iterator[str]:
         num_cpus=num_cpus,
         include_dashboard=False,
         configure_logging=False,
-        runtime_env={"env_vars": REPLICA_ENV},
+        runtime_env={"env_vars": SERVE_ENV},
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

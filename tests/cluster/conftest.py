@@ -16,7 +16,7 @@ import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
-from asr_serve.app import REPLICA_ENV
+from asr_serve.app import SERVE_ENV
 from devtools.net import free_port
 
 GPU_WORKERS = 2
@@ -51,7 +51,7 @@ def ray_cluster() -> Iterator[LocalCluster]:
         context = ray.init(  # replicas with the shipped configs' Serve settings
             address=cluster.address,
             configure_logging=False,
-            runtime_env={"env_vars": REPLICA_ENV},
+            runtime_env={"env_vars": SERVE_ENV},
         )
         yield LocalCluster(cluster, f"http://{context.dashboard_url}")
     finally:

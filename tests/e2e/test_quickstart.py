@@ -26,7 +26,8 @@ import yaml
 from openai import OpenAI
 from ray._private import services  # finds the running clusters, as ray.init("auto") does
 
-from benchmarks.systems.base import SERVE_RUN_STOP_S, ServerProcess, http_ok
+from asr_serve.app import SERVE_ENV
+from benchmarks.systems.base import SERVE_RUN_STOP_S, ServerProcess, cmdline, descendants, http_ok
 from devtools.speech import encode, pcm16, synthesize
 from devtools.text import normalize
 from tests.support import docs
@@ -43,10 +44,10 @@ HAPROXY_STATS = "http://127.0.0.1:8404/stats;csv"
 
 
 @contextlib.contextmanager
-def served(tmp_path: Path, **env: str) -> Iterator[Path]:
+def served(tmp_path: Path, **env: str) -> Iterator[ServerProcess]:
     """``serve run serve_config.cpu.yaml`` as the README runs it (with ``env`` added) on a
-    cluster of its own, never the one the other e2e tests share; yields its log once
-    /ready answers 200 and the model says it is warm."""
+    cluster of its own, never the one the other e2e tests share; yields it once /ready
+    answers 200 and the model says it is warm."""
     assert not _answers(URL), "something already listens on port 8000"
     haproxies_before = _haproxies()
     log_path = tmp_path / "serve.log"
@@ -65,7 +66,7 @@ def served(tmp_path: Path, **env: str) -> Iterator[Path]:
         while cue not in (started := log_path.read_text()) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert cue in started, started[-4000:]
-        yield log_path
+        yield process
     finally:
         # Ctrl-C, as the README says; past SERVE_RUN_STOP_S it is killed.
         process.stop(sig=signal.SIGINT, timeout_s=SERVE_RUN_STOP_S)
@@ -79,6 +80,22 @@ def served(tmp_path: Path, **env: str) -> Iterator[Path]:
         while _answers(URL):
             assert time.monotonic() < deadline, "port 8000 still answers after serve run exited"
             time.sleep(0.5)
+
+
+def _proxy_serve_env(run: ServerProcess) -> dict[str, str]:
+    """The ``RAY_SERVE_*`` environment of the HTTP proxy actor ``run`` started."""
+    assert run.proc is not None
+    (proxy,) = [
+        pid
+        for pid in descendants(run.proc.pid)
+        if " ".join(cmdline(pid)).startswith("ray::ProxyActor")
+    ]
+    entries = Path(f"/proc/{proxy}/environ").read_bytes().decode(errors="replace").split("\0")
+    return {
+        key: value
+        for key, _, value in (entry.partition("=") for entry in entries)
+        if key.startswith("RAY_SERVE_")
+    }
 
 
 def _haproxies() -> set[int]:
@@ -130,17 +147,20 @@ EXAMPLE_PAGES = [p for p in docs.PAGES if any(block.runs for block in docs.block
 
 
 @pytest.fixture(scope="class")
-def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One ``serve run`` for the quickstart's checks and every page's examples."""
     # The CLI steps talk to the dashboard at its default port; another cluster's would answer.
     assert not _answers(DASHBOARD), "another Ray dashboard already listens on port 8265"
-    with served(tmp_path_factory.mktemp("quickstart")) as log:
-        yield log
+    with served(tmp_path_factory.mktemp("quickstart")) as run:
+        yield run
 
 
 @pytest.mark.usefixtures("quickstart")
 class TestQuickstart:
-    def test_serve_run_cpu_config(self) -> None:
+    def test_serve_run_cpu_config(self, quickstart: ServerProcess) -> None:
+        # Serve's proxy runs with the config's controller_options: it calls the ingress over
+        # gRPC, as the replicas call each other (asr_serve/app.py, SERVE_ENV).
+        assert SERVE_ENV.items() <= _proxy_serve_env(quickstart).items()
         # The monitoring steps of docs/operations.md: without the token the CLI is refused ...
         plain = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
         refused = subprocess.run(
