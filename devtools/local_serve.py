@@ -17,8 +17,9 @@ def local_serve(num_cpus: int) -> Iterator[str]:
     """Start Ray and Serve on a free port; yield Serve's URL; shut both down after.
 
     ``num_cpus``: logical CPUs, scheduling units beyond the machine's cores. Applications
-    deployed from Python take the job's ``runtime_env``, so the replicas run with the
-    shipped configs' Serve settings (:data:`~asr_serve.app.SERVE_ENV`); the driver does not.
+    deployed from Python, and the Serve controller and proxies ``serve.start`` creates,
+    take the job's ``runtime_env``, so they run with the shipped configs' Serve settings
+    (:data:`~asr_serve.app.SERVE_ENV`); the driver does not.
     """
     port = free_port()
     ray.init(

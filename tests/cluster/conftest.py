@@ -48,7 +48,7 @@ def ray_cluster() -> Iterator[LocalCluster]:
         for _ in range(GPU_WORKERS):
             cluster.add_node(num_cpus=4, num_gpus=GPUS_PER_WORKER)
         cluster.wait_for_nodes()
-        context = ray.init(  # replicas with the shipped configs' Serve settings
+        context = ray.init(  # Serve with the shipped configs' settings (SERVE_ENV)
             address=cluster.address,
             configure_logging=False,
             runtime_env={"env_vars": SERVE_ENV},
