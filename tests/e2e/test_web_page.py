@@ -296,8 +296,13 @@ def test_live_mode_shows_what_was_said(
 
 @pytest.fixture
 def conversing_browser(playwright: Playwright, tmp_path: Path) -> Iterator[Browser]:
-    """A browser whose microphone has two voices taking turns, over and over."""
-    talk = converse([(ANN, LINES[0]), (BOB, LINES[1])], pause_s=1.5, lead_s=0.75)
+    """A browser whose microphone has two voices taking turns, over and over.
+
+    The fake microphone plays the file from the moment the page opens it, and the page
+    sends audio only once the session has started (its WebSocket, ``session.created``,
+    the audio worklet): the file leads with 3 s of silence so that on a loaded machine the
+    first voice's first turn is not cut short, which leaves a weak speaker to match."""
+    talk = converse([(ANN, LINES[0]), (BOB, LINES[1])], pause_s=1.5, lead_s=3.0)
     path = tmp_path / "talk.wav"
     path.write_bytes(encode(talk.audio, 48_000, "wav"))
     browser = _launch(playwright, *FAKE_MIC, f"--use-file-for-fake-audio-capture={path}")
