@@ -301,8 +301,11 @@ def conversing_browser(playwright: Playwright, tmp_path: Path) -> Iterator[Brows
     The fake microphone plays the file from the moment the page opens it, and the page
     sends audio only once the session has started (its WebSocket, ``session.created``,
     the audio worklet): the file leads with 3 s of silence so that on a loaded machine the
-    first voice's first turn is not cut short, which leaves a weak speaker to match."""
-    talk = converse([(ANN, LINES[0]), (BOB, LINES[1])], pause_s=1.5, lead_s=3.0)
+    first voice's first turn is not cut short, which leaves a weak speaker to match. Each
+    line's longest inner pause is at most 310 ms, well under the live VAD's 500 ms: a line
+    with a pause near it ("Yes. The numbers...", 530 ms) is one utterance or two depending
+    on where the session's first audio frame fell."""
+    talk = converse([(ANN, LINES[0]), (BOB, LINES[4])], pause_s=1.5, lead_s=3.0)
     path = tmp_path / "talk.wav"
     path.write_bytes(encode(talk.audio, 48_000, "wav"))
     browser = _launch(playwright, *FAKE_MIC, f"--use-file-for-fake-audio-capture={path}")
@@ -321,8 +324,9 @@ def test_live_mode_shows_who_spoke(conversing_browser: Browser, page_url: str) -
     page.click("#live")
     finals = page.locator("#live-transcript p.final")
     expect(finals).to_have_count(3, timeout=120_000)
-    assert finals.locator(".speaker").all_inner_texts() == ["A", "B", "A"]
-    assert all(finals.locator(".text").all_inner_texts())
+    texts = finals.locator(".text").all_inner_texts()
+    assert finals.locator(".speaker").all_inner_texts() == ["A", "B", "A"], texts
+    assert all(texts)
     page.click("#live")
     expect(page.locator("#live-status")).to_have_text("stopped", timeout=15_000)
     assert page.is_hidden("#error")
