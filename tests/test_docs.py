@@ -210,6 +210,28 @@ def test_python_expected_output_is_its_trailing_comments() -> None:
     [
         (['{"text":"Hello, world.","seconds":2.6}'], '{"text":"hello world","seconds":2.5}', True),
         (['{"text":"Hello, world."}'], '{"text":"Hello, word."}', False),
+        (
+            ['{"text":"Hello world, this is a test."}'],
+            '{"text":"Hello world, this is the test."}',
+            True,
+        ),
+        (
+            ['{"text":"Hello world, this is a test."}'],
+            '{"text":"Hello world, this was the test."}',
+            False,
+        ),
+        (
+            ['{"message":"the file is not audio at all"}'],
+            '{"message":"the file is not audio at any"}',
+            False,
+        ),
+        (["final: Hello world, this is a test."], "final: Hello world, this is the test.", True),
+        (
+            ["final: Hello world, this is a test."],
+            "final: Hello world, this is a test. Bye now.",
+            False,
+        ),
+        (["final: Hello world."], "final: Hello word.", False),
         (['{"text":"x","seconds":2.6}'], '{"text":"x"}', False),
         (['{"text":"x"}'], '{"text":"x","extra":1}', False),
         (['{"seconds":2.6}'], '{"seconds":4.0}', False),

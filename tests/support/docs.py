@@ -25,7 +25,7 @@ import yaml
 from markdown_it import MarkdownIt
 
 from asr_serve.config import AppConfig, ModelConfig
-from devtools.text import normalize
+from devtools.text import normalize, word_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,6 +51,15 @@ PICTURE_LANGS = {"text"}
 RUN_TIMEOUT_S = 180
 #: Numbers in JSON output agree when within this share of each other, or this far apart.
 REL_TOL, ABS_TOL = 0.2, 0.05
+#: A transcript (a JSON ``text`` or ``transcript``, or a line of plain text) of at least
+#: :data:`TRANSCRIPT_MIN_WORDS` words may differ from the page's by one word in ten, at
+#: least one: the same audio gives another word on another CPU (FFmpeg's resampler and
+#: CTranslate2 take other SIMD paths, the last bits of the samples and logits move, and
+#: the beam search tips over: "this is a test" on one machine, "this is the test" on an
+#: AVX-512 one).
+TRANSCRIPT_KEYS = frozenset({"text", "transcript"})
+TRANSCRIPT_MIN_WORDS = 5
+TRANSCRIPT_WORD_ERRORS = 0.1
 ELLIPSIS = "..."
 
 
@@ -392,8 +401,20 @@ def line_matches(expected: str, actual: str) -> bool:
     if want is not None:
         have = _json(actual)
         return have is not None and json_matches(want, have)
+    if ELLIPSIS not in expected:
+        return transcript_matches(expected, actual)
     pattern = ".*".join(re.escape(" ".join(normalize(part))) for part in expected.split(ELLIPSIS))
     return re.fullmatch(pattern, " ".join(normalize(actual))) is not None
+
+
+def transcript_matches(expected: str, actual: str) -> bool:
+    """The same words, or as many as :data:`TRANSCRIPT_WORD_ERRORS` of them different in a
+    transcript long enough to have a word to spare."""
+    want = normalize(expected)
+    if want == normalize(actual):
+        return True
+    allowed = max(1, int(len(want) * TRANSCRIPT_WORD_ERRORS))
+    return len(want) >= TRANSCRIPT_MIN_WORDS and word_errors(expected, actual) <= allowed
 
 
 def _json(line: str) -> Any:
@@ -405,16 +426,17 @@ def _json(line: str) -> Any:
         return None
 
 
-def json_matches(want: Any, have: Any) -> bool:
-    """The same keys and lengths; strings by their words (``"..."``: any value); numbers
-    within :data:`REL_TOL` or :data:`ABS_TOL`; the rest equal."""
+def json_matches(want: Any, have: Any, key: str = "") -> bool:
+    """The same keys and lengths; strings by their words (``"..."``: any value), a
+    transcript's (under ``key`` in :data:`TRANSCRIPT_KEYS`) as :func:`transcript_matches`;
+    numbers within :data:`REL_TOL` or :data:`ABS_TOL`; the rest equal."""
     if want == ELLIPSIS:
         return True
     if isinstance(want, dict):
         return (
             isinstance(have, dict)
             and want.keys() == have.keys()
-            and all(json_matches(want[k], have[k]) for k in want)
+            and all(json_matches(want[k], have[k], k) for k in want)
         )
     if isinstance(want, list):
         return (
@@ -422,6 +444,8 @@ def json_matches(want: Any, have: Any) -> bool:
             and len(want) == len(have)
             and all(json_matches(w, h) for w, h in zip(want, have, strict=True))
         )
+    if isinstance(want, str) and key in TRANSCRIPT_KEYS:
+        return isinstance(have, str) and transcript_matches(want, have)
     if isinstance(want, str):
         return isinstance(have, str) and normalize(want) == normalize(have)
     if isinstance(want, bool) or want is None:
