@@ -261,7 +261,6 @@ def main(argv: list[str] | None = None) -> Breakdown:
             Path(tmp),
             plan.model,
             access_log=args.serve_access_log,
-            apps=("asr-serve",),
             front=args.front,
         )
         system = ServedSystem("asr-serve", run)

@@ -97,7 +97,7 @@ def _live_flood(url: str, seconds: float) -> list[FloodResult]:
 
 
 def _phase(run: ServeRun, wav: bytes, seconds: float, flood: str | None) -> dict[str, Any]:
-    before = Counter(run.stats("asr")[0]["model_s_by_client"])
+    before = Counter(run.stats()[0]["model_s_by_client"])
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         flooding = None
         if flood == "files":
@@ -108,7 +108,7 @@ def _phase(run: ServeRun, wav: bytes, seconds: float, flood: str | None) -> dict
         flooded = flooding.result() if flooding is not None else None
     # This machine's other work shows in every figure: say how much there was.
     load = os.getloadavg()[0]
-    model_s = Counter(run.stats("asr")[0]["model_s_by_client"])
+    model_s = Counter(run.stats()[0]["model_s_by_client"])
     model_s.subtract(before)
     total = sum(v for v in model_s.values() if v > 0)
     latencies = [o.latency_s for o in normal if o.status == 200]
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ["ASR_SERVE_API_KEYS"] = ",".join([*NORMAL_KEYS, FLOODER])
     phases: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="asr-bench-fairness-") as tmp:
-        run = ServeRun(Path(tmp), model, bounded=True, apps=("asr-serve",))
+        run = ServeRun(Path(tmp), model, bounded=True)
         try:
             run.start()
             _warm_up(run, wav)

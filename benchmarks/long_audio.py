@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     served: list[float] = []
     with tempfile.TemporaryDirectory(prefix="asr-bench-long-") as tmp:
-        run = ServeRun(Path(tmp), model, apps=("asr-serve",))
+        run = ServeRun(Path(tmp), model)
         try:
             run.start()
             url = f"{run.base_url}/v1/audio/transcriptions"

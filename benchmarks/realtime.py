@@ -336,18 +336,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     # A short directory: HAProxy's socket paths under it are bounded.
     with tempfile.TemporaryDirectory(prefix="asr-rt-") as tmp:
-        run = ServeRun(Path(tmp), model, apps=("asr-serve",), front=args.front)
+        run = ServeRun(Path(tmp), model, front=args.front)
         served = ServedSystem("asr-serve", run)
         try:
             run.start()
             url = run.base_url.replace("http://", "ws://", 1) + "/v1/realtime"
             results.file_api_wer = _file_api_wer(run.base_url, model.name, speech)
-            seen = run.ingress_stats(served.app)
+            seen = run.ingress_stats()
 
             def with_server_stats(level: Level) -> Level:
                 nonlocal seen
                 sizes = served.batch_sizes() or []
-                stats = run.ingress_stats(served.app)
+                stats = run.ingress_stats()
                 level = level.model_copy(
                     update={
                         "partials_shed": stats["partials_shed"] - seen["partials_shed"],

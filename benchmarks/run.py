@@ -40,7 +40,7 @@ def _system_factories(plan: EnginePlan, log_dir: Path) -> dict[str, Callable[[],
     def served(name: str) -> HTTPSystem:
         # Each application in a `serve run` of its own, as the other systems run alone: on
         # two cores a second application's idle replicas slow the one measured.
-        return ServedSystem(name, ServeRun(log_dir, plan.model, plan.num_gpus, apps=(name,)))
+        return ServedSystem(name, ServeRun(log_dir, plan.model, plan.num_gpus, system=name))
 
     return {
         "asr-serve": lambda: served("asr-serve"),

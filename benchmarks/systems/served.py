@@ -78,11 +78,12 @@ def serve_config(
     *,
     access_log: bool = False,
     bounded: bool = False,
-    apps: tuple[str, ...],
+    system: str = "asr-serve",
 ) -> dict[str, Any]:
-    """The YAML ``serve run`` gets: ``apps``, args validated by :class:`AppConfig`; Serve's
-    settings for the replicas and the proxy and its access log off as in the shipped
-    configs, unless ``access_log``; the model's queue bound lifted unless ``bounded``."""
+    """The YAML ``serve run`` gets: ``system``'s application, args validated by
+    :class:`AppConfig`; Serve's settings for the replicas and the proxy and its access log
+    off as in the shipped configs, unless ``access_log``; the model's queue bound lifted
+    unless ``bounded``."""
     if not bounded:
         wait = {"max_queue_wait_s": _UNBOUNDED_QUEUE_WAIT_S}
         model = model.model_copy(update={"batching": model.batching.model_copy(update=wait)})
@@ -92,6 +93,7 @@ def serve_config(
     args = AppConfig(
         models=[model], auth=AuthConfig(anonymous=True), speakers=SpeakersConfig(enabled=False)
     ).model_dump(mode="json", exclude_defaults=True)
+    app, prefix = APPS[system]
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
@@ -106,7 +108,6 @@ def serve_config(
                 "runtime_env": {"env_vars": SERVE_ENV},
                 "deployments": _deployments(model, 1 if app == "asr" else 2, num_gpus),
             }
-            for app, prefix in (APPS[name] for name in apps)
         ],
     }
 
@@ -136,7 +137,8 @@ def front_env(front: str, tmp: Path) -> dict[str, str]:
 
 
 class ServeRun:
-    """One ``serve run`` subprocess of ``apps`` (:data:`APPS`) with its own fresh local Ray."""
+    """One ``serve run`` subprocess of one system's application (:data:`APPS`), with its own
+    fresh local Ray: on two cores an idle application beside the measured one is not free."""
 
     def __init__(
         self,
@@ -146,16 +148,16 @@ class ServeRun:
         *,
         access_log: bool = False,
         bounded: bool = False,
-        apps: tuple[str, ...],
+        system: str = "asr-serve",
         front: str = "proxy",
     ) -> None:
         self.model = model
         self.port = free_port()
-        self.apps = apps
-        name = "-".join((model.name, *apps))
+        self.app, prefix = APPS[system]
+        name = f"{model.name}-{system}"
         config_path = log_dir / f"serve-{name}.yaml"
         config = serve_config(
-            model, self.port, num_gpus, access_log=access_log, bounded=bounded, apps=apps
+            model, self.port, num_gpus, access_log=access_log, bounded=bounded, system=system
         )
         config_path.write_text(yaml.safe_dump(config))
         serve_cli = str(Path(sys.executable).with_name("serve"))
@@ -171,16 +173,16 @@ class ServeRun:
             },
             log_dir / f"serve-{name}.log",
         )
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        #: The application's own URL, under its route prefix.
+        self.base_url = f"http://127.0.0.1:{self.port}{prefix.rstrip('/')}"
         self._driver = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> float:
-        """Start the ``serve run`` and wait until its applications are ready: seconds."""
+        """Start the ``serve run`` and wait until its application is ready: seconds."""
         self.process.start()
-        urls = [self.base_url + APPS[name][1].rstrip("/") + "/ready" for name in self.apps]
         try:
-            return self.process.wait(lambda: all(http_ok(u) for u in urls), START_TIMEOUT_S)
+            return self.process.wait(lambda: http_ok(self.base_url + "/ready"), START_TIMEOUT_S)
         except Exception:
             self.stop()
             raise
@@ -202,7 +204,7 @@ class ServeRun:
             ray.init(address=self._gcs_address(), log_to_driver=False, configure_logging=False)
             self._driver = True
 
-    def _replica_stats(self, deployment: str, app: str, timeout_s: float) -> dict:
+    def _replica_stats(self, deployment: str, timeout_s: float) -> dict:
         """``stats()`` of one replica of ``deployment``, awaited on this run's own event
         loop: a handle call made outside an event loop fails where Serve's router runs in
         its caller's loop (``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0``, which
@@ -215,21 +217,21 @@ class ServeRun:
             threading.Thread(target=self._loop.run_forever, daemon=True).start()
 
         async def call() -> dict:
-            handle = serve.get_deployment_handle(deployment, app_name=app)
+            handle = serve.get_deployment_handle(deployment, app_name=self.app)
             return await asyncio.wait_for(handle.stats.remote(), timeout_s)
 
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
 
-    def ingress_stats(self, app: str) -> dict:
+    def ingress_stats(self) -> dict:
         """The ingress replica's live sessions (one ingress replica per application)."""
-        return self._replica_stats("Ingress", app, timeout_s=60)
+        return self._replica_stats("Ingress", timeout_s=60)
 
-    def stats(self, app: str) -> list[dict]:
-        """``stats()`` of every ASR replica of ``app`` (replicas told apart by pid)."""
+    def stats(self) -> list[dict]:
+        """``stats()`` of every ASR replica (replicas told apart by pid)."""
         replicas: dict[int, dict] = {}
         for _ in range(8):  # the router picks replicas at random: ask until both answered
             # Generous: under --quick every system starts at once on the same cores.
-            stats = self._replica_stats(self.model.deployment_name, app, timeout_s=120)
+            stats = self._replica_stats(self.model.deployment_name, timeout_s=120)
             replicas[stats["pid"]] = stats
         return list(replicas.values())
 
@@ -252,13 +254,12 @@ class ServeRun:
 
 
 class ServedSystem(HTTPSystem):
-    """One application of a :class:`ServeRun`."""
+    """The application of a :class:`ServeRun`, as one system of a benchmark."""
 
     def __init__(self, name: str, run: ServeRun) -> None:
         self.name = name
         self.run = run
-        self.app, prefix = APPS[name]
-        self.base_url = run.base_url + prefix.rstrip("/")
+        self.base_url = run.base_url
         self.fields = {"model": run.model.name}
         self._seen: dict[int, int] = {}
 
@@ -272,7 +273,7 @@ class ServedSystem(HTTPSystem):
         """Batches formed since the last call, over every replica of this application."""
         sizes: list[int] = []
         try:
-            replicas = self.run.stats(self.app)
+            replicas = self.run.stats()
         except Exception as exc:  # the numbers still count; say why batches are missing
             print(f"[{self.name}] batch sizes unavailable: {exc!r}", file=sys.stderr)
             return None
