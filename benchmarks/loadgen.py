@@ -35,7 +35,7 @@ class RunStats(BaseModel):
     """One level of one system: throughput, latency percentiles, errors, batch sizes."""
 
     system: str
-    mode: str  # "closed", "open" or "inprocess"
+    mode: str  # "closed", "open", "inprocess" or "turns" (:func:`taking_turns`)
     concurrency: int | None = None
     rate_rps: float | None = None
     batch_size: int | None = None
@@ -139,6 +139,31 @@ async def closed_loop(
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         return records, time.perf_counter() - started
+
+
+async def taking_turns(
+    urls: Sequence[str],
+    clips: Sequence[Clip],
+    n_requests: int,
+    *,
+    fields: Sequence[dict],
+    timeout_s: float = 300.0,
+) -> tuple[list[list[Record]], float]:
+    """One client taking turns between systems: each clip of the sequence goes to every URL
+    (with its ``fields``) in turn, the order rotated clip by clip, so the machine's slow and
+    fast minutes fall on every system alike. Records per URL, and the time it took."""
+    records: list[list[Record]] = [[] for _ in urls]
+    clients = [_client(1, timeout_s) for _ in urls]
+    try:
+        started = time.perf_counter()
+        for i, clip in enumerate(sequence(clips, n_requests)):
+            for k in (i + j for j in range(len(urls))):
+                k %= len(urls)
+                records[k].append(await _send(clients[k], urls[k], clip, fields[k]))
+        return records, time.perf_counter() - started
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 async def open_loop(

@@ -31,6 +31,8 @@ from benchmarks.report import (
 from benchmarks.systems.base import HTTPSystem
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: Measured once more at one client taking turns, both up (:func:`measure_turns`).
+TURNS = ("asr-serve", "sequential")
 
 
 def _system_factories(plan: EnginePlan, log_dir: Path) -> dict[str, Callable[[], HTTPSystem]]:
@@ -93,6 +95,35 @@ def measure_system(
     return result
 
 
+def measure_turns(
+    plan: EnginePlan, log_dir: Path, clips: list[Clip], results: dict[str, SystemResult]
+) -> None:
+    """One client taking turns between fresh instances of :data:`TURNS`, appended to their
+    results as a ``turns`` level. Measured one after the other, minutes apart, their
+    one-client P50s also differ by how the machine's speed drifted in between, which on a
+    shared 2-core machine moves more than the path being compared (benchmarks/README.md);
+    taking turns, the drift falls on both alike."""
+    log_dir.mkdir(exist_ok=True)
+    factories = _system_factories(plan, log_dir)
+    systems = [factories[name]() for name in TURNS]
+    try:
+        with ThreadPoolExecutor(len(systems)) as pool:  # at once: nothing is measured yet
+            list(pool.map(lambda system: system.start(), systems))
+        urls, fields = [s.url for s in systems], [s.fields for s in systems]
+        asyncio.run(loadgen.taking_turns(urls, clips, len(clips), fields=fields))  # warm-up
+        turns, _ = asyncio.run(loadgen.taking_turns(urls, clips, plan.n_requests(1), fields=fields))
+        for system, records in zip(systems, turns, strict=True):
+            busy_s = sum(r.latency_s for r in records)  # its own share of the time
+            stats = loadgen.summarize(system.name, "turns", records, busy_s, concurrency=1)
+            results[system.name].levels.append(stats)
+            print(f"  {system.name} c1 taking turns: {_line(stats)}", flush=True)
+    except Exception as exc:  # the levels measured apart still count
+        print(f"  taking turns FAILED: {type(exc).__name__}: {exc}"[:2000], flush=True)
+    finally:
+        for system in systems:
+            system.stop()
+
+
 def _record(result: SystemResult, system: HTTPSystem, stats: loadgen.RunStats, label: str) -> None:
     """Attach the batches the level formed, keep the level, print its line."""
     stats.batch_sizes = system.batch_sizes()
@@ -143,6 +174,9 @@ def run_engine(plan: EnginePlan, log_dir: Path, *, parallel_start: bool) -> Engi
                 system, plan, clips, open_rate, starts.get(system.name)
             )
     report.systems = {s.name: report.systems[s.name] for s in systems}
+    if set(TURNS) <= report.systems.keys():
+        print(f"[{plan.engine}] {' and '.join(TURNS)}, taking turns", flush=True)
+        measure_turns(plan, log_dir / "turns", clips, report.systems)
     return report
 
 
