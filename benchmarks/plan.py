@@ -33,6 +33,9 @@ class EnginePlan(BaseModel):
     waves: int
     inprocess_batch_sizes: list[int]
     naive_requests: int
+    #: Requests to each system at one client taking turns (``run.measure_turns``): more
+    #: than a level's, as the difference of two P50s of the mix is what that phase reports.
+    turn_requests: int
     #: Open-loop level: rate = this fraction of the in-process batched limit, this long.
     open_load: float = 0.6
     open_seconds: float
@@ -98,6 +101,7 @@ def make_plan(
             waves=1,
             inprocess_batch_sizes=[1, 4],
             naive_requests=1,
+            turn_requests=4,
             open_seconds=2.0,
         )
     if gpu:
@@ -109,6 +113,7 @@ def make_plan(
             waves=4,
             inprocess_batch_sizes=[1, 4, 8, 16, 32],
             naive_requests=3,
+            turn_requests=32,
             open_seconds=20.0,
             num_gpus=0.5,
         )
@@ -121,6 +126,7 @@ def make_plan(
             waves=2,
             inprocess_batch_sizes=[1, 2, 4, 8, 16],
             naive_requests=3,
+            turn_requests=80,
             open_seconds=10.0,
         )
     # tiny.en on one CPU thread runs ~1 s per request: fewer requests, no 64-client level.
@@ -132,5 +138,6 @@ def make_plan(
         waves=2,
         inprocess_batch_sizes=[1, 2, 4],
         naive_requests=2,
+        turn_requests=24,
         open_seconds=10.0,
     )
