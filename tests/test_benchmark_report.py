@@ -88,6 +88,28 @@ def test_the_path_alone_is_asr_serve_against_the_plain_server_taking_turns() -> 
     assert report.systems["asr-serve"].closed(1).p50_ms == 200.0  # the turns are apart
 
 
+def test_the_path_alone_is_compared_clip_by_clip() -> None:
+    """The P50 of a mix is one clip's (here the middle one's); the added time is each clip's
+    P50 against the same clip's, averaged over the mix."""
+
+    def system(name: str, ms_by_clip: dict[str, float]) -> SystemResult:
+        records = [_record(clip, ms) for clip, ms in ms_by_clip.items() for _ in range(3)]
+        result = SystemResult(system=name)
+        result.levels.append(summarize(name, "turns", records, 1.0, concurrency=1))
+        return result
+
+    served = system("asr-serve", {"2s": 60.0, "5s": 80.0, "28s": 200.0})
+    sequential = system("sequential", {"2s": 50.0, "5s": 75.0, "28s": 100.0})
+    report = EngineReport(
+        engine="funasr",
+        model={},
+        plan={},
+        systems={"asr-serve": served, "sequential": sequential},
+    )
+    assert served.levels[0].p50_ms - sequential.levels[0].p50_ms == 5.0  # the 5 s clip's
+    assert report.ratios()["served_vs_sequential_added_p50_ms_c1"] == (10 + 5 + 100) / 3
+
+
 def test_taking_turns_sends_each_clip_to_every_system_in_a_rotating_order(monkeypatch) -> None:
     import asyncio
 
