@@ -111,7 +111,7 @@ def measure_turns(
             list(pool.map(lambda system: system.start(), systems))
         urls, fields = [s.url for s in systems], [s.fields for s in systems]
         asyncio.run(loadgen.taking_turns(urls, clips, len(clips), fields=fields))  # warm-up
-        turns, _ = asyncio.run(loadgen.taking_turns(urls, clips, plan.turn_requests, fields=fields))
+        turns = asyncio.run(loadgen.taking_turns(urls, clips, plan.turn_requests, fields=fields))
         for system, records in zip(systems, turns, strict=True):
             busy_s = sum(r.latency_s for r in records)  # its own share of the time
             stats = loadgen.summarize(system.name, "turns", records, busy_s, concurrency=1)

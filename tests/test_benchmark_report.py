@@ -137,7 +137,7 @@ def test_taking_turns_sends_each_clip_to_every_system_in_a_rotating_order(monkey
         for n in ("a", "b")
     ]
     urls = ["http://one/t", "http://two/t", "http://three/t"]
-    records, _ = asyncio.run(loadgen.taking_turns(urls, clips, 3, fields=[{}, {}, {}]))
+    records = asyncio.run(loadgen.taking_turns(urls, clips, 3, fields=[{}, {}, {}]))
     assert [[r.clip for r in rs] for rs in records] == [["a", "b", "a"]] * 3
     assert [host for host, _ in seen] == (
         ["one", "two", "three", "two", "three", "one", "three", "one", "two"]
