@@ -138,6 +138,6 @@ def make_plan(
         waves=2,
         inprocess_batch_sizes=[1, 2, 4],
         naive_requests=2,
-        turn_requests=24,
+        turn_requests=48,
         open_seconds=10.0,
     )
