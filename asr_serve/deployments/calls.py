@@ -56,6 +56,20 @@ SERVE_ERRORS: dict[type[BaseException], Callable[[BaseException], ASRServeError]
 #: How long ``/ready`` waits for each deployment to answer.
 READY_PROBE_TIMEOUT_S = 2.0
 
+#: Serve's gRPC transport (``SERVE_ENV``) sends a call's arguments and result by value, in
+#: one message: cheapest for the usual few seconds of audio, but its cost grows faster than
+#: the bytes, and from about a MiB Ray's object store is cheaper (through the whole path,
+#: a 28 s clip's 1.8 MB of float32 samples 2 ms faster by reference, a 10 s clip's 0.64 MB
+#: 1.4 ms slower; 300 s between two bare replicas 124 ms by value, 12 by reference:
+#: benchmarks/README.md, "large calls by reference"). Calls carrying at least this many
+#: bytes go by reference.
+BY_REFERENCE_MIN_BYTES = 1 << 20
+
+#: A compressed upload decodes to several times its bytes (128 kbit/s MP3 to 16 kHz float32:
+#: four times), and the decoder's result travels the same way as its call, so a decode goes
+#: by reference from a quarter of :data:`BY_REFERENCE_MIN_BYTES` of upload.
+DECODED_PER_UPLOAD_BYTE = 4
+
 
 async def call_downstream(call: Callable[[], Awaitable[T | ASRServeError]], *, target: str) -> T:
     """Await ``call()``, once more if its replica died; Serve's rejections as API errors.
@@ -108,6 +122,23 @@ async def _model_call(
     return done.result
 
 
+class SizedHandle:
+    """One deployment's handle both ways: by value for small calls, by reference for large
+    ones (:data:`BY_REFERENCE_MIN_BYTES`). Both share one router, so one set of replica
+    queue lengths and one queued-request count."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        # `.options()` starts the handle's router now, so a new ingress replica (redeploy,
+        # scale-up) learns the replicas before its first requests instead of holding them
+        # as queued, against max_queued_requests, while it asks.
+        self.small = handle.options()
+        self.large = self.small.options(_by_reference=True)
+
+    def carrying(self, nbytes: int) -> DeploymentHandle:
+        """The handle for a call whose arguments and result come to about ``nbytes``."""
+        return self.large if nbytes >= BY_REFERENCE_MIN_BYTES else self.small
+
+
 class Downstream:
     """The decoder and the models as the ingress sees them: plain async methods."""
 
@@ -117,12 +148,9 @@ class Downstream:
         models: dict[str, DeploymentHandle],
         speakers: DeploymentHandle | None = None,
     ) -> None:
-        # `.options()` starts each handle's router now, so a new ingress replica (redeploy,
-        # scale-up) learns the replicas before its first requests instead of holding them
-        # as queued, against max_queued_requests, while it asks.
-        self._decoder = decoder.options()
-        self._models = {name: handle.options() for name, handle in models.items()}
-        self._speakers = None if speakers is None else speakers.options()
+        self._decoder = SizedHandle(decoder)
+        self._models = {name: SizedHandle(handle) for name, handle in models.items()}
+        self._speakers = None if speakers is None else SizedHandle(speakers)
         #: Last readiness seen per model, so ``/ready`` logs changes, not every probe.
         self._ready: dict[str, bool] = {}
         #: Per model, what its engine can do: fixed for a replica's life, asked once.
@@ -131,9 +159,10 @@ class Downstream:
     async def decode(
         self, data: bytes, splitting: SplittingConfig, regions: bool = False
     ) -> DecodedAudio:
+        decoder = self._decoder.carrying(len(data) * DECODED_PER_UPLOAD_BYTE)
         with timed(DECODE):
             return await call_downstream(
-                lambda: self._decoder.decode.remote(data, splitting, regions), target="decoder"
+                lambda: decoder.decode.remote(data, splitting, regions), target="decoder"
             )
 
     @property
@@ -145,7 +174,7 @@ class Downstream:
         """Speaker embeddings of clips, one row each, as ``client``'s (the Speakers
         deployment)."""
         assert self._speakers is not None, "speakers are off"
-        speakers = self._speakers
+        speakers = self._speakers.carrying(sum(clip.nbytes for clip in clips))
         return await call_downstream(
             lambda: speakers.embed.remote(clips, client), target="speakers"
         )
@@ -158,7 +187,7 @@ class Downstream:
         admitted: bool,
         client: str,
     ) -> EngineResult:
-        handle = self._models[model]
+        handle = self._models[model].carrying(audio.nbytes)
         result = await _model_call(
             lambda: handle.transcribe.remote(audio, options, admitted, client=client),
             target=model,
@@ -168,7 +197,7 @@ class Downstream:
 
     async def capabilities(self, model: str) -> EngineCapabilities:
         if model not in self._capabilities:
-            handle = self._models[model]
+            handle = self._models[model].small
             self._capabilities[model] = await call_downstream(
                 lambda: handle.capabilities.remote(), target=model
             )
@@ -182,7 +211,7 @@ class Downstream:
 
         async def transcribe(request: TranscribeRequest) -> EngineResult | None:
             partial = request.kind is TranscribeKind.PARTIAL
-            handle = self._models[request.model]
+            handle = self._models[request.model].carrying(request.audio.nbytes)
             return await _model_call(
                 lambda: handle.transcribe.remote(
                     request.audio,
@@ -204,7 +233,9 @@ class Downstream:
     async def _probe(self, name: str) -> bool:
         try:
             ready = bool(
-                await asyncio.wait_for(self._models[name].ready.remote(), READY_PROBE_TIMEOUT_S)
+                await asyncio.wait_for(
+                    self._models[name].small.ready.remote(), READY_PROBE_TIMEOUT_S
+                )
             )
             reason = "no answer" if not ready else ""
         except TimeoutError:

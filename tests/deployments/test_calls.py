@@ -11,7 +11,12 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 from ray.serve._private.common import DeploymentID
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from asr_serve.deployments.calls import Downstream, call_downstream
+from asr_serve.deployments.calls import (
+    BY_REFERENCE_MIN_BYTES,
+    Downstream,
+    SizedHandle,
+    call_downstream,
+)
 from asr_serve.engines import EngineResult, TranscribeOptions
 from asr_serve.engines.batch import Transcribed
 from asr_serve.errors import InternalError, InvalidAudioError, OverloadedError
@@ -103,7 +108,7 @@ class _Handle:
         self.outcome = outcome
         self.ready = self
 
-    def options(self) -> _Handle:
+    def options(self, **_: object) -> _Handle:
         return self
 
     def remote(self):
@@ -173,7 +178,7 @@ class _Recording:
         self.transcribe = self
         self.delay_s = delay_s
 
-    def options(self) -> _Recording:
+    def options(self, **_: object) -> _Recording:
         return self
 
     def remote(self, audio, options, *args, **kwargs):
@@ -219,3 +224,44 @@ def test_a_model_call_records_the_replica_stages_and_the_rest_as_transport() -> 
     assert list(timings.stages) == [QUEUE, BATCH, ENGINE, TRANSPORT]
     assert timings.stages[ENGINE] == TIMES.engine_s
     assert 0.02 <= timings.stages[TRANSPORT] < 0.5
+
+
+class _Options:
+    """A handle that remembers the options it was made with."""
+
+    def __init__(self, **options: object) -> None:
+        self.given = options
+
+    def options(self, **options: object) -> _Options:
+        return _Options(**self.given, **options)
+
+
+def test_large_calls_go_by_reference_and_small_ones_by_value() -> None:
+    handle = SizedHandle(_Options())
+    assert handle.carrying(BY_REFERENCE_MIN_BYTES - 1).given == {}
+    assert handle.carrying(BY_REFERENCE_MIN_BYTES).given == {"_by_reference": True}
+
+
+class _Routed(_Recording):
+    """A model handle whose calls record which way they went."""
+
+    def __init__(self, by_reference: bool = False, log: list[bool] | None = None) -> None:
+        super().__init__()
+        self.by_reference, self.log = by_reference, [] if log is None else log
+
+    def options(self, _by_reference: bool = False) -> _Routed:
+        return _Routed(self.by_reference or _by_reference, self.log)
+
+    def remote(self, *args, **kwargs):
+        self.log.append(self.by_reference)
+        return super().remote(*args, **kwargs)
+
+
+def test_a_piece_s_samples_choose_the_way_to_the_model() -> None:
+    """17 s of float32 samples and more go by reference; a shorter clip by value."""
+    model = _Routed()
+    downstream = Downstream(_Recording(), {"m": model})
+    for seconds in (16, 17):
+        audio = np.zeros(16_000 * seconds, np.float32)
+        asyncio.run(downstream.transcribe("m", audio, TranscribeOptions(), False, ""))
+    assert model.log == [False, True]
