@@ -63,6 +63,8 @@ class EngineReport(BaseModel):
     #: Tokens the funasr LLM generated per clip of the mix (fixed-length check).
     generated_tokens: list[int] = Field(default_factory=list)
     systems: dict[str, SystemResult] = Field(default_factory=dict)
+    #: Why the phase of one client taking turns failed, if it did (its key is then missing).
+    turns_error: str | None = None
 
     def ratios(self) -> dict[str, float | int | None]:
         """The headline ratios (throughput as audio seconds per second, RTFx)."""
@@ -297,6 +299,9 @@ def markdown(report: Report, png_name: str) -> str:
                     f"{s.p50_ms:.0f} | {s.p95_ms:.0f} | {s.p99_ms:.0f} | "
                     f"{s.errors or ''} | {mean} |"
                 )
+        if rep.turns_error:
+            failed = f"failed: {rep.turns_error[:300]!r}"
+            lines.append(f"| one client taking turns | {failed} | | | | | | | |")
         lines += [
             "",
             "Start-up to ready (s): "

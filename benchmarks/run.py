@@ -97,12 +97,12 @@ def measure_system(
 
 def measure_turns(
     plan: EnginePlan, log_dir: Path, clips: list[Clip], results: dict[str, SystemResult]
-) -> None:
+) -> str | None:
     """One client taking turns between fresh instances of :data:`TURNS`, appended to their
-    results as a ``turns`` level. Measured one after the other, minutes apart, their
-    one-client P50s also differ by how the machine's speed drifted in between, which on a
-    shared 2-core machine moves more than the path being compared (benchmarks/README.md);
-    taking turns, the drift falls on both alike."""
+    results as a ``turns`` level; the error if it failed. Measured one after the other,
+    minutes apart, their one-client P50s also differ by how the machine's speed drifted in
+    between, which on a shared 2-core machine moves more than the path being compared
+    (benchmarks/README.md); taking turns, the drift falls on both alike."""
     log_dir.mkdir(exist_ok=True)
     factories = _system_factories(plan, log_dir)
     systems = [factories[name]() for name in TURNS]
@@ -118,10 +118,13 @@ def measure_turns(
             results[system.name].levels.append(stats)
             print(f"  {system.name} c1 taking turns: {_line(stats)}", flush=True)
     except Exception as exc:  # the levels measured apart still count
-        print(f"  taking turns FAILED: {type(exc).__name__}: {exc}"[:2000], flush=True)
+        error = f"{type(exc).__name__}: {exc}"
+        print(f"  taking turns FAILED: {error[:2000]}", flush=True)
+        return error
     finally:
         for system in systems:
             system.stop()
+    return None
 
 
 def _record(result: SystemResult, system: HTTPSystem, stats: loadgen.RunStats, label: str) -> None:
@@ -176,7 +179,7 @@ def run_engine(plan: EnginePlan, log_dir: Path, *, parallel_start: bool) -> Engi
     report.systems = {s.name: report.systems[s.name] for s in systems}
     if set(TURNS) <= report.systems.keys():
         print(f"[{plan.engine}] {' and '.join(TURNS)}, taking turns", flush=True)
-        measure_turns(plan, log_dir / "turns", clips, report.systems)
+        report.turns_error = measure_turns(plan, log_dir / "turns", clips, report.systems)
     return report
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from benchmarks.loadgen import Record, summarize
-from benchmarks.report import EngineReport, SystemResult, _met
+from benchmarks.report import EngineReport, Report, SystemResult, _met, markdown
 
 
 def _record(clip: str, ms: float) -> Record:
@@ -141,4 +141,26 @@ def test_taking_turns_sends_each_clip_to_every_system_in_a_rotating_order(monkey
     assert [[r.clip for r in rs] for rs in records] == [["a", "b", "a"]] * 3
     assert [host for host, _ in seen] == (
         ["one", "two", "three", "two", "three", "one", "three", "one", "two"]
+    )
+
+
+def test_a_failed_turns_phase_is_in_the_report() -> None:
+    """The key is missing when the phase failed; the report says why."""
+    served = SystemResult(system="asr-serve")
+    served.levels.append(
+        summarize("asr-serve", "closed", [_record("2s", 50)] * 2, 1.0, concurrency=1)
+    )
+    engine = EngineReport(
+        engine="funasr",
+        model={"name": "tiny", "engine": "funasr", "max_new_tokens": 32},
+        plan={},
+        systems={"asr-serve": served},
+        turns_error="TimeoutError: sequential did not start",
+    )
+    report = Report(
+        machine="m", command="c", date="d", quick=False, gpu=False, engines={"funasr": engine}
+    )
+    assert engine.ratios()["served_vs_sequential_added_p50_ms_c1"] is None
+    assert "taking turns | failed: 'TimeoutError: sequential did not start'" in markdown(
+        report, "p.png"
     )
