@@ -226,22 +226,6 @@ def test_a_model_call_records_the_replica_stages_and_the_rest_as_transport() -> 
     assert 0.02 <= timings.stages[TRANSPORT] < 0.5
 
 
-class _Options:
-    """A handle that remembers the options it was made with."""
-
-    def __init__(self, **options: object) -> None:
-        self.given = options
-
-    def options(self, **options: object) -> _Options:
-        return _Options(**self.given, **options)
-
-
-def test_large_calls_go_by_reference_and_small_ones_by_value() -> None:
-    handle = SizedHandle(_Options())
-    assert handle.carrying(BY_REFERENCE_MIN_BYTES - 1).given == {}
-    assert handle.carrying(BY_REFERENCE_MIN_BYTES).given == {"_by_reference": True}
-
-
 class _Routed(_Recording):
     """A model handle whose calls record which way they went."""
 
@@ -255,6 +239,12 @@ class _Routed(_Recording):
     def remote(self, *args, **kwargs):
         self.log.append(self.by_reference)
         return super().remote(*args, **kwargs)
+
+
+def test_large_calls_go_by_reference_and_small_ones_by_value() -> None:
+    handle = SizedHandle(_Routed())
+    assert not handle.carrying(BY_REFERENCE_MIN_BYTES - 1).by_reference
+    assert handle.carrying(BY_REFERENCE_MIN_BYTES).by_reference
 
 
 def test_a_piece_s_samples_choose_the_way_to_the_model() -> None:
